@@ -1,0 +1,25 @@
+# Two entry points for a fresh clone: `make demo` (the main job) and `make test` (the whole suite).
+# Both create .venv on first use, with exact versions from constraints.txt (torch: the local CPU build).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) -e '.[test]'
+	# torchvision is optional (architectures for benchmarks/tests); its CUDA-built wheel works on CPU torch
+	# for models only, so it goes in without its dependencies.
+	$(PIP) --no-deps torchvision==0.28.0 pillow
+	touch $@
+
+.PHONY: install demo test bench
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/p2d compile prune2deploy.examples:small_resnet --input-shape 1,3,64,64 --out p2d-out/small_resnet
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/ort_cpu.py

@@ -1,0 +1,108 @@
+"""torch -> ONNX: export, onnx.checker, shape inference, and onnxslim where it removes nodes."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from prune2deploy.errors import P2DError
+from prune2deploy.outputs import flatten_outputs
+
+DEFAULT_OPSET = 18
+PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # leave headroom under protobuf's 2 GB
+
+
+def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT_OPSET,
+                exporter: str = "torchscript", slim: bool = True) -> dict:
+    """Write `model` to `path` as checked, shape-inferred ONNX; returns a record of what was done."""
+    import onnx
+
+    path = Path(path)
+    with torch.no_grad():
+        output_names = [n for n, _ in flatten_outputs(inputs.call(model))]
+    _run_exporter(model, inputs, path, opset, exporter, output_names)
+    proto = onnx.load(str(path))
+    nodes_exported = len(proto.graph.node)
+    record = {"exporter": exporter, "opset": opset, "nodes_exported": nodes_exported,
+              "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
+    if slim:
+        slimmed = _slim(proto)
+        record["onnxslim"] = {"nodes_before": nodes_exported,
+                              "nodes_after": len(slimmed.graph.node) if slimmed is not None else None}
+        if slimmed is not None and len(slimmed.graph.node) < nodes_exported:
+            proto = slimmed
+            record["onnxslim"]["applied"] = True
+        else:
+            record["onnxslim"]["applied"] = False
+    save_onnx(proto, path)
+    check_onnx(path)
+    record["nodes"] = len(proto.graph.node)
+    record["external_data"] = (path.parent / (path.name + ".data")).exists()
+    return record
+
+
+def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_names: list[str]) -> None:
+    kwargs = dict(input_names=inputs.names, output_names=output_names, opset_version=opset,
+                  dynamo=exporter == "dynamo")
+    if exporter == "torchscript":
+        kwargs["do_constant_folding"] = True
+    args = tuple(inputs.args) if not inputs.kwargs else ()
+    if inputs.kwargs:
+        kwargs["kwargs"] = dict(inputs.kwargs)
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, args, str(path), **kwargs)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise P2DError(f"torch.onnx.export ({exporter}) failed: {first[:300]}",
+                       "try --exporter dynamo or torchscript, or --opset another version") from exc
+
+
+def _slim(proto):
+    """onnxslim's graph clean-up (constant folding, dead nodes, fusions); None if it fails."""
+    try:
+        import onnxslim
+
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return onnxslim.slim(proto)
+    except Exception:
+        return None
+
+
+def save_onnx(proto, path: Path) -> None:
+    """Save, moving weights to `<name>.data` when the model would exceed protobuf's 2 GB limit."""
+    import onnx
+
+    weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
+    data_file = path.parent / (path.name + ".data")
+    if data_file.exists():
+        data_file.unlink()
+    if weight_bytes > PROTOBUF_LIMIT:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_file.name, size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker (full) and strict shape inference on the file on disk."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise P2DError(f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def onnx_bytes(path: Path) -> int:
+    """Size of the model file plus its external data, if any."""
+    path = Path(path)
+    data = path.parent / (path.name + ".data")
+    return os.path.getsize(path) + (os.path.getsize(data) if data.exists() else 0)

@@ -1,0 +1,247 @@
+"""The `p2d` command: a thin layer over the Python API. Each command's docstring is its --help."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_USER, P2DError
+
+
+def cmd_compile(args) -> int:
+    """Prune MODEL, export dense and pruned ONNX, verify both against torch, benchmark them, write a report.
+
+    MODEL is a torch.save(model) file, package.module:callable, file.py:callable, torchvision:NAME,
+    timm:NAME or hf:PATH. Output: DIR/{dense.onnx, pruned.onnx, pruned.pt, report.json, report.md},
+    replaced atomically (a failed compile leaves the previous output untouched).
+    """
+    from .inputs import build_example_inputs
+    from .loading import load_model
+    from .options import CompileOptions
+    from .pipeline import compile
+    from .progress import Progress
+    from .report import comparison_rows, summary_lines, text_table
+
+    options = CompileOptions(
+        target=args.target, ratio=args.ratio, criterion=args.criterion, global_pruning=args.global_pruning,
+        iterative_steps=args.iterative_steps, round_to=args.round_to, ignore=args.ignore or [],
+        head_ratio=args.head_ratio, sparsity=args.sparsity, permute=args.permute, exporter=args.exporter,
+        opset=args.opset, slim=not args.no_slim, tolerance=args.tolerance, threads=args.threads,
+        bench_seconds=args.bench_seconds, seed=args.seed, skip_benchmark=args.no_benchmark)
+    options.validate()  # flags first: a typo should not wait for the model to load
+    progress = Progress(enabled=False if args.json else None)
+    with progress.stage("load", f"loading {args.model}"):
+        loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
+        inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs,
+                                      seed=args.seed)
+        calib = load_calibration(args.calib_data, inputs) if args.calib_data else []
+    result = compile(loaded.model, inputs, out_dir=args.out, model_name=loaded.name, calib_batches=calib,
+                     progress=progress, options=options)
+    report = result.report
+    report["stages_s"] = {"load": progress.times["load"], **report["stages_s"]}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    for w in report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{loaded.name} on {report['target']} ({report['device']})")
+    print(text_table(comparison_rows(report)))
+    for line in summary_lines(report):
+        print(line)
+    print(f"wrote {result.out_dir}/ (report.md, report.json, dense.onnx, pruned.onnx, pruned.pt)")
+    return 0
+
+
+def load_calibration(path: str, like):
+    """--calib-data FILE: inputs, or (inputs, labels), or {"inputs": ..., "labels": ...}; batched on dim 0."""
+    from pathlib import Path
+
+    import torch
+
+    from .context import ExampleInputs
+    from .errors import user_error
+
+    if not Path(path).exists():
+        raise user_error(f"calibration data not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise user_error(f"cannot read calibration data {path}: {str(exc).splitlines()[0][:160]}") from exc
+    labels = None
+    if isinstance(obj, dict) and "inputs" in obj:
+        obj, labels = obj["inputs"], obj.get("labels")
+    elif isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[1], torch.Tensor) \
+            and obj[1].dtype == torch.int64 and obj[1].dim() == 1:
+        obj, labels = obj
+    if isinstance(obj, torch.Tensor):
+        inputs = ExampleInputs((obj,), {})
+    elif isinstance(obj, dict):
+        inputs = ExampleInputs((), dict(obj))
+    else:
+        raise user_error(f"{path}: calibration data must be a tensor, a dict of tensors, or (inputs, labels)")
+    batch = like.tensors()[0].shape[0]
+    total = inputs.tensors()[0].shape[0]
+    batches = []
+    for start in range(0, total, batch):
+        part = inputs.like([t[start:start + batch] for t in inputs.tensors()])
+        batches.append((part, labels[start:start + batch] if labels is not None else None))
+    return batches
+
+
+def cmd_bench(args) -> int:
+    """Re-benchmark the dense.onnx and pruned.onnx of an existing output directory on this machine."""
+    from pathlib import Path
+
+    from .bench_dir import bench_out_dir
+
+    return bench_out_dir(Path(args.out_dir), args)
+
+
+def cmd_inspect(args) -> int:
+    """Show MODEL's params, MACs and prunable groups (the layers torch-pruning prunes together) with widths."""
+    from .inputs import build_example_inputs, check_model_runs
+    from .inspect_model import inspect_model
+    from .loading import load_model
+
+    loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
+    inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs)
+    check_model_runs(loaded.model, inputs)
+    info = inspect_model(loaded.model, inputs)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{loaded.name}: {info['params']:,} params, {info['macs']:,} MACs")
+    if info["attention"]:
+        print(f"attention ({info['attention_kind']}): " + ", ".join(
+            f"{a['name']} {a['heads']} heads" for a in info["attention"]))
+    print(f"{len(info['groups'])} prunable groups (root layer: width; layers in the group):")
+    for g in info["groups"]:
+        print(f"  {g['root']}: {g['width']}; {', '.join(g['layers'])}")
+    if info["output_layers"]:
+        print(f"kept at full width (they produce the outputs): {', '.join(info['output_layers'])}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    """List every target and whether it can run on this machine (with the reason when not)."""
+    from .targets import TARGETS, availability
+
+    rows = []
+    for name, spec in TARGETS.items():
+        ok, reason = availability(name)
+        rows.append({"target": name, "available": ok, "reason": reason, "description": spec.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['target']:<11} {'yes' if r['available'] else 'no ':<4} {r['description']}")
+        print(f"{'':<16}{r['reason']}")
+    return 0
+
+
+def _add_model_args(p):
+    p.add_argument("model", metavar="MODEL", help="model file, package.module:callable, torchvision:NAME, hf:PATH")
+    p.add_argument("--weights", help="state_dict to load into the model (weights-only)")
+    p.add_argument("--trust", action="append", metavar="MODULE_PREFIX",
+                   help="allow classes from this module in a model pickle (repeatable)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="unpickle the model file with full Python (runs any code in it)")
+    p.add_argument("--input-shape", help="one float input, e.g. 1,3,224,224")
+    p.add_argument("--input", action="append", metavar="NAME:SHAPE:DTYPE",
+                   help="a named input, e.g. input_ids:1x128:int64 (repeatable)")
+    p.add_argument("--example-inputs", metavar="FILE", help="tensors saved with torch.save")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p2d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"p2d {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, fn):
+        doc = fn.__doc__
+        p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("compile", cmd_compile)
+    _add_model_args(p)
+    p.add_argument("--target", default="ort-cpu", help="deployment target (see p2d targets); default ort-cpu")
+    p.add_argument("--out", metavar="DIR", help="output directory (default p2d-out/<model name>)")
+    p.add_argument("--ratio", type=float, default=0.5, help="channel pruning ratio in [0, 1); default 0.5")
+    p.add_argument("--head-ratio", type=float, help="attention-head pruning ratio (default: --ratio)")
+    p.add_argument("--criterion", default="l1", help="l1 | l2 | bn-scale | taylor | hessian | random")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")
+    g.add_argument("--local", dest="global_pruning", action="store_false", help="same ratio per layer (default)")
+    p.add_argument("--iterative-steps", type=int, default=1, help="prune in N steps; default 1")
+    p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's)")
+    p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
+    p.add_argument("--calib-data", metavar="FILE", help="inputs or (inputs, labels) for taylor/hessian")
+    p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
+    p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
+    p.add_argument("--exporter", default="torchscript", help="torch.onnx exporter: torchscript | dynamo")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset; default 18")
+    p.add_argument("--no-slim", action="store_true", help="skip the onnxslim clean-up")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error ONNX vs torch; default 1e-3")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--bench-seconds", type=float, default=8.0, help="benchmark time budget; default 8")
+    p.add_argument("--no-benchmark", action="store_true", help="skip the latency benchmark")
+    p.add_argument("--seed", type=int, default=0, help="seed for inputs and random choices")
+
+    p = command("bench", cmd_bench)
+    p.add_argument("out_dir", metavar="OUT_DIR", help="a directory written by p2d compile")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--bench-seconds", type=float, default=8.0, help="benchmark time budget; default 8")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = command("inspect", cmd_inspect)
+    _add_model_args(p)
+
+    p = command("targets", cmd_targets)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    if not debug:
+        _quiet_libraries()
+    try:
+        return args.fn(args)
+    except P2DError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; the previous output directory is untouched", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Every compile setting in one validated dataclass; the CLI and (later) recipe files fill it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import user_error
+from .passes.prune_channels import CRITERIA
+
+
+@dataclass
+class CompileOptions:
+    target: str = "ort-cpu"
+    ratio: float = 0.5
+    criterion: str = "l1"
+    global_pruning: bool = False
+    iterative_steps: int = 1
+    round_to: int | None = None  # None: the target's alignment
+    ignore: list[str] = field(default_factory=list)
+    head_ratio: float | None = None  # None: same as ratio
+    sparsity: str | None = None  # "2:4" (N:M) or None
+    permute: bool = False
+    exporter: str = "torchscript"
+    opset: int = 18
+    slim: bool = True
+    tolerance: float = 1e-3  # max relative error ONNX vs torch
+    verify_random_inputs: int = 2
+    threads: int | None = None
+    warmup: int = 5
+    min_iters: int = 20
+    bench_seconds: float = 8.0
+    seed: int = 0
+    skip_benchmark: bool = False
+
+    def validate(self) -> "CompileOptions":
+        from .targets import TARGETS
+
+        if self.target not in TARGETS:
+            raise user_error(f"unknown target {self.target!r}", f"use one of {', '.join(TARGETS)} (see p2d targets)")
+        if not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio < 1.0:
+            raise user_error(f"ratio {self.ratio} is outside [0, 1)", "e.g. --ratio 0.5 removes half the channels")
+        if self.head_ratio is not None and not 0.0 <= self.head_ratio < 1.0:
+            raise user_error(f"head ratio {self.head_ratio} is outside [0, 1)")
+        if self.criterion not in CRITERIA:
+            raise user_error(f"unknown criterion {self.criterion!r}", f"use one of {', '.join(CRITERIA)}")
+        if self.exporter not in ("torchscript", "dynamo"):
+            raise user_error(f"unknown exporter {self.exporter!r}", "use torchscript or dynamo")
+        for name in ("iterative_steps", "min_iters", "opset"):
+            if getattr(self, name) < 1:
+                raise user_error(f"{name.replace('_', '-')} must be >= 1")
+        if self.round_to is not None and self.round_to < 1:
+            raise user_error(f"round-to {self.round_to} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise user_error(f"threads {self.threads} must be >= 1")
+        if self.tolerance <= 0:
+            raise user_error(f"tolerance {self.tolerance} must be > 0")
+        if self.bench_seconds < 0 or self.warmup < 0 or self.verify_random_inputs < 0:
+            raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
+        if self.permute and not self.sparsity:
+            raise user_error("--permute needs --sparsity N:M")
+        if self.sparsity:
+            from .passes.sparsity import parse_pattern
+
+            parse_pattern(self.sparsity)
+        return self
+
+    def resolved(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

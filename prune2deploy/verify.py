@@ -1,0 +1,62 @@
+"""Numerical checks: an ONNX file against its torch model, and the pruned model against the dense one."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .outputs import flatten_outputs
+
+
+def _errors(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """Max absolute error, and that error relative to the reference's largest magnitude."""
+    ref, got = ref.astype(np.float64), got.astype(np.float64)
+    abs_err = float(np.max(np.abs(ref - got))) if ref.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return abs_err, abs_err / scale if scale > 0 else abs_err
+
+
+def verify_onnx(torch_model, runner, input_sets: list, tolerance: float) -> dict:
+    """Run each input set through torch and onnxruntime; report the worst error per output.
+
+    max_rel_err is max|onnx - torch| / max|torch| per output, so tiny reference values do not blow it up.
+    """
+    per_output: dict[str, dict] = {}
+    for inputs in input_sets:
+        with torch.no_grad():
+            expected = flatten_outputs(inputs.call(torch_model))
+        got = runner.run(inputs.as_feed())
+        if len(got) != len(expected):
+            raise AssertionError(f"ONNX model has {len(got)} outputs, torch model {len(expected)}")
+        for (name, ref), value in zip(expected, got):
+            if tuple(ref.shape) != tuple(value.shape):
+                abs_err = rel_err = float("inf")
+            else:
+                abs_err, rel_err = _errors(ref.detach().float().numpy(), np.asarray(value))
+            entry = per_output.setdefault(name, {"output": name, "max_abs_err": 0.0, "max_rel_err": 0.0})
+            entry["max_abs_err"] = max(entry["max_abs_err"], abs_err)
+            entry["max_rel_err"] = max(entry["max_rel_err"], rel_err)
+    worst = max(per_output.values(), key=lambda e: e["max_rel_err"])
+    return {"outputs": list(per_output.values()), "worst_output": worst["output"],
+            "max_abs_err": worst["max_abs_err"], "max_rel_err": max(e["max_rel_err"] for e in per_output.values()),
+            "tolerance": tolerance, "input_sets": len(input_sets),
+            "passed": all(e["max_rel_err"] <= tolerance for e in per_output.values())}
+
+
+def fidelity(dense, pruned, input_sets: list) -> dict:
+    """How close the pruned model stays to the dense one: cosine similarity, and top-1 agreement for classifiers."""
+    cosines, agree, total, classifier = [], 0, 0, True
+    for inputs in input_sets:
+        with torch.no_grad():
+            a = flatten_outputs(inputs.call(dense))[0][1].float()
+            b = flatten_outputs(inputs.call(pruned))[0][1].float()
+        rows_a, rows_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        cosines.extend(torch.nn.functional.cosine_similarity(rows_a, rows_b, dim=1).tolist())
+        if a.dim() == 2 and a.shape[1] > 1:
+            agree += int((a.argmax(1) == b.argmax(1)).sum())
+            total += a.shape[0]
+        else:
+            classifier = False
+    result = {"cosine_mean": float(np.mean(cosines)), "cosine_min": float(np.min(cosines)),
+              "samples": len(cosines), "output": "first output"}
+    result["top1_agreement"] = agree / total if classifier and total else None
+    return result
