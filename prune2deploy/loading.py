@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from dataclasses import dataclass
@@ -79,14 +80,13 @@ def _load_pickled_module(path: Path, trust: tuple[str, ...], trust_pickle: bool)
 def _load_weights_only(path: Path, trust: tuple[str, ...]):
     prefixes = TRUSTED_PREFIXES + tuple(p if p.endswith((".", ":")) else p + "." for p in trust)
     names = _globals_in_checkpoint(path)
-    allowed = []
-    for name in names:
-        if not name.startswith(prefixes):
-            module = name.rsplit(".", 1)[0]
-            raise user_error(
-                f"{path} references class {name}, which is not trusted; nothing was run",
-                f"if you trust this file, pass --trust {module} (or --trust-pickle for everything)")
-        allowed.append(_resolve_global(name, path))
+    untrusted = sorted(n for n in names if not n.startswith(prefixes))
+    if untrusted:
+        more = f" (and {len(untrusted) - 1} more)" if len(untrusted) > 1 else ""
+        modules = " ".join(sorted({f"--trust {n.rsplit('.', 1)[0]}" for n in untrusted}))
+        raise user_error(f"{path} references class {untrusted[0]}{more}, which is not trusted; nothing was run",
+                         f"if you trust this file, pass {modules} (or --trust-pickle for everything)")
+    allowed = [_resolve_global(name, path) for name in names]
     with torch.serialization.safe_globals(allowed):
         return _torch_load(path, weights_only=True)
 
@@ -98,7 +98,27 @@ def _globals_in_checkpoint(path: Path) -> list[str]:
             return torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception as exc:  # a zip that is not a torch checkpoint, or a damaged one
             raise _unreadable(path, exc) from exc
-    return []  # legacy or plain pickle: the weights-only unpickler below names what it refuses
+    return _globals_in_plain_pickle(path)
+
+
+def _globals_in_plain_pickle(path: Path) -> list[str]:
+    """Globals named by a non-zip pickle, read from its opcodes without executing anything."""
+    names, strings = [], []
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str) and "UNICODE" in op.name or op.name.endswith("STRING"):
+                    strings.append(str(arg))
+                elif op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:
+        pass  # not a pickle, or truncated: torch.load below reports it
+    safe = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter"}
+    return sorted({n for n in names if n not in safe and not n.startswith(("torch.", "builtins.", "__builtin__."))}
+                  | {n for n in names if n.startswith(("builtins.", "__builtin__.")) and n.split(".")[-1] not in
+                     ("set", "frozenset", "int", "float", "bool", "str", "slice", "complex", "bytearray")})
 
 
 def _resolve_global(name: str, path: Path):
