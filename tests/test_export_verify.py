@@ -1,0 +1,68 @@
+"""ONNX export and numerical verification: agreement is measured, and a broken file is caught."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+from onnx import numpy_helper
+
+from models import resnet_like
+from prune2deploy.backends.onnx_export import export_onnx, onnx_bytes
+from prune2deploy.backends.ort import OrtRunner
+from prune2deploy.context import ExampleInputs
+from prune2deploy.inputs import random_like
+from prune2deploy.verify import fidelity, verify_onnx
+
+
+def test_export_is_checked_and_matches_torch(tmp_path):
+    model, x = resnet_like(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
+    record = export_onnx(model, x, tmp_path / "m.onnx")
+    assert record["inputs"] == ["input"] and record["outputs"] == ["output"]
+    onnx.checker.check_model(str(tmp_path / "m.onnx"), full_check=True)
+    assert onnx_bytes(tmp_path / "m.onnx") > 4 * sum(p.numel() for p in model.parameters()) * 0.9
+    result = verify_onnx(model, OrtRunner(tmp_path / "m.onnx"), [x, random_like(x, 1)], tolerance=1e-4)
+    assert result["passed"] and result["max_rel_err"] < 1e-5 and result["input_sets"] == 2
+
+
+def test_verification_catches_a_corrupted_weight(tmp_path):
+    model, x = resnet_like(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
+    export_onnx(model, x, tmp_path / "m.onnx", slim=False)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    init = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[: arr.size // 10] += 0.5
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    result = verify_onnx(model, OrtRunner(tmp_path / "bad.onnx"), [x], tolerance=1e-3)
+    assert not result["passed"] and result["worst_output"] == "output" and result["max_rel_err"] > 1e-3
+
+
+def test_keyword_inputs_and_dict_outputs(tmp_path):
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 4), nn.Linear(8, 3)
+
+        def forward(self, x, scale):
+            return {"logits": self.a(x) * scale, "aux": self.b(x)}
+
+    model = TwoHeads().eval()
+    inputs = ExampleInputs((), {"x": torch.randn(2, 8), "scale": torch.ones(2, 1)})
+    record = export_onnx(model, inputs, tmp_path / "kw.onnx")
+    assert record["inputs"] == ["x", "scale"] and record["outputs"] == ["logits", "aux"]
+    result = verify_onnx(model, OrtRunner(tmp_path / "kw.onnx"), [inputs], tolerance=1e-5)
+    assert [o["output"] for o in result["outputs"]] == ["logits", "aux"] and result["passed"]
+
+
+def test_fidelity_identical_models_and_top1():
+    model = resnet_like()
+    sets = [ExampleInputs((torch.randn(4, 3, 32, 32),), {})]
+    same = fidelity(model, model, sets)
+    assert same["cosine_min"] > 0.9999 and same["top1_agreement"] == 1.0 and same["samples"] == 4
+    other = resnet_like()
+    with torch.no_grad():
+        other.fc.weight.mul_(-1)
+        other.fc.bias.mul_(-1)
+    flipped = fidelity(model, other, sets)
+    assert flipped["cosine_mean"] < -0.9 and flipped["top1_agreement"] < 1.0
