@@ -50,18 +50,47 @@ def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_n
                   dynamo=exporter == "dynamo")
     if exporter == "torchscript":
         kwargs["do_constant_folding"] = True
-    args = tuple(inputs.args) if not inputs.kwargs else ()
-    if inputs.kwargs:
-        kwargs["kwargs"] = dict(inputs.kwargs)
+    args = tuple(inputs.tensors())
+    was_training = model.training
+    if inputs.kwargs:  # positional wrapper: exporters bind keyword inputs unreliably (e.g. transformers)
+        model = _KeywordCall(model, inputs.names).train(was_training)
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _no_mha_fastpath():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(path), **kwargs)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise P2DError(f"torch.onnx.export ({exporter}) failed: {first[:300]}",
                        "try --exporter dynamo or torchscript, or --opset another version") from exc
+    finally:
+        model.train(was_training)  # the exporter restores the mode of the module it was given
+
+
+class _KeywordCall(torch.nn.Module):
+    """Calls the wrapped model with keyword inputs taken positionally, and returns its flat outputs."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args):
+        return tuple(t for _, t in flatten_outputs(self.model(**dict(zip(self.names, args)))))
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath():
+    """nn.TransformerEncoderLayer's inference fast path is a fused op ONNX cannot express."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None:
+        yield
+        return
+    previous = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(previous)
 
 
 def _slim(proto):

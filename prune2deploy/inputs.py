@@ -59,9 +59,18 @@ def build_example_inputs(model: nn.Module, input_shape: str | None = None, input
         return ExampleInputs((torch.randn(parse_shape(input_shape), generator=g),), {})
     if example_file:
         return load_example_inputs(Path(example_file))
-    high = int(getattr(getattr(model, "config", None), "vocab_size", 1000) or 1000)
+    high = _token_range(model)
     named = [parse_named_input(t) for t in inputs]
     return ExampleInputs((), {n: make_tensor(n, s, d, g, high) for n, s, d in named})
+
+
+def _token_range(model: nn.Module) -> int:
+    """Integer inputs stay below the vocabulary: config.vocab_size, else the first embedding's size."""
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab:
+        return int(vocab)
+    first = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    return first.num_embeddings if first is not None else 1000
 
 
 def load_example_inputs(path: Path) -> ExampleInputs:

@@ -12,8 +12,9 @@ def inspect_model(model, inputs) -> dict:
     macs, params = count_macs_params(model, inputs)
     names = {id(m): n for n, m in model.named_modules()}
     attention = plan_attention(model)
+    unwrapped = attention.pruner_kwargs(0.0).get("unwrapped_parameters")
     DG = tp.DependencyGraph().build_dependency(model, example_inputs=inputs.kwargs or inputs.args,
-                                               unwrapped_parameters=attention.unwrapped_parameters or None)
+                                               unwrapped_parameters=unwrapped)
     kept = output_layers(DG)
     groups = []
     for group in DG.get_all_groups(ignored_layers=kept, root_module_types=[tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]):

@@ -11,6 +11,7 @@ import os
 import pickle
 import pickletools
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,7 @@ def _load_from_callable(spec: str) -> LoadedModel:
                 raise user_error(f"file not found: {target}")
             module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
             module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module  # so the pruned model pickles by reference
             module_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)

@@ -106,7 +106,13 @@ def _scope_name(node: onnx.NodeProto) -> str | None:
         return None
     qualified = ""
     for part in [p for p in parts[:-1] if p]:  # the last level is the op itself
-        qualified = part if not qualified or part.startswith(qualified + ".") else f"{qualified}.{part}"
+        last = qualified.rsplit(".", 1)[-1]
+        if not qualified or part.startswith(qualified + "."):  # dynamo: levels are fully qualified
+            qualified = part
+        elif part.startswith(last + "."):  # TorchScript: "shortcut" then "shortcut.0"
+            qualified += part[len(last):]
+        else:
+            qualified = f"{qualified}.{part}"
     return qualified or None
 
 

@@ -17,8 +17,7 @@ def _ms(stats: dict | None, key: str) -> str:
 
 def comparison_rows(report: dict) -> list[list[str]]:
     rows = [["model", "params", "MACs", "ONNX MB", "p50 ms", "p90 ms", "p99 ms", "CV"]]
-    for name in ("dense", "pruned"):
-        m = report["models"][name]
+    for name, m in report["models"].items():
         lat = m.get("latency_ms")
         rows.append([name, _si(m["params"]), _si(m["macs"]), f"{m.get('onnx_bytes', 0) / 1e6:.1f}",
                      _ms(lat, "p50"), _ms(lat, "p90"), _ms(lat, "p99"), f"{lat['cv']:.1%}" if lat else "-"])
@@ -31,11 +30,19 @@ def summary_lines(report: dict) -> list[str]:
     if report.get("speedup"):
         lines.append(f"speedup (dense p50 / pruned p50) {report['speedup']:.2f}x, "
                      f"efficiency {report['efficiency']:.2f}")
+    if report.get("speedup_2to4"):
+        lines.append(f"speedup of pruned+2:4 over dense {report['speedup_2to4']:.2f}x")
+    if report.get("status") == "prepared":
+        lines.append(f"not benchmarked: {report['next_step']}")
     lines.append(f"verification {'passed' if v['passed'] else 'FAILED'}: max abs err {v['max_abs_err']:.2e}, "
                  f"max rel err {v['max_rel_err']:.2e} (tolerance {v['tolerance']:.0e})")
     f = report["fidelity"]
     agree = f", top-1 agreement {f['top1_agreement']:.1%}" if f.get("top1_agreement") is not None else ""
     lines.append(f"fidelity: cosine {f['cosine_mean']:.4f} (min {f['cosine_min']:.4f}){agree}")
+    if "fp16" in v:
+        lines.append(f"FP16 ONNX max rel err {v['fp16']['max_rel_err']:.2e} (tolerance {v['fp16']['tolerance']:.0e})")
+    for path, check in report.get("sparsity_check", {}).items():
+        lines.append(f"{path}: {check['held']}/{check['layers']} layers hold the N:M pattern after export")
     return lines
 
 

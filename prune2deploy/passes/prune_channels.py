@@ -99,17 +99,18 @@ class PruneChannels:
         from .attention import plan_attention
 
         inputs = ctx.example_inputs
+        was_training = model.training
         ignored = resolve_layers(model, self.ignore)
         before = layer_widths(model)
         shapes_before = output_shapes(_forward(model, inputs))
         attention = plan_attention(model)
+        attention.prune_heads(model, inputs.kwargs or inputs.args, self.head_ratio)  # MHA: torch-pruning can't
         importance = make_importance(self.criterion)
         pruner = tp.pruner.BasePruner(
             model, example_inputs=inputs.kwargs or inputs.args, importance=importance,
             pruning_ratio=self.ratio, global_pruning=self.global_pruning,
             iterative_steps=self.iterative_steps, round_to=self.round_to,
             ignored_layers=ignored + list(attention.ignored_layers),
-            unwrapped_parameters=attention.unwrapped_parameters or None,
             **attention.pruner_kwargs(self.head_ratio))
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
@@ -119,6 +120,7 @@ class PruneChannels:
             pruner.step()
         model.zero_grad(set_to_none=True)
         heads = attention.fix_up(model)
+        model.train(was_training)  # torch-pruning leaves some submodules in training mode
         self._shapes_before = shapes_before
         after = layer_widths(model)
         return {
