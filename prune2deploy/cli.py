@@ -16,44 +16,83 @@ def cmd_compile(args) -> int:
     """Prune MODEL, export dense and pruned ONNX, verify both against torch, benchmark them, write a report.
 
     MODEL is a torch.save(model) file, package.module:callable, file.py:callable, torchvision:NAME,
-    timm:NAME or hf:PATH. Output: DIR/{dense.onnx, pruned.onnx, pruned.pt, report.json, report.md},
-    replaced atomically (a failed compile leaves the previous output untouched).
+    timm:NAME or hf:PATH (or `model` in a --config recipe; flags override the recipe).
+    Output: DIR/{dense.onnx, pruned.onnx, pruned.pt, report.json, report.md, manifest.json}, replaced
+    atomically (a failed or killed compile leaves the previous output untouched). With several
+    --target flags, each target gets DIR/<target>/.
+    Exit codes: 0 ok, 1 internal error, 2 bad input or missing library, 3 a --gate failed.
     """
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from .errors import P2DError
+    from .gates import parse_gate, raise_if_failed
     from .inputs import build_example_inputs
+    from .junit import append_step_summary, write_junit_runs
     from .loading import load_model
-    from .options import CompileOptions
     from .pipeline import compile
     from .progress import Progress
-    from .report import comparison_rows, summary_lines, text_table
+    from .recipe import compile_options, resolved_recipe
+    from .watchdog import Limits
 
-    options = CompileOptions(
-        target=args.target, ratio=args.ratio, criterion=args.criterion, global_pruning=args.global_pruning,
-        iterative_steps=args.iterative_steps, round_to=args.round_to, ignore=args.ignore or [],
-        head_ratio=args.head_ratio, sparsity=args.sparsity, permute=args.permute, exporter=args.exporter,
-        opset=args.opset, slim=not args.no_slim, tolerance=args.tolerance, threads=args.threads,
-        bench_seconds=args.bench_seconds, seed=args.seed, skip_benchmark=args.no_benchmark)
-    options.validate()  # flags first: a typo should not wait for the model to load
-    progress = Progress(enabled=False if args.json else None)
+    gates = [parse_gate(g) for g in args.gate or []]
+    options = {t: compile_options(args, t).validate() for t in args.targets}  # flags first: fail fast
+    limits = Limits.from_args(args.stage_timeout_s, args.max_memory_gb)
+    progress = Progress(enabled=False if args.json else None, limits=limits)
     with progress.stage("load", f"loading {args.model}"):
         loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
         inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs,
-                                      seed=args.seed)
+                                      seed=args.seed or 0)
         calib = load_calibration(args.calib_data, inputs) if args.calib_data else []
-    result = compile(loaded.model, inputs, out_dir=args.out, model_name=loaded.name, calib_batches=calib,
-                     progress=progress, options=options)
-    report = result.report
-    report["stages_s"] = {"load": progress.times["load"], **report["stages_s"]}
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return 0
-    for w in report["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"{loaded.name} on {report['target']} ({report['device']})")
-    print(text_table(comparison_rows(report)))
-    for line in summary_lines(report):
-        print(line)
-    print(f"wrote {result.out_dir}/ (report.md, report.json, dense.onnx, pruned.onnx, pruned.pt)")
+    out_root = Path(args.out or Path("p2d-out") / loaded.name)
+    runs, first_error, summaries = [], None, []
+    for target, opts in options.items():
+        out_dir = out_root if len(options) == 1 else out_root / target
+        try:
+            result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name, calib_batches=calib,
+                             progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
+                             cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates)
+            report, results = result.report, result.gate_results
+        except P2DError as exc:
+            if len(options) == 1 or exc.exit_code != 2 or not getattr(exc, "report", None):
+                raise
+            first_error, report, results = first_error or exc, exc.report, []  # e.g. no TensorRT: go on
+        runs.append((report, results))
+        summaries.append(_print_target(report, out_dir, results, args.json))
+    if args.junit:
+        write_junit_runs(args.junit, runs)
+    if not args.no_step_summary and gates:
+        append_step_summary("\n\n".join(summaries))
+    if first_error:
+        raise first_error
+    raise_if_failed([r for _, results in runs for r in results])
     return 0
+
+
+def _print_target(report: dict, out_dir, gate_results, as_json: bool) -> str:
+    """Print one target's section (text or JSON); return it as Markdown for the CI step summary."""
+    from .gates import gate_markdown, gate_table
+    from .report import comparison_rows, markdown_table, summary_lines, text_table
+
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for w in report["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"{report['model']} on {report['target']} ({report['device']})")
+        print(text_table(comparison_rows(report)))
+        for line in summary_lines(report):
+            print(line)
+        if report.get("cache", {}).get("hit"):
+            print(f"cache hit: reused {', '.join(report['cache']['reused'])}; only the benchmark ran again")
+        if gate_results:
+            print(gate_table(gate_results), file=sys.stderr)
+        print(f"wrote {out_dir}/ (report.md, report.json, manifest.json, ONNX files, pruned.pt)")
+    md = [f"## p2d: {report['model']} on {report['target']}", "", markdown_table(comparison_rows(report)), ""]
+    md += [f"- {line}" for line in summary_lines(report)]
+    if gate_results:
+        md += ["", gate_markdown(gate_results)]
+    return "\n".join(md)
 
 
 def load_calibration(path: str, like):
@@ -92,6 +131,34 @@ def load_calibration(path: str, like):
     return batches
 
 
+def cmd_build(args) -> int:
+    """Finish a TensorRT compile on a machine with TensorRT and a GPU: build the planned engines,
+    benchmark them (CUDA events) and update OUT_DIR's report."""
+    from pathlib import Path
+
+    from .finish import build_out_dir
+
+    report = build_out_dir(Path(args.out_dir))
+    _print_target(report, args.out_dir, [], args.json)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Re-check OUT_DIR: every artifact against manifest.json's sha256, and every ONNX file against the
+    torch outputs recorded at compile time (onnxruntime). Exit 0 when all holds."""
+    from pathlib import Path
+
+    from .manifest import verify_out_dir
+
+    result = verify_out_dir(Path(args.out_dir))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for line in result["lines"]:
+            print(line)
+    return 0
+
+
 def cmd_bench(args) -> int:
     """Re-benchmark the dense.onnx and pruned.onnx of an existing output directory on this machine."""
     from pathlib import Path
@@ -103,10 +170,13 @@ def cmd_bench(args) -> int:
 
 def cmd_inspect(args) -> int:
     """Show MODEL's params, MACs and prunable groups (the layers torch-pruning prunes together) with widths."""
+    from .errors import user_error
     from .inputs import build_example_inputs, check_model_runs
     from .inspect_model import inspect_model
     from .loading import load_model
 
+    if not args.model:
+        raise user_error("no model given", "p2d inspect MODEL --input-shape ...")
     loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
     inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs)
     check_model_runs(loaded.model, inputs)
@@ -144,7 +214,8 @@ def cmd_targets(args) -> int:
 
 
 def _add_model_args(p):
-    p.add_argument("model", metavar="MODEL", help="model file, package.module:callable, torchvision:NAME, hf:PATH")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="model file, package.module:callable, torchvision:NAME, hf:PATH")
     p.add_argument("--weights", help="state_dict to load into the model (weights-only)")
     p.add_argument("--trust", action="append", metavar="MODULE_PREFIX",
                    help="allow classes from this module in a model pickle (repeatable)")
@@ -173,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compile", cmd_compile)
     _add_model_args(p)
-    p.add_argument("--target", default="ort-cpu", help="deployment target (see p2d targets); default ort-cpu")
+    p.add_argument("--config", metavar="TOML", help="recipe file with any of these settings; flags override it")
+    p.add_argument("--target", action="append", help="deployment target (see p2d targets), repeatable; "
+                   "default ort-cpu")
     p.add_argument("--out", metavar="DIR", help="output directory (default p2d-out/<model name>)")
     p.add_argument("--ratio", type=float, default=0.5, help="channel pruning ratio in [0, 1); default 0.5")
     p.add_argument("--head-ratio", type=float, help="attention-head pruning ratio (default: --ratio)")
@@ -193,8 +266,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error ONNX vs torch; default 1e-3")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--bench-seconds", type=float, default=8.0, help="benchmark time budget; default 8")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up rounds before timing; default 5")
+    p.add_argument("--min-iters", type=int, default=20, help="timed rounds at least; default 20")
     p.add_argument("--no-benchmark", action="store_true", help="skip the latency benchmark")
     p.add_argument("--seed", type=int, default=0, help="seed for inputs and random choices")
+    p.add_argument("--gate", action="append", metavar="EXPR",
+                   help="release gate on any numeric report field, e.g. 'speedup>=2.5' (repeatable; exit 3)")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML: one test per gate and for verification")
+    p.add_argument("--no-step-summary", action="store_true", help="do not append to $GITHUB_STEP_SUMMARY")
+    p.add_argument("--stage-timeout", dest="stage_timeout_s", type=float,
+                   help="seconds any one stage may take (default 1800)")
+    p.add_argument("--max-memory-gb", type=float, help="stop when the compile's memory exceeds this "
+                   "(default: 85%% of the machine)")
+    p.add_argument("--cache-dir", help="cache of pruned models and ONNX files (default ~/.cache/prune2deploy)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+
+    p = command("build", cmd_build)
+    p.add_argument("out_dir", metavar="OUT_DIR", help="a directory prepared by p2d compile --target trt-*")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = command("verify", cmd_verify)
+    p.add_argument("out_dir", metavar="OUT_DIR", help="a directory written by p2d compile")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = command("bench", cmd_bench)
     p.add_argument("out_dir", metavar="OUT_DIR", help="a directory written by p2d compile")
@@ -220,11 +313,16 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     if not debug:
         _quiet_libraries()
     try:
+        if args.fn is cmd_compile:
+            from .recipe import load_recipe, merge
+
+            args = merge(load_recipe(args.config) if args.config else None, args, parser, argv)
         return args.fn(args)
     except P2DError as exc:
         if debug:

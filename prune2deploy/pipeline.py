@@ -1,6 +1,6 @@
-"""`compile`: the whole pipeline: check -> prune -> export -> verify -> benchmark -> report.
+"""`compile`: the whole pipeline: check -> prune -> (2:4) -> export -> verify -> benchmark -> gates -> report.
 
-Every stage is timed; the output directory appears only when everything succeeded.
+Every stage is timed and bounded; the output directory appears only when everything succeeded.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import __version__
+from . import __version__, cache
 from .context import CompileContext, ExampleInputs
 from .errors import MissingDependency, VerificationError, user_error
 from .inputs import check_model_runs, random_like
+from .manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from .measure import count_macs_params
 from .options import CompileOptions
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
@@ -26,7 +27,7 @@ from .passes.prune_channels import PruneChannels, resolve_layers
 from .progress import Progress
 from .report import render_markdown
 from .targets import TARGETS
-from .verify import fidelity, verify_onnx
+from .verify import fidelity
 
 
 @dataclass
@@ -36,6 +37,7 @@ class CompileResult:
     artifacts: dict = field(default_factory=dict)  # name -> Path
     dense: nn.Module | None = None
     pruned: nn.Module | None = None
+    gate_results: list = field(default_factory=list)
 
 
 def as_example_inputs(example_inputs) -> ExampleInputs:
@@ -52,11 +54,14 @@ def as_example_inputs(example_inputs) -> ExampleInputs:
 
 def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir: str | Path | None = None,
             model_name: str = "model", calib_batches: list | None = None, progress: Progress | None = None,
-            options: CompileOptions | None = None, **option_overrides) -> CompileResult:
+            options: CompileOptions | None = None, recipe: dict | None = None, cache_dir: str | Path | None = None,
+            gates: list | None = None, use_cache: bool = True, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
-    Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, ...).
-    Returns the report and the artifact paths; raises UserError (exit 2) for bad input.
+    Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, sparsity, ...).
+    `gates` are prune2deploy.gates.Gate objects, evaluated into the report. Returns the report and the
+    artifact paths; raises UserError (exit 2) for bad input and MissingDependency when the target's library
+    or device is absent (after writing every artifact that needs neither).
     """
     started = time.perf_counter()
     options = dataclasses.replace(options or CompileOptions(), **option_overrides)
@@ -71,6 +76,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     out_dir = Path(out_dir or Path("p2d-out") / model_name)
     model = model.eval()
     torch.manual_seed(options.seed)
+    calib_batches = calib_batches or []
 
     # Everything that can be the user's fault is checked before anything is written.
     check_model_runs(model, inputs)
@@ -84,76 +90,108 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
 
         n, m = parse_pattern(options.sparsity)
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)
+    driver = _driver(spec)
+    cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
+    key = cache.cache_key(model, inputs, options, calib_batches, tool_versions()) \
+        if use_cache and spec.backend != "torch_cuda" else None
 
     with locked(out_dir), workspace() as work:
-        ctx = CompileContext(inputs, options, calib_batches or [])
-        report = _new_report(options, model_name)
-        driver = _driver(spec)
-        report["device"] = driver.device()
-        models = {"dense": model}
-        with progress.stage("measure", "measuring dense model"):
-            facts = {"dense": count_macs_params(model, inputs)}
-        pruned = copy.deepcopy(model)
-        _run_pass(prune, pruned, ctx, progress)
-        models["pruned"] = pruned.eval()
-        if sparsify:
-            sparse = copy.deepcopy(pruned)
-            _run_pass(sparsify, sparse, ctx, progress)
-            models["pruned_2to4"] = sparse.eval()
-        with progress.stage("measure_pruned", "measuring pruned model"):
-            facts.update({name: count_macs_params(m, inputs) for name, m in models.items() if name != "dense"})
-        report["passes"] = ctx.records
-        report["layers"] = ctx.records["prune_channels"]["layers"]
-
-        artifacts = driver.build(models, ctx, work, progress, report)
-        for name in models:
-            if name != "dense":
-                torch.save(models[name], work / f"{name}.pt")
-                artifacts[f"{name}.pt"] = work / f"{name}.pt"
-        torch.save(dict(zip(inputs.names, inputs.tensors())), work / "example_inputs.pt")
-        artifacts["example_inputs.pt"] = work / "example_inputs.pt"
-
-        check_sets = [inputs] + [random_like(inputs, seed=options.seed + 1 + i)
-                                 for i in range(options.verify_random_inputs)]
-        with progress.stage("fidelity", "comparing pruned to dense"):
-            fidelity_sets = [inputs] + [b for b, _ in ctx.calib_batches] + check_sets[1:]
-            report["fidelity"] = fidelity(model, models["pruned"], fidelity_sets)
-            if "pruned_2to4" in models:
-                report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets)
-        report["verification"] = driver.verify(models, artifacts, check_sets, options, progress)
-        report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
-                            for name, (macs, params) in facts.items()}
-        dense_macs, dense_params = facts["dense"]
-        pruned_macs, pruned_params = facts["pruned"]
-        report["mac_reduction"] = dense_macs / pruned_macs if pruned_macs else None
-        report["param_reduction"] = dense_params / pruned_params if pruned_params else None
-        report["speedup"] = report["efficiency"] = None
+        hit = cache.lookup(cache_dir, key) if key else None
+        if hit:
+            with progress.stage("cache", "reusing cached artifacts"):
+                reused = cache.restore(hit, work)
+                report = json.loads((work / "report.json").read_text())
+                artifacts = {name: work / name for name in reused if name not in cache.CACHED}
+                report["warnings"] = [w for w in report["warnings"] if "coefficient of variation" not in w]
+            models = {name: None for name in report["models"]}
+            report["cache"] = {"hit": True, "key": key, "reused": sorted(artifacts)}
+        else:
+            report, models, artifacts = _build(model, inputs, options, calib_batches, driver, prune, sparsify,
+                                               work, progress, model_name)
+            report["cache"] = {"hit": False, "key": key}
+            if key:
+                write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED))
 
         ok, reason = driver.availability()
-        if not report["verification"]["passed"]:
-            v = report["verification"]
-            raise VerificationError(
-                f"ONNX output {v['worst_output']} of the {v['worst_model']} model differs from torch: "
-                f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",
-                "raise --tolerance if this is expected, or try --exporter dynamo / another --opset")
         if not ok:
-            report["status"] = "prepared"
-            report["next_step"] = reason
+            report["status"], report["next_step"] = "prepared", reason
         elif not options.skip_benchmark:
-            bench = driver.benchmark(artifacts, inputs, options, progress)
-            _add_benchmark(report, bench)
-        report["status"] = report.get("status", "complete")
+            if hit and hasattr(driver, "models"):
+                driver.models = models
+            _add_benchmark(report, driver.benchmark(artifacts, inputs, options, progress))
+            report["status"] = "complete"
+        else:
+            report["status"] = "complete"
+        gate_results = _evaluate_gates(gates or [], report)
         _finish_report(report, progress, started)
-        write_atomic(work / "report.json", json.dumps(report, indent=2, default=_jsonable) + "\n")
+        write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
         write_atomic(work / "report.md", render_markdown(report))
+        write_manifest(work, recipe or {"options": options.resolved()})
         publish_dir(work, out_dir)
-    artifacts = {name: out_dir / Path(path).name for name, path in artifacts.items()}
-    artifacts.update({"report.json": out_dir / "report.json", "report.md": out_dir / "report.md"})
-    result = CompileResult(report, out_dir, artifacts, model, models["pruned"])
+    names = [p.name for p in out_dir.iterdir()]
+    result = CompileResult(report, out_dir, {n: out_dir / n for n in names}, model,
+                           models.get("pruned") if isinstance(models, dict) else None, gate_results)
     if not ok:
-        raise MissingDependency(f"{options.target}: artifacts prepared in {out_dir}, but {reason}",
-                                f"p2d build {out_dir}")
+        error = MissingDependency(f"{reason.removesuffix('with `p2d build OUT_DIR`').rstrip()} "
+                                  f"(the prepared artifacts are in {out_dir})",
+                                  f"p2d build {out_dir}" if spec.backend == "tensorrt" else None)
+        error.report = report
+        raise error
     return result
+
+
+def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work: Path, progress, model_name):
+    """Passes, export and verification: everything the cache can stand in for."""
+    ctx = CompileContext(inputs, options, calib_batches)
+    report = _new_report(options, model_name)
+    report["device"] = driver.device()
+    models = {"dense": model}
+    with progress.stage("measure", "measuring dense model"):
+        facts = {"dense": count_macs_params(model, inputs)}
+    pruned = copy.deepcopy(model)
+    _run_pass(prune, pruned, ctx, progress)
+    models["pruned"] = pruned.eval()
+    if sparsify:
+        sparse = copy.deepcopy(pruned)
+        _run_pass(sparsify, sparse, ctx, progress)
+        models["pruned_2to4"] = sparse.eval()
+    with progress.stage("measure_pruned", "measuring pruned model"):
+        facts.update({name: count_macs_params(m, inputs) for name, m in models.items() if name != "dense"})
+    report["passes"] = ctx.records
+    report["layers"] = ctx.records["prune_channels"]["layers"]
+
+    artifacts = driver.build(models, ctx, work, progress, report)
+    for name in models:
+        if name != "dense":
+            torch.save(models[name], work / f"{name}.pt")
+            artifacts[f"{name}.pt"] = work / f"{name}.pt"
+    torch.save(dict(zip(inputs.names, inputs.tensors())), work / "example_inputs.pt")
+    artifacts["example_inputs.pt"] = work / "example_inputs.pt"
+
+    check_sets = [inputs] + [random_like(inputs, seed=options.seed + 1 + i)
+                             for i in range(options.verify_random_inputs)]
+    with progress.stage("fidelity", "comparing pruned to dense"):
+        fidelity_sets = [inputs] + [b for b, _ in calib_batches] + check_sets[1:]
+        report["fidelity"] = fidelity(model, models["pruned"], fidelity_sets)
+        if "pruned_2to4" in models:
+            report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets)
+    report["verification"] = driver.verify(models, artifacts, check_sets, options, progress)
+    save_reference(work / REFERENCE, check_sets, models)
+    report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
+                        for name, (macs, params) in facts.items()}
+    dense_macs, dense_params = facts["dense"]
+    pruned_macs, pruned_params = facts["pruned"]
+    report["mac_reduction"] = dense_macs / pruned_macs if pruned_macs else None
+    report["param_reduction"] = dense_params / pruned_params if pruned_params else None
+    report["speedup"] = report["efficiency"] = None
+    if not report["verification"]["passed"]:
+        v = report["verification"]
+        raise VerificationError(
+            f"ONNX output {v['worst_output']} of the {v['worst_model']} model differs from torch: "
+            f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",
+            "raise --tolerance if this is expected, or try --exporter dynamo / another --opset")
+    return report, models, artifacts
 
 
 def _run_pass(p, model, ctx, progress) -> None:
@@ -173,6 +211,22 @@ def _add_benchmark(report: dict, bench: dict) -> None:
         report["efficiency"] = report["speedup"] / report["mac_reduction"]
     report["benchmark"] = {k: v for k, v in bench.items() if k not in ("stats", "warnings")}
     report["warnings"].extend(bench["warnings"])
+
+
+def _evaluate_gates(gates: list, report: dict) -> list:
+    """Gates go into the report; a gate naming a missing field is a UserError before anything is published."""
+    if not gates:
+        return []
+    if report.get("status") == "prepared":
+        report["gates"] = {"evaluated": False, "reason": "the target was not benchmarked here"}
+        return []
+    from .gates import check_gate_fields, evaluate
+
+    check_gate_fields(gates, report)
+    results = evaluate(gates, report)
+    report["gates"] = {"evaluated": True, "passed": all(r.passed for r in results),
+                       "results": [dataclasses.asdict(r) for r in results]}
+    return results
 
 
 def _finish_report(report: dict, progress, started: float) -> None:
@@ -197,22 +251,10 @@ def _driver(spec):
 
 
 def _new_report(options: CompileOptions, model_name: str) -> dict:
-    from importlib.metadata import version
-
-    import onnx
-    import onnxruntime
-
+    versions = tool_versions()
     return {
         "p2d_version": __version__, "model": model_name, "target": options.target, "device": None,
-        "versions": {"torch": torch.__version__, "torch_pruning": version("torch-pruning"),
-                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        "versions": {"torch": versions["torch"], "torch_pruning": versions["torch-pruning"],
+                     "onnx": versions["onnx"], "onnxruntime": versions["onnxruntime"]},
         "options": options.resolved(), "warnings": [],
     }
-
-
-def _jsonable(obj):
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float):
-        return obj
-    return str(obj)

@@ -1,4 +1,5 @@
-"""Stage progress on stderr: shown on a terminal, silent when piped or under CI."""
+"""Stage progress on stderr (shown on a terminal, silent when piped or under CI), stage timing, and
+the per-stage limits of watchdog.py."""
 from __future__ import annotations
 
 import os
@@ -6,24 +7,45 @@ import sys
 import time
 from contextlib import contextmanager
 
+from .errors import user_error
+from .watchdog import Limits, StageWatch, hint_for
+
 
 class Progress:
-    def __init__(self, enabled: bool | None = None, stream=None):
+    def __init__(self, enabled: bool | None = None, stream=None, limits: Limits | None = None):
         self.stream = stream or sys.stderr
         if enabled is None:
             enabled = self.stream.isatty() and not os.environ.get("CI")
         self.enabled = enabled
+        self.limits = limits
         self.times: dict[str, float] = {}
+
+    def fresh(self) -> "Progress":
+        """Same display and limits, empty timings (one per compile)."""
+        p = Progress(self.enabled, self.stream, self.limits)
+        p.times = {k: v for k, v in self.times.items() if k == "load"}
+        return p
 
     @contextmanager
     def stage(self, name: str, label: str):
-        """Time a stage (always recorded) and show it (when enabled)."""
+        """Time a stage (always recorded), show it (when enabled), and enforce the limits (when set)."""
         if self.enabled:
             self.stream.write(f"  {label} ...")
             self.stream.flush()
         start = time.perf_counter()
+        watch = StageWatch(name, self.limits) if self.limits else None
         try:
-            yield
+            if watch:
+                with watch:
+                    yield
+            else:
+                yield
+        except KeyboardInterrupt:
+            if self.enabled:
+                self.stream.write(" stopped\n")
+            if watch and watch.tripped:
+                raise user_error(watch.tripped, hint_for(name)) from None
+            raise
         except BaseException:
             if self.enabled:
                 self.stream.write(" failed\n")
@@ -32,11 +54,6 @@ class Progress:
             self.times[name] = round(time.perf_counter() - start, 3)
         if self.enabled:
             self.stream.write(f" {self.times[name]:.1f}s\n")
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            self.stream.write(f"\r  {text}")
-            self.stream.flush()
 
     def warn(self, text: str) -> None:
         """Warnings are shown even when progress is not."""

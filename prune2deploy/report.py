@@ -66,6 +66,12 @@ def render_markdown(report: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), "",
              markdown_table(comparison_rows(report)), ""]
     parts += [f"- {line}" for line in summary_lines(report)]
+    gates = report.get("gates") or {}
+    if gates.get("evaluated"):
+        parts += ["", f"## Gates: {'all passed' if gates['passed'] else 'FAILED'}", "", "| gate | value | result |",
+                  "|---|---|---|"]
+        parts += [f"| `{g['expr']}` | {g['value']:.4g} | {'pass' if g['passed'] else 'FAIL'} |"
+                  for g in gates["results"]]
     if report.get("warnings"):
         parts += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     blocks = report.get("passes", {}).get("prune_channels", {}).get("attention", {}).get("blocks", [])

@@ -1,0 +1,82 @@
+"""Content-addressed compile cache: model + inputs + resolved options + tool versions -> pruned model,
+ONNX files, build plans and the verified report, so an unchanged compile only benchmarks again."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+# Settings that change only the benchmark, not the artifacts.
+BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark")
+CACHED = ("report.json", "verification_data.pt")  # besides the model artifacts
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("P2D_CACHE_DIR") or Path.home() / ".cache" / "prune2deploy")
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _source_of(model: torch.nn.Module) -> str:
+    """The source of every module class in the model: editing forward() changes the key."""
+    texts = []
+    for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        try:
+            texts.append(inspect.getsource(cls))
+        except (OSError, TypeError):
+            texts.append(f"{cls.__module__}.{cls.__qualname__}")
+    return "\n".join(texts)
+
+
+def cache_key(model, inputs, options, calib_batches, versions: dict) -> str:
+    h = hashlib.sha256()
+    h.update(repr(model).encode())
+    h.update(_source_of(model).encode())
+    for name, value in model.state_dict().items():
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        h.update(_tensor_bytes(value))
+    for name, t in zip(inputs.names, inputs.tensors()):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(_tensor_bytes(t))
+    for batch, labels in calib_batches:
+        for t in batch.tensors() + ([labels] if labels is not None else []):
+            h.update(_tensor_bytes(t))
+    settings = {k: v for k, v in options.resolved().items() if k not in BENCH_ONLY}
+    h.update(json.dumps({"options": settings, "versions": versions}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def lookup(cache_dir: Path, key: str) -> Path | None:
+    entry = Path(cache_dir) / key
+    return entry if (entry / "report.json").exists() else None
+
+
+def store(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
+    """Copy the named files from `work` into the cache entry, atomically; a cache that fails is skipped."""
+    cache_dir = Path(cache_dir)
+    tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            src = work / name
+            if src.exists():
+                shutil.copy2(src, tmp / name)
+        os.replace(tmp, cache_dir / key) if not (cache_dir / key).exists() else shutil.rmtree(tmp)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restore(entry: Path, work: Path) -> list[str]:
+    """Copy a cache entry into the work directory (copies: editing an output never alters the cache)."""
+    names = []
+    for src in sorted(entry.iterdir()):
+        shutil.copy2(src, work / src.name)
+        names.append(src.name)
+    return names
