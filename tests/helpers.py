@@ -20,7 +20,8 @@ class Run:
 
 def run_p2d(*args, cwd: Path, env: dict | None = None, timeout: int = 600) -> Run:
     """Run the real CLI in a subprocess, as a user would."""
-    full_env = {**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+    full_env = {**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1", "P2D_CACHE_DIR": str(cwd / ".p2d-cache"),
+                "GITHUB_STEP_SUMMARY": "", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "prune2deploy", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     return Run(proc.returncode, proc.stdout, proc.stderr)

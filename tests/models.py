@@ -87,3 +87,31 @@ class TransformerClassifier(nn.Module):
 def transformer_like() -> nn.Module:
     torch.manual_seed(0)
     return TransformerClassifier().eval()
+
+
+class _StallsWhenTraced(nn.Module):
+    """Runs normally without autograd, but stalls (or hogs memory) when traced with gradients, as
+    torch-pruning's dependency graph does: a stand-in for architectures whose graph build explodes."""
+
+    def __init__(self, hog_bytes: int = 0):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.fc = nn.Linear(16, 4)
+        self.hog_bytes = hog_bytes
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            import time
+
+            hog = torch.ones(self.hog_bytes // 4) if self.hog_bytes else None
+            time.sleep(60)
+            del hog
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def stalls_in_pruning() -> nn.Module:
+    return _StallsWhenTraced().eval()
+
+
+def hogs_memory_in_pruning() -> nn.Module:
+    return _StallsWhenTraced(hog_bytes=3 * 1024**3).eval()
