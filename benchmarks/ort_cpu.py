@@ -66,6 +66,10 @@ def load(name: str):
         model = load_model(f"hf:{g.get_model_path()}").model
         return model, build_example_inputs(model, inputs=TEXT_INPUTS), "pretrained"
     model = load_model(f"torchvision:{name}").model
+    with torch.no_grad():  # torchvision zero-initialises some heads (ViT): give every layer real values
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and not module.weight.any():
+                torch.nn.init.normal_(module.weight, std=0.02)
     return model, ExampleInputs((torch.randn(1, 3, 224, 224),), {}), "random init"
 
 

@@ -177,6 +177,7 @@ def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work:
         if "pruned_2to4" in models:
             report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets)
     report["verification"] = driver.verify(models, artifacts, check_sets, options, progress)
+    report["warnings"].extend(getattr(driver, "warnings", []))
     save_reference(work / REFERENCE, check_sets, models)
     report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
                         for name, (macs, params) in facts.items()}

@@ -54,6 +54,8 @@ class ExportingDriver:
                 runner = OrtRunner(artifacts[f"{name}.onnx"], opts.threads)
                 per_model[name] = verify_onnx(model, runner, check_sets, opts.tolerance)
         worst = max(per_model, key=lambda n: per_model[n]["max_rel_err"])
+        self.warnings = [f"{name}.onnx {o['output']}: {o['warning']}" for name, v in per_model.items()
+                         for o in v["outputs"] if "warning" in o]
         return {"max_abs_err": max(v["max_abs_err"] for v in per_model.values()),
                 "max_rel_err": per_model[worst]["max_rel_err"], "worst_model": worst,
                 "worst_output": per_model[worst]["worst_output"], "tolerance": opts.tolerance,
