@@ -352,8 +352,9 @@ def markdown(results: dict) -> str:
              + f"; --bench-seconds {results['bench_seconds']}. torchvision models have random weights "
              "(latency only); MiniLM has its pretrained weights. Batch 1.", "",
              "| model | ratio | MAC reduction | p2d speedup | efficiency | by-hand speedup | by-hand MAC red. "
-             "| dense p50 ms | pruned p50 ms | compile s | process s | peak RSS MB | notes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dense p50 ms | pruned p50 ms | by-hand dense / pruned p50 ms | compile s | process s | peak RSS MB "
+             "| notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         p, h = r["p2d"], r["by_hand"]
         notes = [f"p2d failed: {p['reason']}"] if p["status"] != "ok" else []
@@ -365,6 +366,7 @@ def markdown(results: dict) -> str:
             r["model"], str(r["ratio"]), fmt(p.get("mac_reduction"), ".2f", "x"), fmt(p.get("speedup"), ".2f", "x"),
             fmt(p.get("efficiency")), fmt(h.get("speedup"), ".2f", "x"), fmt(h.get("mac_reduction"), ".2f", "x"),
             fmt(p["p50_ms"][0] if ok else None, ".1f"), fmt(p["p50_ms"][1] if ok else None, ".1f"),
+            " / ".join(fmt(t, ".1f") for t in h["p50_ms"]) if h["status"] == "ok" else "-",
             fmt(p.get("compile_wall_s"), ".1f"), fmt(p.get("process_wall_s"), ".1f"),
             fmt(p.get("peak_rss_mb"), ".0f"), "; ".join(notes).replace("|", "/")]) + " |")
     lines += ["", "Compile time per stage (s):", "",

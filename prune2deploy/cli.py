@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -329,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        print(f"error: {exc.strerror}: {exc.filename or 'while writing'} (hint: free space or choose another "
+              f"--out; the previous output directory is untouched)", file=sys.stderr)
+        return EXIT_USER
     except KeyboardInterrupt:
         print("error: interrupted; the previous output directory is untouched", file=sys.stderr)
         return 130

@@ -40,6 +40,7 @@ FLAGS = {
     "iterative steps zero": ([RESNET, *SHAPE, "--iterative-steps", "0"], ["iterative-steps must be >= 1"]),
     "negative tolerance": ([RESNET, *SHAPE, "--tolerance", "-1"], ["tolerance"]),
     "out is a file": ([RESNET, *SHAPE, "--out", "afile"], ["not a directory"]),
+    "out under a file (unwritable)": ([RESNET, *SHAPE, "--out", "afile/sub/out"], ["not writable"]),
     "missing config file": (["--config", "nope.toml"], ["nope.toml"]),
 }
 

@@ -80,3 +80,21 @@ def test_pretrained_minilm(p2d, tmp_path):
     graph = onnx.load(str(tmp_path / "out" / "pruned.onnx")).graph
     assert [o.name for o in graph.output][0] == "last_hidden_state"
     assert report["fidelity"]["cosine_mean"] > 0.0
+
+
+def test_inspect_lists_groups_and_heads(p2d):
+    r = p2d("inspect", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--json")
+    assert r.code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["params"] > 0 and info["macs"] > 0 and info["output_layers"] == ["head"]
+    assert [a["heads"] for a in info["attention"]] == [8, 8]
+    assert any(g["width"] == 128 for g in info["groups"])  # the FFN hidden width of each layer
+
+
+def test_bench_reruns_the_saved_models(p2d, tmp_path):
+    assert p2d("compile", f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32", "--out", "out",
+               "--no-benchmark").code == 0
+    r = p2d("bench", "out", "--bench-seconds", "0.3", "--json")
+    assert r.code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert set(result["stats"]) == {"dense", "pruned"} and result["speedup"] > 0

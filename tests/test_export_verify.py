@@ -66,3 +66,16 @@ def test_fidelity_identical_models_and_top1():
         other.fc.bias.mul_(-1)
     flipped = fidelity(model, other, sets)
     assert flipped["cosine_mean"] < -0.9 and flipped["top1_agreement"] < 1.0
+
+
+def test_large_models_go_to_external_data(tmp_path, monkeypatch):
+    """Past protobuf's 2 GB limit the weights move to <name>.data; shrunk limit to test it cheaply."""
+    from prune2deploy.backends import onnx_export
+
+    monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 1024)
+    model, x = resnet_like(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
+    record = export_onnx(model, x, tmp_path / "big.onnx")
+    assert record["external_data"] and (tmp_path / "big.onnx.data").stat().st_size > 2_000_000
+    assert (tmp_path / "big.onnx").stat().st_size < 100_000
+    assert onnx_bytes(tmp_path / "big.onnx") > 2_000_000
+    assert verify_onnx(model, OrtRunner(tmp_path / "big.onnx"), [x], tolerance=1e-4)["passed"]
