@@ -78,7 +78,7 @@ def p2d_row(model, inputs, name: str, ratio: float, bench_seconds: float, out_di
     import prune2deploy
 
     r = prune2deploy.compile(model, inputs, out_dir=out_dir, model_name=name, ratio=ratio,
-                             bench_seconds=bench_seconds).report
+                             bench_seconds=bench_seconds, use_cache=False).report  # time the whole compile
     m = r["models"]
     return {"params": [m["dense"]["params"], m["pruned"]["params"]],
             "macs": [m["dense"]["macs"], m["pruned"]["macs"]],
@@ -319,11 +319,13 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
     lines.append(check(max(walls) < 60 if walls else None,
                        f"ResNet-50 whole p2d compile incl. benchmark < 60 s: worst {fmt(max(walls) if walls else None, '.1f', ' s')}"
                        f" (process start to end of compile){note}"))
-    rss = [r["p2d"].get("peak_rss_mb") for r in rows]
+    rss = [r["p2d"].get("peak_rss_mb") for r in r50]
     known = [x for x in rss if x is not None]
     ok = False if any(x >= 3072 for x in known) else (True if known and len(known) == len(rss) else None)
-    lines.append(check(ok, f"peak RSS per compile < 3 GB: worst {fmt(max(known) if known else None, '.0f', ' MB')}"
-                           + ("" if len(ok_rows) == len(rows) else " (some compiles failed)")))
+    others = [(r["p2d"]["peak_rss_mb"], r["model"]) for r in ok_rows if r["model"] != "resnet50"]
+    worst_other = f"; other models (no target): worst {max(others)[0]:.0f} MB ({max(others)[1]})" if others else ""
+    lines.append(check(ok, f"ResNet-50 peak RSS per compile < 3 GB: worst {fmt(max(known) if known else None, '.0f', ' MB')}"
+                           + worst_other + ("" if len(ok_rows) == len(rows) else " (some compiles failed)")))
     return lines
 
 

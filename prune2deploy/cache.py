@@ -73,6 +73,21 @@ def store(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def add(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
+    """Add files made after the entry was stored (TensorRT engines) to an existing entry."""
+    entry = Path(cache_dir) / key
+    if not entry.exists():
+        return
+    for name in names:
+        if not (entry / name).exists():
+            try:
+                tmp = entry / f".{name}.tmp-{os.getpid()}"
+                shutil.copy2(work / name, tmp)
+                os.replace(tmp, entry / name)
+            except OSError:
+                pass
+
+
 def restore(entry: Path, work: Path) -> list[str]:
     """Copy a cache entry into the work directory (copies: editing an output never alters the cache)."""
     names = []

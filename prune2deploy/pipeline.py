@@ -121,6 +121,9 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
                 driver.models = models
             _add_benchmark(report, driver.benchmark(artifacts, inputs, options, progress))
             report["status"] = "complete"
+            if key:  # engines built by the benchmark join the cache entry
+                cache.add(cache_dir, key, work, [p.name for p in work.glob("*.engine")] +
+                          [p.name for p in work.glob("*.timing.cache")] + [p.name for p in work.glob("*.build.json")])
         else:
             report["status"] = "complete"
         gate_results = _evaluate_gates(gates or [], report)

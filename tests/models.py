@@ -115,3 +115,9 @@ def stalls_in_pruning() -> nn.Module:
 
 def hogs_memory_in_pruning() -> nn.Module:
     return _StallsWhenTraced(hog_bytes=3 * 1024**3).eval()
+
+
+def mlp_like() -> nn.Module:
+    """An MLP whose hidden layers are eligible for 2:4 (widths multiples of 16), input [N, 64]."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)).eval()

@@ -98,3 +98,15 @@ def test_bench_reruns_the_saved_models(p2d, tmp_path):
     assert r.code == 0, r.stderr
     result = json.loads(r.stdout)
     assert set(result["stats"]) == {"dense", "pruned"} and result["speedup"] > 0
+
+
+def test_sparsity_with_permutation_end_to_end(p2d, tmp_path):
+    _, report = _compile(p2d, tmp_path, f"{MODELS}:mlp_like", "--input-shape", "4,64", "--ratio", "0.25",
+                         "--sparsity", "2:4", "--permute")
+    layers = report["passes"]["sparsity"]["layers"]
+    permuted = [layer for layer in layers if layer["permuted"]]
+    assert permuted and all(layer["kept_magnitude"] >= layer["kept_magnitude_unpermuted"] for layer in layers)
+    assert report["verification"]["models"]["pruned_2to4"]["passed"]
+    assert report["sparsity_check"]["pruned_2to4.onnx"]["held"] == len(layers)
+    assert set(report["models"]) == {"dense", "pruned", "pruned_2to4"}
+    assert report["models"]["pruned_2to4"]["latency_ms"]["p50"] > 0

@@ -87,8 +87,13 @@ def build_and_benchmark(out_dir: Path, opts, progress) -> dict:
     for name, entry in spec["models"].items():
         settings = trt_backend.BuildSettings(target, input_shapes={k: tuple(v) for k, v in spec["input_shapes"].items()},
                                              sparse_weights="SPARSE_WEIGHTS" in entry["plan"]["builder_flags"])
-        with progress.stage(f"engine_{name}", f"building {name} TensorRT engine"):
-            builds[name] = trt_backend.build_engine(out_dir / entry["onnx"], settings, out_dir / entry["engine"])
+        engine = out_dir / entry["engine"]
+        if engine.exists() and (out_dir / f"{name}.build.json").exists():  # restored from the compile cache
+            builds[name] = {**json.loads((out_dir / f"{name}.build.json").read_text()), "reused": True}
+        else:
+            with progress.stage(f"engine_{name}", f"building {name} TensorRT engine"):
+                builds[name] = trt_backend.build_engine(out_dir / entry["onnx"], settings, engine)
+            (out_dir / f"{name}.build.json").write_text(json.dumps(builds[name], default=str) + "\n")
         runners[name] = trt_backend.TrtRunner(out_dir / entry["engine"])
     samples = {name: [] for name in runners}
     rounds = max(1, opts.min_iters // 10) * 10
