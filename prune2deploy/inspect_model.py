@@ -28,4 +28,4 @@ def inspect_model(model, inputs) -> dict:
     return {"params": params, "macs": macs, "groups": groups,
             "output_layers": sorted(names[id(m)] for m in kept if id(m) in names),
             "attention_kind": attention.kind,
-            "attention": [{"name": names.get(id(m), "?"), "heads": h} for m, h in attention.num_heads.items()]}
+            "attention": [{"name": b.name, "heads": b.heads, "kind": b.kind} for b in attention.blocks]}

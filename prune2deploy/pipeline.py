@@ -30,6 +30,9 @@ from .targets import TARGETS
 from .verify import fidelity
 
 
+FIDELITY_RANDOM_SETS = 15  # without calibration data: the example inputs plus this many random sets
+
+
 @dataclass
 class CompileResult:
     report: dict
@@ -175,10 +178,11 @@ def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work:
     check_sets = [inputs] + [random_like(inputs, seed=options.seed + 1 + i)
                              for i in range(options.verify_random_inputs)]
     with progress.stage("fidelity", "comparing pruned to dense"):
-        fidelity_sets = [inputs] + [b for b, _ in calib_batches] + check_sets[1:]
-        report["fidelity"] = fidelity(model, models["pruned"], fidelity_sets)
+        extra = [random_like(inputs, seed=options.seed + 100 + i) for i in range(FIDELITY_RANDOM_SETS)]
+        fidelity_sets = [inputs] + [b for b, _ in calib_batches] + (extra if not calib_batches else check_sets[1:])
+        report["fidelity"] = fidelity(model, models["pruned"], fidelity_sets, bool(calib_batches))
         if "pruned_2to4" in models:
-            report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets)
+            report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets, bool(calib_batches))
     report["verification"] = driver.verify(models, artifacts, check_sets, options, progress)
     report["warnings"].extend(getattr(driver, "warnings", []))
     save_reference(work / REFERENCE, check_sets, models)

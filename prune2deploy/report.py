@@ -38,7 +38,8 @@ def summary_lines(report: dict) -> list[str]:
                  f"max rel err {v['max_rel_err']:.2e} (tolerance {v['tolerance']:.0e})")
     f = report["fidelity"]
     agree = f", top-1 agreement {f['top1_agreement']:.1%}" if f.get("top1_agreement") is not None else ""
-    lines.append(f"fidelity: cosine {f['cosine_mean']:.4f} (min {f['cosine_min']:.4f}){agree}")
+    lines.append(f"fidelity over {f['samples']} samples ({f.get('inputs', 'example inputs')}): "
+                 f"cosine {f['cosine_mean']:.4f} (min {f['cosine_min']:.4f}){agree}")
     if "fp16" in v:
         lines.append(f"FP16 ONNX max rel err {v['fp16']['max_rel_err']:.2e} (tolerance {v['fp16']['tolerance']:.0e})")
     for path, check in report.get("sparsity_check", {}).items():

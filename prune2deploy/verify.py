@@ -47,7 +47,7 @@ def verify_onnx(torch_model, runner, input_sets: list, tolerance: float) -> dict
             "passed": all(e["max_rel_err"] <= tolerance for e in per_output.values())}
 
 
-def fidelity(dense, pruned, input_sets: list) -> dict:
+def fidelity(dense, pruned, input_sets: list, calibrated: bool = False) -> dict:
     """How close the pruned model stays to the dense one: cosine similarity, and top-1 agreement for classifiers."""
     cosines, agree, total, classifier = [], 0, 0, True
     for inputs in input_sets:
@@ -62,6 +62,8 @@ def fidelity(dense, pruned, input_sets: list) -> dict:
         else:
             classifier = False
     result = {"cosine_mean": float(np.mean(cosines)), "cosine_min": float(np.min(cosines)),
-              "samples": len(cosines), "output": "first output"}
+              "samples": len(cosines), "output": "first output",
+              "inputs": "example inputs and calibration data" if calibrated
+                        else "example + random inputs; --calib-data gives real ones"}
     result["top1_agreement"] = agree / total if classifier and total else None
     return result
