@@ -17,17 +17,17 @@ PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # leave headroom under protobuf's 2
 
 
 def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT_OPSET,
-                exporter: str = "torchscript", slim: bool = True) -> dict:
+                exporter: str = "torchscript", slim: bool = True, dynamic_batch: bool = False) -> dict:
     """Write `model` to `path` as checked, shape-inferred ONNX; returns a record of what was done."""
     import onnx
 
     path = Path(path)
     with torch.no_grad():
         output_names = [n for n, _ in flatten_outputs(inputs.call(model))]
-    _run_exporter(model, inputs, path, opset, exporter, output_names)
+    _run_exporter(model, inputs, path, opset, exporter, output_names, dynamic_batch)
     proto = onnx.load(str(path))
     nodes_exported = len(proto.graph.node)
-    record = {"exporter": exporter, "opset": opset, "nodes_exported": nodes_exported,
+    record = {"exporter": exporter, "opset": opset, "nodes_exported": nodes_exported, "dynamic_batch": dynamic_batch,
               "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
     if slim:
         slimmed = _slim(proto)
@@ -45,9 +45,12 @@ def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT
     return record
 
 
-def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_names: list[str]) -> None:
+def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_names: list[str],
+                  dynamic_batch: bool = False) -> None:
     kwargs = dict(input_names=inputs.names, output_names=output_names, opset_version=opset,
                   dynamo=exporter == "dynamo")
+    if dynamic_batch:  # axis 0 of every input and output is the batch
+        kwargs["dynamic_axes"] = {name: {0: "batch"} for name in inputs.names + output_names}
     if exporter == "torchscript":
         kwargs["do_constant_folding"] = True
     args = tuple(inputs.tensors())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import json
 import logging
 import os
@@ -23,7 +24,6 @@ def cmd_compile(args) -> int:
     --target flags, each target gets DIR/<target>/.
     Exit codes: 0 ok, 1 internal error, 2 bad input or missing library, 3 a --gate failed.
     """
-    from dataclasses import asdict
     from pathlib import Path
 
     from .errors import P2DError
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, fn):
-        doc = fn.__doc__
+        doc = inspect.cleandoc(fn.__doc__)
         p = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
     p.add_argument("--exporter", default="torchscript", help="torch.onnx exporter: torchscript | dynamo")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset; default 18")
+    p.add_argument("--dynamic-batch", metavar="MIN,OPT,MAX",
+                   help="export with a dynamic batch axis; TensorRT engines get this optimisation profile")
     p.add_argument("--no-slim", action="store_true", help="skip the onnxslim clean-up")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error ONNX vs torch; default 1e-3")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")

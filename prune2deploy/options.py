@@ -19,6 +19,7 @@ class CompileOptions:
     head_ratio: float | None = None  # None: same as ratio
     sparsity: str | None = None  # "2:4" (N:M) or None
     permute: bool = False
+    dynamic_batch: str | None = None  # "MIN,OPT,MAX": batch axis dynamic in ONNX, a TensorRT profile
     exporter: str = "torchscript"
     opset: int = 18
     slim: bool = True
@@ -55,6 +56,8 @@ class CompileOptions:
             raise user_error(f"tolerance {self.tolerance} must be > 0")
         if self.bench_seconds < 0 or self.warmup < 0 or self.verify_random_inputs < 0:
             raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
+        if self.dynamic_batch is not None:
+            self.batch_profile()
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:
@@ -62,6 +65,18 @@ class CompileOptions:
 
             parse_pattern(self.sparsity)
         return self
+
+    def batch_profile(self) -> tuple[int, int, int] | None:
+        """--dynamic-batch MIN,OPT,MAX as integers (1 <= MIN <= OPT <= MAX)."""
+        if self.dynamic_batch is None:
+            return None
+        try:
+            lo, opt, hi = (int(v) for v in str(self.dynamic_batch).split(","))
+        except ValueError:
+            raise user_error(f"bad dynamic batch {self.dynamic_batch!r}", "write it like 1,8,32 (min,opt,max)") from None
+        if not 1 <= lo <= opt <= hi:
+            raise user_error(f"bad dynamic batch {self.dynamic_batch!r}: need 1 <= min <= opt <= max")
+        return lo, opt, hi
 
     def resolved(self) -> dict:
         return asdict(self)

@@ -36,6 +36,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     opset = 18                                     # --opset
     slim = true                                    # false = --no-slim
     tolerance = 1e-3                               # --tolerance
+    dynamic_batch = "1,8,32"                       # --dynamic-batch (min,opt,max)
 
     [benchmark]
     threads = 4                                    # --threads
@@ -126,6 +127,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("export.opset", "int", "opset", "opset"),
     Key("export.slim", "bool", "no_slim", "slim", negated=True),
     Key("export.tolerance", "float", "tolerance", "tolerance"),
+    Key("export.dynamic_batch", "str", "dynamic_batch", "dynamic_batch"),
     Key("benchmark.threads", "int", "threads", "threads"),
     Key("benchmark.seconds", "float", "bench_seconds", "bench_seconds"),
     Key("benchmark.warmup", "int", "warmup", "warmup"),

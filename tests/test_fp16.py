@@ -2,10 +2,6 @@
 and onnxruntime (CPU) outputs stay within FP16 tolerance of the FP32 model."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,8 +13,8 @@ import torch.nn as nn
 
 
 
-from prune2deploy.backends import fp16 as fp16
-from prune2deploy.errors import UserError  # noqa: E402
+from prune2deploy.backends import fp16
+from prune2deploy.errors import UserError
 
 
 class SmallCNN(nn.Module):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 
 from models import mobilenet_like, resnet_like
 from prune2deploy.context import CompileContext, ExampleInputs

@@ -11,9 +11,8 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
-import pytest
 
-from helpers import MODELS, REPO, assert_user_error
+from helpers import MODELS, assert_user_error
 
 RESNET = f"{MODELS}:resnet_like"
 ARGS = [RESNET, "--input-shape", "1,3,32,32", "--bench-seconds", "0.3", "--threads", "1"]

@@ -3,10 +3,7 @@ recording fake `trt` module; inspector/log parsing on fixtures; a real build whe
 from __future__ import annotations
 
 import enum
-import importlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 

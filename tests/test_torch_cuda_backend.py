@@ -3,10 +3,6 @@ interleaved timing loop (with a CPU timer); conversion and compile where a CUDA 
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch

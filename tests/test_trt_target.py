@@ -80,3 +80,24 @@ def test_targets_lists_reasons(p2d):
     if not _have_trt():
         row = next(i for i, line in enumerate(lines) if line.startswith("trt-ampere"))
         assert " no " in lines[row] and "TensorRT is not installed" in lines[row + 1]
+
+
+def test_dynamic_batch_gives_dynamic_onnx_and_a_profile(p2d, tmp_path):
+    if _have_trt():
+        pytest.skip("TensorRT and a GPU are present: this test covers the machine without them")
+    r = p2d("compile", RESNET, "--input-shape", "2,3,32,32", "--target", "trt-hopper", "--dynamic-batch", "1,4,16",
+            "--out", "out")
+    assert_user_error(r, "TensorRT is not installed")
+    graph = onnx.load(str(tmp_path / "out" / "pruned.fp16.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    plan = json.loads((tmp_path / "out" / "build_plan.json").read_text())["models"]["pruned"]["plan"]
+    assert plan["optimization_profiles"] == [{"input": {"min": [1, 3, 32, 32], "opt": [4, 3, 32, 32],
+                                                         "max": [16, 3, 32, 32]}}]
+    assert plan["hardware_compatibility_level"] is None and plan["required_compute_capability"] == [9, 0]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["verification"]["passed"]
+
+
+def test_bad_dynamic_batch(p2d, tmp_path):
+    assert_user_error(p2d("compile", RESNET, "--input-shape", "1,3,32,32", "--dynamic-batch", "8,4,16"),
+                      "1 <= min <= opt <= max")
+    assert not (tmp_path / "p2d-out").exists()

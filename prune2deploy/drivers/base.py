@@ -27,7 +27,8 @@ class ExportingDriver:
             path = work / f"{name}.onnx"
             with progress.stage(f"export_{name}", f"exporting {name} ONNX"):
                 exports[name] = export_onnx(model, ctx.example_inputs, path, opset=opts.opset,
-                                            exporter=opts.exporter, slim=opts.slim)
+                                            exporter=opts.exporter, slim=opts.slim,
+                                            dynamic_batch=opts.dynamic_batch is not None)
             artifacts[f"{name}.onnx"] = path
         report["export"] = exports
         sparsity = ctx.records.get("sparsity")

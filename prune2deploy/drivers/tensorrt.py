@@ -49,7 +49,8 @@ class TensorRtDriver(ExportingDriver):
         plans = {}
         for name in models:
             settings = trt_backend.BuildSettings(self.spec, input_shapes=shapes,
-                                                 sparse_weights=bool(ctx.records.get("sparsity")) and name.endswith("_2to4"))
+                                                 sparse_weights=bool(ctx.records.get("sparsity")) and name.endswith("_2to4"),
+                                                 dynamic_batch=ctx.options.batch_profile())
             plan = trt_backend.plan_build(settings, engine_path=Path(f"{name}.engine"))
             plans[name] = {"onnx": f"{name}.fp16.onnx", "engine": f"{name}.engine", "plan": plan}
         (work / PLAN_FILE).write_text(json.dumps({"target": self.target, "input_shapes": shapes,
@@ -85,8 +86,11 @@ def build_and_benchmark(out_dir: Path, opts, progress) -> dict:
     target = trt_backend.target_spec(spec["target"])
     builds, runners = {}, {}
     for name, entry in spec["models"].items():
+        profiles = entry["plan"]["optimization_profiles"]
+        batch = profiles[0][next(iter(profiles[0]))] if profiles else None
         settings = trt_backend.BuildSettings(target, input_shapes={k: tuple(v) for k, v in spec["input_shapes"].items()},
-                                             sparse_weights="SPARSE_WEIGHTS" in entry["plan"]["builder_flags"])
+                                             sparse_weights="SPARSE_WEIGHTS" in entry["plan"]["builder_flags"],
+                                             dynamic_batch=(batch["min"][0], batch["opt"][0], batch["max"][0]) if batch else None)
         engine = out_dir / entry["engine"]
         if engine.exists() and (out_dir / f"{name}.build.json").exists():  # restored from the compile cache
             builds[name] = {**json.loads((out_dir / f"{name}.build.json").read_text()), "reused": True}
