@@ -244,12 +244,11 @@ def apply_plan(trt, builder, config, network, plan: dict) -> dict:
 
 
 def _atomic_write(path: Path, data) -> int:
+    from prune2deploy.outdir import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     view = memoryview(data)
-    with open(tmp, "wb") as handle:
-        handle.write(view)
-    os.replace(tmp, path)
+    write_atomic(path, view.tobytes())
     return view.nbytes
 
 

@@ -242,14 +242,3 @@ def benchmark(models: dict[str, Callable], inputs: tuple, warmup: int = 10, iter
     """Per-variant latency samples (ms) timed with CUDA events, variants interleaved."""
     _require()
     return interleaved_runs(models, inputs, warmup, iters, _CudaEventTimer)
-
-
-def summarize(samples: list[float]) -> dict:
-    """Median, p90, mean and count of latency samples in ms."""
-    ordered = sorted(samples)
-    if not ordered:
-        return {"median_ms": None, "p90_ms": None, "mean_ms": None, "n": 0}
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return {"median_ms": median, "p90_ms": p90, "mean_ms": sum(ordered) / len(ordered), "n": len(ordered)}

@@ -61,6 +61,8 @@ def _torch_cuda_backend():
     return importlib.import_module("prune2deploy.backends.torch_cuda")
 
 
+from prune2deploy.timing import summarize  # noqa: E402
+
 try:  # the project's N:M mask when present
     from prune2deploy.passes.sparsity import nm_mask as _project_nm_mask
 except ImportError:  # pragma: no cover - standalone use
@@ -237,11 +239,11 @@ def run(args) -> dict:
             continue
         models, inputs, meta = build_variants(name, torch_cuda)
         samples = torch_cuda.benchmark(models, inputs, warmup=args.warmup, iters=args.iters)
-        dense_median = torch_cuda.summarize(samples["dense"])["median_ms"]
+        dense_median = summarize(samples["dense"])["p50"]
         rows = {}
         for label, times in samples.items():
-            stats = torch_cuda.summarize(times)
-            rows[label] = {**stats, **meta[label], "speedup_vs_dense": dense_median / stats["median_ms"], "samples_ms": times}
+            stats = summarize(times)
+            rows[label] = {**stats, **meta[label], "speedup_vs_dense": dense_median / stats["p50"], "samples_ms": times}
         results["models"][name] = rows
         del models
         torch.cuda.empty_cache()
@@ -263,7 +265,7 @@ def markdown(results: dict) -> str:
         for label, row in rows.items():
             diff = row.get("max_abs_diff_vs_masked_dense")
             lines.append(
-                f"| {model} | {label} | {row['median_ms']:.3f} | {row['p90_ms']:.3f} | {row['speedup_vs_dense']:.2f}x "
+                f"| {model} | {label} | {row['p50']:.3f} | {row['p90']:.3f} | {row['speedup_vs_dense']:.2f}x "
                 f"| {row['params_m']:.1f} | {row['linear_2to4']} | {'' if diff is None else f'{diff:.2e}'} |"
             )
     return "\n".join(lines) + "\n"

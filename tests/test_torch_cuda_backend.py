@@ -109,12 +109,6 @@ def test_variants_are_interleaved_and_rotated():
     assert {k: len(v) for k, v in samples.items()} == {"A": 3, "B": 3, "C": 3}
 
 
-def test_summarize():
-    stats = tc.summarize([4.0, 1.0, 3.0, 2.0])
-    assert stats["median_ms"] == 2.5 and stats["n"] == 4 and stats["mean_ms"] == 2.5
-    assert tc.summarize([])["n"] == 0
-
-
 def test_prepare_converts_eligible_linears_on_gpu():
     ok, reason = tc.availability(sparse_2to4=True)
     if not ok:
