@@ -28,7 +28,7 @@ def cmd_compile(args) -> int:
 
     from .errors import P2DError
     from .gates import parse_gate, raise_if_failed
-    from .inputs import build_example_inputs
+    from .inputs import build_example_inputs, load_calibration
     from .junit import append_step_summary, write_junit_runs
     from .loading import load_model
     from .pipeline import compile
@@ -94,42 +94,6 @@ def _print_target(report: dict, out_dir, gate_results, as_json: bool) -> str:
     if gate_results:
         md += ["", gate_markdown(gate_results)]
     return "\n".join(md)
-
-
-def load_calibration(path: str, like):
-    """--calib-data FILE: inputs, or (inputs, labels), or {"inputs": ..., "labels": ...}; batched on dim 0."""
-    from pathlib import Path
-
-    import torch
-
-    from .context import ExampleInputs
-    from .errors import user_error
-
-    if not Path(path).exists():
-        raise user_error(f"calibration data not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise user_error(f"cannot read calibration data {path}: {str(exc).splitlines()[0][:160]}") from exc
-    labels = None
-    if isinstance(obj, dict) and "inputs" in obj:
-        obj, labels = obj["inputs"], obj.get("labels")
-    elif isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[1], torch.Tensor) \
-            and obj[1].dtype == torch.int64 and obj[1].dim() == 1:
-        obj, labels = obj
-    if isinstance(obj, torch.Tensor):
-        inputs = ExampleInputs((obj,), {})
-    elif isinstance(obj, dict):
-        inputs = ExampleInputs((), dict(obj))
-    else:
-        raise user_error(f"{path}: calibration data must be a tensor, a dict of tensors, or (inputs, labels)")
-    batch = like.tensors()[0].shape[0]
-    total = inputs.tensors()[0].shape[0]
-    batches = []
-    for start in range(0, total, batch):
-        part = inputs.like([t[start:start + batch] for t in inputs.tensors()])
-        batches.append((part, labels[start:start + batch] if labels is not None else None))
-    return batches
 
 
 def cmd_build(args) -> int:
