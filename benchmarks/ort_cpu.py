@@ -13,8 +13,13 @@ Per (model, ratio), in one worker process of its own (so peak RSS is that compil
   * by hand, after it in the same process: torch-pruning MetaPruner + GroupMagnitudeImportance(p=1)
     at the same ratio, final classifier ignored, round_to=None (ViT: round_to=num_heads and
     hidden_dim fix-up, as torch-pruning's torchvision example; MiniLM: whole-head pruning and
-    pooler ignored, as its prune_hf_bert example), then torch.onnx.export(dynamo=False) and an
-    onnxruntime InferenceSession with default SessionOptions; dense and pruned timed interleaved.
+    pooler ignored, as its prune_hf_bert example, plus the last layer's output block so that
+    last_hidden_state keeps its width, as p2d's does), then torch.onnx.export(dynamo=False).
+  * side by side: p2d's dense/pruned and the by-hand dense/pruned ONNX files timed together,
+    interleaved, in identical onnxruntime sessions (p2d's runner); the speedups of the two pipelines
+    are compared on this run, with a paired bootstrap interval for their difference. MiniLM also
+    times torch-pruning's BERT example as published (it narrows the output; shown, not compared).
+  * then the by-hand pair in default InferenceSessions, as a by-hand script would time it.
 
 Prints a Markdown table and PASS/FAIL lines for the issue's targets; writes
 benchmarks/results/ort_cpu.json and ort_cpu.md. Numbers are only meaningful from a quiet machine.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import platform
 import resource
 import subprocess
@@ -43,6 +49,7 @@ MODELS = ("resnet50", "mobilenet_v2", "vit_b_16", "minilm")
 RATIOS = (0.3, 0.5, 0.7)
 ROW_TIMEOUT_S = 540  # a row must finish well inside 10 minutes
 CLI_BENCH_SECONDS = 8.0  # `p2d compile`'s default --bench-seconds
+SIDE_BY_SIDE_FACTOR = 3  # the joint loop times 4 files: give it 3x --bench-seconds
 TEXT_INPUTS = ["input_ids:1x128:int64", "attention_mask:1x128:int64", "token_type_ids:1x128:int64"]
 STAGES = ("measure", "prune_channels", "measure_pruned", "export_dense", "export_pruned",
           "fidelity", "verify_dense", "verify_pruned", "benchmark")
@@ -102,8 +109,13 @@ def classifier_layers(model) -> list:
     return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1000]
 
 
-def prune_by_hand(model, inputs, ratio: float) -> list[str]:
-    """torch-pruning the way its README/examples do it, in place; returns notes on deviations."""
+def prune_by_hand(model, inputs, ratio: float, keep_outputs: bool = True) -> list[str]:
+    """torch-pruning the way its README/examples do it, in place; returns notes on deviations.
+
+    keep_outputs: also ignore what produces MiniLM's last_hidden_state (the last encoder layer's output
+    block), so the model keeps its output contract as p2d's does. torch-pruning's BERT example ignores
+    only the pooler, which narrows the hidden width everywhere and so the output too.
+    """
     import torch_pruning as tp
 
     kwargs, notes = {"ignored_layers": classifier_layers(model), "round_to": None}, []
@@ -112,9 +124,12 @@ def prune_by_hand(model, inputs, ratio: float) -> list[str]:
         notes.append(f"round_to={kwargs['round_to']} (embed dim must divide by heads)")
     if hasattr(model, "pooler"):  # examples/transformers/prune_hf_bert.py
         heads = {m: a.num_attention_heads for a in bert_attention(model) for m in (a.query, a.key, a.value)}
-        kwargs.update(ignored_layers=[model.pooler], num_heads=heads, prune_num_heads=True,
+        ignored = [model.pooler] + ([model.encoder.layer[-1].output] if keep_outputs else [])
+        kwargs.update(ignored_layers=ignored, num_heads=heads, prune_num_heads=True,
                       prune_head_dims=False, head_pruning_ratio=ratio,
                       output_transform=lambda out: out.pooler_output.sum())
+        if keep_outputs:
+            notes.append("last layer's output block ignored (keeps last_hidden_state 384 wide)")
     pruner = tp.pruner.MetaPruner(model, inputs.kwargs or inputs.args,
                                   importance=tp.importance.GroupMagnitudeImportance(p=1),
                                   pruning_ratio=ratio, global_pruning=False, **kwargs)
@@ -162,24 +177,28 @@ def keyword_call(model, names: list[str]):
     return _KeywordCall()
 
 
-def time_default_sessions(paths: dict, inputs, bench_seconds: float) -> dict:
-    """Interleaved timing of ONNX files in onnxruntime sessions with default SessionOptions."""
+def time_sessions(paths: dict, inputs, bench_seconds: float, default_options: bool) -> dict[str, list[float]]:
+    """Interleaved timing of ONNX files: p2d's OrtRunner sessions, or sessions with default SessionOptions."""
     import onnxruntime as ort
 
-    from prune2deploy.timing import summarize, time_interleaved
+    from prune2deploy.backends.ort import OrtRunner
+    from prune2deploy.timing import time_interleaved
 
     feed = inputs.as_feed()
     calls = {}
     for name, path in paths.items():
+        if not default_options:
+            calls[name] = OrtRunner(path).timed_call(feed)
+            continue
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}
         calls[name] = (lambda s, f: lambda: s.run(None, f))(session, {k: v for k, v in feed.items() if k in wanted})
-    samples = time_interleaved(calls, budget_s=bench_seconds)
-    return {name: summarize(s) for name, s in samples.items()}
+    return time_interleaved(calls, budget_s=bench_seconds)
 
 
-def by_hand_row(model, inputs, ratio: float, bench_seconds: float, work: Path) -> dict:
-    """Prune, export and time by hand; `model` is the dense model and is pruned in place."""
+def by_hand_model(model, inputs, ratio: float, work: Path, stem: str, keep_outputs: bool = True) -> dict:
+    """Prune a copy of the dense `model` by hand and export it to work/<stem>.onnx; its facts."""
+    import copy
     import warnings
 
     import torch
@@ -187,27 +206,85 @@ def by_hand_row(model, inputs, ratio: float, bench_seconds: float, work: Path) -
     from prune2deploy.measure import count_macs_params
     from prune2deploy.outputs import output_shapes
 
+    model = copy.deepcopy(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_by_hand(model, inputs, work / "hand_dense.onnx")
         dense_macs, _ = count_macs_params(model, inputs)
         with torch.no_grad():
             shapes = output_shapes(inputs.call(model))
-        notes = prune_by_hand(model, inputs, ratio)
+        notes = prune_by_hand(model, inputs, ratio, keep_outputs)
         with torch.no_grad():
-            if output_shapes(inputs.call(model)) != shapes:
-                notes.append("output shapes changed (as the torch-pruning example does)")
+            changed = output_shapes(inputs.call(model)) != shapes
+        if changed:
+            notes.append("output shapes changed")
         if inputs.kwargs:
             notes.append("exported through a positional wrapper")
         pruned_macs, _ = count_macs_params(model, inputs)
-        export_by_hand(model, inputs, work / "hand_pruned.onnx")
-    stats = time_default_sessions({"dense": work / "hand_dense.onnx", "pruned": work / "hand_pruned.onnx"},
-                                  inputs, bench_seconds)
-    speedup = stats["dense"]["p50"] / stats["pruned"]["p50"]
-    mac_reduction = dense_macs / pruned_macs
-    return {"status": "ok", "mac_reduction": mac_reduction, "speedup": speedup,
-            "efficiency": speedup / mac_reduction, "p50_ms": [stats["dense"]["p50"], stats["pruned"]["p50"]],
-            "iterations": stats["dense"]["iterations"], "notes": notes}
+        export_by_hand(model, inputs, work / f"{stem}.onnx")
+    return {"mac_reduction": dense_macs / pruned_macs, "outputs_kept": not changed, "notes": notes}
+
+
+def paired_speedups(samples: dict, pairs: dict, resamples: int = 2000) -> dict:
+    """Speedup (dense p50 / pruned p50) per named (dense, pruned) pair, and bootstrap draws of it.
+
+    Moving-block bootstrap over the interleaved rounds: round i holds one call of every model, so a
+    difference between two speedups from the same loop keeps only that loop's noise; blocks of
+    ceil(sqrt(n)) consecutive rounds keep the machine's slow drifts (which make the noise correlated
+    in time) inside each draw instead of averaging them away.
+    """
+    import numpy as np
+
+    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    n = len(next(iter(arrays.values())))
+    block = math.ceil(math.sqrt(n))
+    starts = np.random.default_rng(0).integers(0, n - block + 1, size=(resamples, math.ceil(n / block)))
+    idx = (starts[:, :, None] + np.arange(block)).reshape(resamples, -1)[:, :n]
+    boot = {name: np.median(arrays[d][idx], axis=1) / np.median(arrays[p][idx], axis=1)
+            for name, (d, p) in pairs.items()}
+    point = {name: float(np.median(arrays[d]) / np.median(arrays[p])) for name, (d, p) in pairs.items()}
+    return {"point": point, "boot": boot, "block": block}
+
+
+def compare_row(inputs, ratio: float, bench_seconds: float, work: Path, dense_model) -> dict:
+    """By hand next to p2d: prune + export by hand, then time p2d's and the by-hand ONNX files together,
+    interleaved in identical sessions (p2d's runner); then the by-hand pair in default sessions."""
+    import warnings
+
+    import numpy as np
+
+    from prune2deploy.timing import summarize
+
+    hand = by_hand_model(dense_model, inputs, ratio, work, "hand_pruned")
+    paths = {"p2d_dense": work / "p2d" / "dense.onnx", "p2d_pruned": work / "p2d" / "pruned.onnx",
+             "hand_dense": work / "hand_dense.onnx", "hand_pruned": work / "hand_pruned.onnx"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_by_hand(dense_model, inputs, paths["hand_dense"])
+    pairs = {"p2d": ("p2d_dense", "p2d_pruned"), "hand": ("hand_dense", "hand_pruned")}
+    published = None
+    if hasattr(dense_model, "pooler"):  # torch-pruning's BERT example as published: a narrower output
+        published = by_hand_model(dense_model, inputs, ratio, work, "hand_published", keep_outputs=False)
+        paths["hand_published"] = work / "hand_published.onnx"
+        pairs["published"] = ("hand_dense", "hand_published")
+    samples = time_sessions(paths, inputs, SIDE_BY_SIDE_FACTOR * bench_seconds, default_options=False)
+    sp = paired_speedups(samples, pairs)
+    diff = sp["boot"]["p2d"] - sp["boot"]["hand"]
+    lo, hi = (float(x) for x in np.percentile(diff, [0.5, 99.5]))
+    stats = {name: summarize(s) for name, s in samples.items()}
+    row = {"status": "ok", "mac_reduction": hand["mac_reduction"], "outputs_kept": hand["outputs_kept"],
+           "notes": hand["notes"], "speedup": sp["point"]["hand"], "p2d_speedup": sp["point"]["p2d"],
+           "diff_ci99": [lo, hi], "bootstrap_block": sp["block"], "p50_ms": {k: s["p50"] for k, s in stats.items()},
+           "cv": {k: s["cv"] for k, s in stats.items()}, "iterations": stats["hand_dense"]["iterations"]}
+    row["efficiency"] = row["speedup"] / row["mac_reduction"]
+    if published:
+        row["published"] = {"mac_reduction": published["mac_reduction"], "speedup": sp["point"]["published"],
+                            "outputs_kept": published["outputs_kept"], "notes": published["notes"]}
+    default = time_sessions({k: paths[k] for k in ("hand_dense", "hand_pruned")}, inputs, bench_seconds,
+                            default_options=True)
+    d = {k: summarize(s)["p50"] for k, s in default.items()}
+    row["default_sessions"] = {"speedup": d["hand_dense"] / d["hand_pruned"],
+                               "p50_ms": [d["hand_dense"], d["hand_pruned"]]}
+    return row
 
 
 def one_line(exc: BaseException) -> str:
@@ -220,7 +297,7 @@ def peak_rss_mb() -> float:
 
 
 def run_one(name: str, ratio: float, bench_seconds: float, spawned_at: float | None) -> dict:
-    """Worker: the p2d compile, then the by-hand run, for one (model, ratio)."""
+    """Worker: the p2d compile, then the by-hand run and the side-by-side timing, for one (model, ratio)."""
     row = {"model": name, "ratio": ratio, "bench_seconds": bench_seconds}
     model, inputs, row["weights"] = load(name)
     row["inputs"] = ", ".join(f"{n}[{'x'.join(map(str, t.shape))}]" for n, t in zip(inputs.names, inputs.tensors()))
@@ -233,7 +310,9 @@ def run_one(name: str, ratio: float, bench_seconds: float, spawned_at: float | N
         # spawn -> end of compile: imports, model build and the whole compile, like `p2d compile` on a shell
         row["p2d"]["process_wall_s"] = round(time.time() - spawned_at, 3) if spawned_at else None
         try:
-            row["by_hand"] = by_hand_row(model, inputs, ratio, bench_seconds, work)
+            if row["p2d"]["status"] != "ok":
+                raise RuntimeError("no p2d files to time it against")
+            row["by_hand"] = compare_row(inputs, ratio, bench_seconds, work, model)
         except Exception as exc:
             row["by_hand"] = {"status": "failed", "reason": one_line(exc)}
     row["peak_rss_mb_incl_by_hand"] = peak_rss_mb()
@@ -270,7 +349,9 @@ def progress_line(i: int, n: int, row: dict, seconds: float) -> str:
     p, h = row["p2d"], row["by_hand"]
     p_text = (f"p2d {fmt(p['speedup'], '.2f', 'x')} (MACs /{fmt(p['mac_reduction'])}, eff {fmt(p['efficiency'])})"
               if p["status"] == "ok" else f"p2d FAILED: {p['reason']}")
-    h_text = f"by hand {fmt(h['speedup'], '.2f', 'x')}" if h["status"] == "ok" else f"by hand failed: {h['reason']}"
+    h_text = (f"side by side p2d {h['p2d_speedup']:.2f}x vs by hand {h['speedup']:.2f}x; by hand in default "
+              f"sessions {h['default_sessions']['speedup']:.2f}x" if h["status"] == "ok"
+              else f"by hand failed: {h['reason']}")
     return f"[{i}/{n}] {row['model']} @ {row['ratio']}: {p_text}; {h_text} ({seconds:.0f} s)"
 
 
@@ -329,8 +410,15 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
     return lines
 
 
+def versus(h: dict) -> str:
+    """p2d's speedup against the by-hand one in one side-by-side loop, judged by the 99% interval of
+    their difference: 'higher' or 'lower' when it excludes 0, else 'tie' (the loop cannot tell them apart)."""
+    lo, hi = h["diff_ci99"]
+    return "higher" if lo > 0 else ("lower" if hi < 0 else "tie")
+
+
 def beats_by_hand(model: str, rows: list[dict]) -> dict:
-    """p2d's speedup >= the by-hand speedup on every ratio of `model` that has both."""
+    """p2d's speedup >= the by-hand speedup, side by side, on every ratio of `model` that has both."""
     parts, verdicts = [], []
     for r in rows:
         p, h = r["p2d"], r["by_hand"]
@@ -340,10 +428,27 @@ def beats_by_hand(model: str, rows: list[dict]) -> dict:
         elif h["status"] != "ok":
             parts.append(f"{r['ratio']}: by hand {h['status']}")
         else:
-            verdicts.append(p["speedup"] >= h["speedup"])
-            parts.append(f"{r['ratio']}: {p['speedup']:.2f}x vs {h['speedup']:.2f}x")
+            outcome = versus(h)
+            verdicts.append(outcome != "lower")
+            parts.append(f"{r['ratio']}: {h['p2d_speedup']:.2f}x vs {h['speedup']:.2f}x ({outcome})")
     ok = all(verdicts) if verdicts else None
-    return check(ok, f"{model}: p2d speedup >= by-hand speedup ({'; '.join(parts)})")
+    return check(ok, f"{model}: p2d speedup >= by-hand speedup side by side, i.e. never lower beyond the "
+                     f"noise ({'; '.join(parts)})")
+
+
+def table_notes(p: dict, h: dict) -> list[str]:
+    notes = [f"p2d failed: {p['reason']}"] if p["status"] != "ok" else []
+    if p["status"] == "ok" and not p["verification_passed"]:
+        notes.append("p2d verification failed")
+    if h["status"] != "ok":
+        return notes + [f"by hand failed: {h['reason']}"]
+    notes += h["notes"]
+    if "published" in h:
+        pub = h["published"]
+        notes.append(f"torch-pruning's BERT example as published: MACs /{pub['mac_reduction']:.2f}, side-by-side "
+                     f"speedup {pub['speedup']:.2f}x, " + ("outputs kept" if pub["outputs_kept"] else
+                                                           "output width changes (not a drop-in model)"))
+    return notes
 
 
 def markdown(results: dict) -> str:
@@ -353,24 +458,28 @@ def markdown(results: dict) -> str:
              f"{results['date']}; python {m['python']}, " + ", ".join(f"{k} {x}" for k, x in v.items() if x)
              + f"; --bench-seconds {results['bench_seconds']}. torchvision models have random weights "
              "(latency only); MiniLM has its pretrained weights. Batch 1.", "",
-             "| model | ratio | MAC reduction | p2d speedup | efficiency | by-hand speedup | by-hand MAC red. "
-             "| dense p50 ms | pruned p50 ms | by-hand dense / pruned p50 ms | compile s | process s | peak RSS MB "
-             "| notes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "p2d speedup and efficiency: from p2d's own report. Side by side: p2d's and the by-hand ONNX "
+             "files timed together, interleaved, in identical onnxruntime sessions; the interval is the 99% "
+             "block-bootstrap interval of (p2d - by hand): higher / lower when it excludes 0, else tie. Default sessions: the by-hand pair timed as a script "
+             "with default `InferenceSession`s would (idle pool threads spin and slow the other session).", "",
+             "| model | ratio | MAC reduction | p2d speedup | efficiency | side by side: p2d / by hand | "
+             "difference 99% | by-hand MAC red. | by hand, default sessions: speedup (dense / pruned ms) "
+             "| dense p50 ms | pruned p50 ms | compile s | process s | peak RSS MB | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         p, h = r["p2d"], r["by_hand"]
-        notes = [f"p2d failed: {p['reason']}"] if p["status"] != "ok" else []
-        notes += [f"by hand failed: {h['reason']}"] if h["status"] != "ok" else h.get("notes", [])
-        if p["status"] == "ok" and not p["verification_passed"]:
-            notes.append("p2d verification failed")
-        ok = p["status"] == "ok"
+        ok, hok = p["status"] == "ok", h["status"] == "ok"
         lines.append("| " + " | ".join([
             r["model"], str(r["ratio"]), fmt(p.get("mac_reduction"), ".2f", "x"), fmt(p.get("speedup"), ".2f", "x"),
-            fmt(p.get("efficiency")), fmt(h.get("speedup"), ".2f", "x"), fmt(h.get("mac_reduction"), ".2f", "x"),
+            fmt(p.get("efficiency")),
+            f"{h['p2d_speedup']:.2f}x / {h['speedup']:.2f}x ({versus(h)})" if hok else "-",
+            f"[{h['diff_ci99'][0]:+.2f}, {h['diff_ci99'][1]:+.2f}]" if hok else "-",
+            fmt(h.get("mac_reduction"), ".2f", "x"),
+            (f"{h['default_sessions']['speedup']:.2f}x ("
+             + " / ".join(f"{t:.1f}" for t in h["default_sessions"]["p50_ms"]) + ")") if hok else "-",
             fmt(p["p50_ms"][0] if ok else None, ".1f"), fmt(p["p50_ms"][1] if ok else None, ".1f"),
-            " / ".join(fmt(t, ".1f") for t in h["p50_ms"]) if h["status"] == "ok" else "-",
             fmt(p.get("compile_wall_s"), ".1f"), fmt(p.get("process_wall_s"), ".1f"),
-            fmt(p.get("peak_rss_mb"), ".0f"), "; ".join(notes).replace("|", "/")]) + " |")
+            fmt(p.get("peak_rss_mb"), ".0f"), "; ".join(table_notes(p, h)).replace("|", "/")]) + " |")
     lines += ["", "Compile time per stage (s):", "",
               "| model | ratio | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
     for r in results["rows"]:

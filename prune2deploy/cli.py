@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default ort-cpu")
     p.add_argument("--out", metavar="DIR", help="output directory (default p2d-out/<model name>)")
     p.add_argument("--ratio", type=float, default=0.5, help="channel pruning ratio in [0, 1); default 0.5")
-    p.add_argument("--head-ratio", type=float, help="attention-head pruning ratio (default: --ratio)")
+    p.add_argument("--head-ratio", type=float,
+                   help="attention-head pruning ratio: each block loses ceil(R x heads) heads, keeping one "
+                        "(default: --ratio)")
     p.add_argument("--criterion", default="l1", help="l1 | l2 | bn-scale | taylor | hessian | random")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")

@@ -15,7 +15,7 @@ tp = pytest.importorskip("torch_pruning")
 ort = pytest.importorskip("onnxruntime")
 
 from prune2deploy.errors import UserError  # noqa: E402
-from prune2deploy.passes.attention import plan_attention  # noqa: E402
+from prune2deploy.passes.attention import _heads_to_remove, plan_attention  # noqa: E402
 
 _TV_LIB = []  # keeps the torchvision op-schema library alive
 
@@ -185,11 +185,12 @@ def test_timm_style_attention_loses_half_its_heads(pruning_ratio, tmp_path):
     assert _onnx_max_err(model, (x,), tmp_path) < 1e-4
 
 
-def test_head_count_rounds_half_up_not_ceil():
+def test_head_count_is_torch_prunings_ceil_and_keeps_one_head():
     torch.manual_seed(0)
     model = TinyTimmViT().eval()
     _, records = _prune(model, torch.randn(1, 16, 48), 0.3, 0.0, ignored=[model.head])
-    assert [r["heads_after"] for r in records] == [6, 6]  # round(0.3*8)=2 removed; torch-pruning alone: ceil -> 3
+    assert [r["heads_after"] for r in records] == [5, 5]  # ceil(0.3 * 8) = 3 removed
+    assert [_heads_to_remove(r, 10) for r in (0.0, 0.3, 0.34, 0.5, 0.99)] == [0, 3, 4, 5, 9]
 
 
 # ---------------------------------------------------------------- nn.MultiheadAttention
