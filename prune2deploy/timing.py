@@ -21,16 +21,21 @@ def time_interleaved(variants: dict, warmup: int = 5, min_iters: int = 20, max_i
                      budget_s: float = 10.0, progress=None) -> dict[str, list[float]]:
     """Call each zero-argument callable in turn, round after round; milliseconds per call per variant.
 
-    Runs at least `min_iters` rounds, then stops when `budget_s` is spent or at `max_iters`.
+    Round r starts at variant r mod k (A B, B A, A B, ... for two), so every variant runs in every
+    position of the round, after every other, equally often: what runs before a call (warm or evicted
+    caches, the loop's own bookkeeping) is not a fixed bias of one variant. Runs at least `min_iters`
+    rounds, then stops when `budget_s` is spent or at `max_iters`.
     """
     for _ in range(warmup):
         for fn in variants.values():
             fn()
+    items = list(variants.items())
     samples = {name: [] for name in variants}
     start = time.perf_counter()
     rounds = 0
     while rounds < max_iters and (rounds < min_iters or time.perf_counter() - start < budget_s):
-        for name, fn in variants.items():
+        shift = rounds % len(items)
+        for name, fn in items[shift:] + items[:shift]:
             t0 = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - t0) * 1000.0)

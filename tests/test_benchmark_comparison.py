@@ -31,7 +31,7 @@ def loop(dense_ms: float, p2d_pruned_ms: float, hand_pruned_ms: float, rounds: i
 def verdict(bench, samples: dict) -> str:
     sp = bench.paired_speedups(samples, {"p2d": ("p2d_dense", "p2d_pruned"), "hand": ("hand_dense", "hand_pruned")})
     lo, hi = np.percentile(sp["boot"]["p2d"] - sp["boot"]["hand"], [0.5, 99.5])
-    return bench.versus({"diff_ci99": [lo, hi]})
+    return bench.versus({"diff_ci99": [lo, hi], "speedup": sp["point"]["hand"]})
 
 
 def test_identical_pipelines_tie(bench):
@@ -56,3 +56,10 @@ def test_a_lower_verdict_fails_the_target(bench):
                 "by_hand": {"status": "ok", "p2d_speedup": 2.0, "speedup": 2.2, "diff_ci99": [lo, hi]}}
     assert bench.beats_by_hand("m", [row(-0.3, 0.1)])["result"] == "PASS"
     assert bench.beats_by_hand("m", [row(-0.3, -0.1)])["result"] == "FAIL"
+
+
+def test_a_difference_inside_the_equivalence_margin_is_a_tie(bench):
+    # by hand 3.71x: the margin is 2% of it, 0.074; an interval wholly below 0 but inside it is a tie
+    assert bench.versus({"speedup": 3.71, "diff_ci99": [-0.02, -0.001]}) == "tie"
+    assert bench.versus({"speedup": 3.71, "diff_ci99": [-0.2, -0.08]}) == "lower"
+    assert bench.versus({"speedup": 3.71, "diff_ci99": [0.08, 0.3]}) == "higher"

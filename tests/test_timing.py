@@ -17,8 +17,20 @@ def test_variants_alternate_and_respect_min_iters():
     calls = []
     samples = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                warmup=2, min_iters=5, budget_s=0.0)
-    assert calls == ["a", "b"] * 7  # 2 warm-up rounds + 5 timed rounds, strictly alternating
+    # 2 warm-up rounds, then 5 timed rounds whose order rotates: a b, b a, a b, b a, a b
+    assert calls == ["a", "b"] * 2 + ["a", "b", "b", "a"] * 2 + ["a", "b"]
     assert len(samples["a"]) == len(samples["b"]) == 5
+
+
+def test_every_variant_runs_in_every_position_equally_often():
+    calls = []
+    variants = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    samples = time_interleaved(variants, warmup=0, min_iters=6, budget_s=0.0)
+    rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+    assert len(rounds) == 6 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    for position in range(3):
+        assert sorted(r[position] for r in rounds) == ["a", "a", "b", "b", "c", "c"]
+    assert all(len(s) == 6 for s in samples.values())
 
 
 def test_high_cv_warns():
