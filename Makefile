@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) --no-deps torchvision==0.28.0 pillow
 	touch $@
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench wheel-smoke
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -23,3 +23,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/ort_cpu.py
+
+# The wheel, installed (not editable) into a fresh venv with constraints.txt: `p2d targets` and a compile.
+wheel-smoke:
+	.ci/wheel_smoke
