@@ -1,13 +1,18 @@
-"""torch-cuda target: FP16 on CUDA, 2:4 Linear weights as semi-structured sparse tensors,
-torch.compile / AOTInductor, and interleaved CUDA-event benchmarking.
+"""torch-cuda target: the model on a CUDA GPU in fp16 or bf16 (channels_last for 4-D inputs), compiled
+by torch.compile with CUDA graphs (mode reduce-overhead) so the timing measures the device rather than
+Python's kernel launches, 2:4 Linear weights as semi-structured tensors only where measured faster
+(semi_structured.py), and interleaved CUDA-event benchmarking.
 
-The GPU-free parts (2:4 pattern check, semi-structured eligibility, the interleaving
-loop) are pure so they can be tested on a CPU-only machine.
+The GPU-free parts (placement, the compile mode, quiet compile, the interleaving loop) take their device
+from DEVICE / _probe_gpu, so they are tested on a CPU-only machine.
 """
 from __future__ import annotations
 
-import os
-from collections import namedtuple
+import copy
+import logging
+import time
+import warnings
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -15,24 +20,14 @@ import torch.nn as nn
 
 from prune2deploy.errors import MissingDependency, P2DError, UserError
 
-FINISH_HINT = "finish on a machine with a CUDA GPU with `p2d build OUT_DIR`"
-SPARSE_MIN_CAPABILITY = (8, 0)  # sparse tensor cores: Ampere and newer
+from . import semi_structured
 
-_Limits = namedtuple("_Limits", "sparse_min_rows sparse_min_cols dense_min_rows dense_min_cols")
-# Copy of torch 2.13's tables (torch/sparse/semi_structured.py), used only if torch moves them.
-_FALLBACK_LIMITS = {
-    "cusparselt": {
-        torch.int8: _Limits(32, 32, 16, 16),
-        torch.float16: _Limits(16, 16, 8, 8),
-        torch.bfloat16: _Limits(16, 16, 8, 8),
-    },
-    "cutlass": {
-        torch.int8: _Limits(16, 128, 16, 16),
-        torch.float16: _Limits(32, 64, 8, 8),
-        torch.bfloat16: _Limits(32, 64, 8, 8),
-        torch.float32: _Limits(32, 32, 4, 4),
-    },
-}
+FINISH_HINT = "run the same p2d compile on a machine with a CUDA GPU"
+SPARSE_MIN_CAPABILITY = (8, 0)  # sparse tensor cores: Ampere and newer
+DEVICE = "cuda"
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+WARM_RUNS = 3  # CUDA graph trees: the 1st run warms up, the 2nd records the graph, the 3rd replays it
+_QUIET_INDUCTOR = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
 
 # ---------------------------------------------------------------- availability
@@ -47,7 +42,7 @@ def availability_reason(gpu: tuple[str, tuple[int, int]] | None, sparse_2to4: bo
     if sparse_2to4 and tuple(capability) < SPARSE_MIN_CAPABILITY:
         return (
             f"torch-cuda 2:4: {name} (compute capability {capability[0]}.{capability[1]}) has no sparse "
-            f"tensor cores, Ampere (8.0) or newer is needed; finish on such a machine with `p2d build OUT_DIR`"
+            f"tensor cores, Ampere (8.0) or newer is needed; run the same p2d compile on such a machine"
         )
     return ""
 
@@ -70,127 +65,124 @@ def _require(sparse_2to4: bool = False) -> None:
         raise MissingDependency(reason)
 
 
-# ---------------------------------------------------------------- 2:4 eligibility
-
-
-def semi_structured_backend() -> str:
-    """"cusparselt" when this torch has cuSPARSELt, else "cutlass" (what to_sparse_semi_structured picks)."""
-    has = getattr(getattr(torch.backends, "cusparselt", None), "is_available", lambda: False)()
-    return "cusparselt" if has else "cutlass"
-
-
-def semi_structured_limits(backend: str) -> dict:
-    """dtype -> minimum/multiple shape limits of a semi-structured backend, read from torch."""
-    cls_name = {"cusparselt": "SparseSemiStructuredTensorCUSPARSELT", "cutlass": "SparseSemiStructuredTensorCUTLASS"}
-    cls = getattr(torch.sparse, cls_name[backend], None)
-    table = getattr(cls, "_DTYPE_SHAPE_CONSTRAINTS", None)
-    if not table:
-        return _FALLBACK_LIMITS[backend]
-    return {dtype: _Limits(*limits) for dtype, limits in table.items()}
-
-
-def semi_structured_eligibility(shape: tuple[int, ...], dtype: torch.dtype, backend: str = "cusparselt") -> str | None:
-    """None when a Linear weight of this shape/dtype can become a semi-structured tensor, else why not."""
-    if len(shape) != 2:
-        return f"weight is {len(shape)}-D, semi-structured sparsity needs a 2-D weight"
-    limits = semi_structured_limits(backend)
-    if dtype not in limits:
-        names = ", ".join(str(d).replace("torch.", "") for d in limits)
-        return f"dtype {str(dtype).replace('torch.', '')} not supported by {backend} (supports {names})"
-    rows, cols = shape
-    lim = limits[dtype]
-    if rows < lim.sparse_min_rows or rows % lim.sparse_min_rows:
-        return f"out_features {rows} is not a multiple of {lim.sparse_min_rows} ({backend}, {dtype})"
-    if cols < lim.sparse_min_cols or cols % lim.sparse_min_cols:
-        return f"in_features {cols} is not a multiple of {lim.sparse_min_cols} ({backend}, {dtype})"
-    return None
-
-
-def has_2to4_pattern(weight: torch.Tensor) -> bool:
-    """True when every group of 4 consecutive input-axis weights holds at most 2 non-zeros."""
-    if weight.dim() != 2 or weight.shape[1] % 4:
-        return False
-    groups = weight.detach().reshape(weight.shape[0], -1, 4)
-    return bool(((groups != 0).sum(dim=-1) <= 2).all())
-
-
-def linear_2to4_report(model: nn.Module, dtype: torch.dtype = torch.float16, backend: str | None = None) -> list[dict]:
-    """For each nn.Linear: would it be converted to semi-structured 2:4, and if not, why. Pure (CPU ok)."""
-    backend = backend or semi_structured_backend()
-    report = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        weight = module.weight
-        reason = semi_structured_eligibility(tuple(weight.shape), dtype, backend)
-        if reason is None and not has_2to4_pattern(weight):
-            reason = "weights do not hold the 2:4 pattern (prune with a 2:4 mask first)"
-        report.append({"name": name, "shape": list(weight.shape), "converted": reason is None, "reason": reason})
-    return report
-
-
 # ---------------------------------------------------------------- prepare / compile
 
 
-def _to_device_half(value):
+def compile_mode(cuda_graphs: bool = True, autotune: bool = False) -> str:
+    """torch.compile mode: CUDA graphs unless turned off; autotuning every GEMM/conv only when asked."""
+    return {(True, False): "reduce-overhead", (True, True): "max-autotune",
+            (False, False): "default", (False, True): "max-autotune-no-cudagraphs"}[(bool(cuda_graphs), bool(autotune))]
+
+
+def uses_channels_last(values) -> bool:
+    """True when any floating input is 4-D (NCHW): then model and inputs go channels_last."""
+    if isinstance(values, torch.Tensor):
+        return values.is_floating_point() and values.dim() == 4
+    if isinstance(values, dict):
+        values = list(values.values())
+    return isinstance(values, (list, tuple)) and any(uses_channels_last(v) for v in values)
+
+
+def to_device(value, dtype: torch.dtype, channels_last: bool = False):
+    """Tensors (also in tuples/lists/dicts) on DEVICE; floating ones cast to dtype, 4-D ones channels_last."""
     if isinstance(value, torch.Tensor):
-        value = value.cuda()
-        return value.half() if value.is_floating_point() else value
+        value = value.to(DEVICE)
+        if value.is_floating_point():
+            value = value.to(dtype)
+            if channels_last and value.dim() == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        return value
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_device_half(v) for v in value)
+        return type(value)(to_device(v, dtype, channels_last) for v in value)
     if isinstance(value, dict):
-        return {k: _to_device_half(v) for k, v in value.items()}
+        return {k: to_device(v, dtype, channels_last) for k, v in value.items()}
     return value
 
 
-def prepare(model: nn.Module, example_inputs: tuple, sparse_2to4: bool = False) -> tuple[nn.Module, tuple, list[dict]]:
-    """Move model and inputs to CUDA FP16; with sparse_2to4, swap eligible Linear weights to
-    torch.sparse.to_sparse_semi_structured. Returns (model, inputs, per-Linear report)."""
-    _require(sparse_2to4)
-    model = model.eval().half().cuda()
-    inputs = _to_device_half(tuple(example_inputs))
-    if not sparse_2to4:
-        return model, inputs, []
-    from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
-
-    backend = semi_structured_backend()
-    SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
-    report = linear_2to4_report(model, torch.float16, backend)
-    modules = dict(model.named_modules())
-    for entry in report:
-        if not entry["converted"]:
-            continue
-        linear = modules[entry["name"]]
-        try:
-            sparse = to_sparse_semi_structured(linear.weight.detach().contiguous())
-        except (RuntimeError, NotImplementedError) as exc:
-            entry.update(converted=False, reason=f"to_sparse_semi_structured failed: {exc}")
-            continue
-        linear.weight = nn.Parameter(sparse, requires_grad=False)
-        entry["backend"] = backend
-    return model, inputs, report
+def prepare(model: nn.Module, args: tuple, kwargs: dict | None = None, dtype: str = "fp16",
+            decisions: list[dict] | None = None) -> tuple[nn.Module, tuple, dict, dict]:
+    """A copy of the model and the inputs on DEVICE in `dtype` (channels_last for 4-D inputs), with the
+    Linear weights that `decisions` (semi_structured.decide) marks "2:4" as semi-structured tensors.
+    Returns (model, args, kwargs, placement facts); the caller's model is left as it was."""
+    sparse = any(d["decision"] == "2:4" for d in decisions or [])
+    _require(sparse)
+    torch_dtype = DTYPES[dtype]
+    channels_last = uses_channels_last((args, kwargs or {}))
+    model = copy.deepcopy(model).eval().to(device=DEVICE, dtype=torch_dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    converted = semi_structured.convert(model, decisions) if sparse else 0
+    return (model, to_device(tuple(args), torch_dtype, channels_last), to_device(dict(kwargs or {}), torch_dtype,
+            channels_last), {"dtype": str(torch_dtype).replace("torch.", ""), "channels_last": channels_last,
+                             "semi_structured_layers": converted})
 
 
-def compile_model(
-    model: nn.Module,
-    example_inputs: tuple,
-    mode: str | None = "max-autotune-no-cudagraphs",
-    aoti_package_path: str | os.PathLike | None = None,
-) -> Callable:
-    """torch.compile the model, or with aoti_package_path, export and package it with AOTInductor
-    (a .pt2 artifact loadable without Python model code) and return the loaded package."""
-    _require()
-    if aoti_package_path is None:
-        return torch.compile(model, mode=mode)
-    from torch._inductor import aoti_compile_and_package, aoti_load_package
+def decide_2to4(model: nn.Module, args: tuple, kwargs: dict | None, dtype: str = "fp16",
+                margin: float = semi_structured.DEFAULT_MARGIN, measure: Callable | None = None) -> dict:
+    """Which Linear layers of a 2:4-masked model run faster semi-structured on this GPU, each measured
+    on its real GEMM shape (semi_structured.decide; `measure` defaults to the device's CUDA timing)."""
+    _require(True)
+    torch_dtype = DTYPES[dtype]
+    placed, args, kwargs, _ = prepare(model, args, kwargs, dtype)
+    shapes = semi_structured.linear_gemm_shapes(placed, args, kwargs)
+    backends = semi_structured.backends_here()
+    candidates = semi_structured.linear_candidates(placed, torch_dtype, backends)
+    del placed
+    result = semi_structured.decide(candidates, shapes, measure or semi_structured.device_gemm_measure(torch_dtype),
+                                    margin)
+    return {"dtype": dtype, "backends": list(backends), **result}
 
+
+@contextmanager
+def quiet_compile():
+    """Dynamo/Inductor stay silent (no autotune tables, no warnings) unless the prune2deploy logger is at
+    DEBUG (p2d --debug sets it)."""
+    if logging.getLogger("prune2deploy").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    from torch._inductor import config as inductor_config
+
+    loggers = [logging.getLogger(name) for name in ("torch._dynamo", "torch._inductor")]
+    levels = [logger.level for logger in loggers]
     try:
-        with torch.no_grad():
-            exported = torch.export.export(model, tuple(example_inputs))
-            path = aoti_compile_and_package(exported, package_path=str(aoti_package_path))
-    except Exception as exc:  # export/inductor failures carry long traces; keep the cause
-        raise P2DError(f"AOTInductor packaging failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    return aoti_load_package(path)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), inductor_config.patch(
+                {k: v for k, v in _QUIET_INDUCTOR.items() if hasattr(inductor_config, k)}):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def compile_model(model: nn.Module, args: tuple, kwargs: dict | None = None, cuda_graphs: bool = True,
+                  autotune: bool = False, warm_runs: int = WARM_RUNS) -> Callable:
+    """torch.compile the model and run it `warm_runs` times, so the real compilation (and the CUDA graph
+    capture) happens here and not inside the timed benchmark."""
+    _require()
+    kwargs = kwargs or {}
+    mode = compile_mode(cuda_graphs, autotune)
+    with quiet_compile():
+        compiled = torch.compile(model, mode=mode)
+        if cuda_graphs:  # each call is a new step: CUDA graph trees may reuse the previous call's output memory
+            graphed = compiled
+
+            def compiled(*call_args, **call_kwargs):
+                torch.compiler.cudagraph_mark_step_begin()
+                return graphed(*call_args, **call_kwargs)
+        try:
+            with torch.no_grad():
+                for _ in range(warm_runs):
+                    compiled(*args, **kwargs)
+            torch.cuda.synchronize()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # dynamo/inductor failures carry long traces; keep the cause
+            raise P2DError(f"torch.compile (mode {mode}) failed: {type(exc).__name__}: "
+                           f"{(str(exc).strip().splitlines() or [''])[0][:300]}",
+                           "try --no-cuda-graphs, or --debug for the compiler's log") from exc
+    return compiled
 
 
 # ---------------------------------------------------------------- benchmark
@@ -217,28 +209,31 @@ class _CudaEventTimer:
         return [start.elapsed_time(end) for start, end in self.pairs]
 
 
-def interleaved_runs(
-    models: dict[str, Callable], inputs: tuple, warmup: int, iters: int, make_timer: Callable
-) -> dict[str, list[float]]:
-    """Run variants round-robin (A B C, B C A, C A B, ...) so drift in clocks/thermals hits all alike."""
+def interleaved_runs(models: dict[str, Callable], inputs: tuple, warmup: int, iters: int, make_timer: Callable,
+                     kwargs: dict | None = None, budget_s: float = 0.0, max_iters: int = 10_000) -> dict[str, list[float]]:
+    """Run variants round-robin (A B C, B C A, C A B, ...) so drift in clocks/thermals hits all alike:
+    at least `iters` rounds, more while `budget_s` seconds have not passed (up to max_iters)."""
     if not models:
         raise UserError("nothing to benchmark")
-    names = list(models)
+    names, kwargs = list(models), kwargs or {}
     timers = {name: make_timer() for name in names}
     with torch.no_grad():
         for _ in range(warmup):
             for name in names:
-                models[name](*inputs)
-        for round_index in range(iters):
+                models[name](*inputs, **kwargs)
+        started, round_index = time.perf_counter(), 0
+        while round_index < max_iters and (round_index < iters or time.perf_counter() - started < budget_s):
             shift = round_index % len(names)
             for name in names[shift:] + names[:shift]:
                 timers[name].start()
-                models[name](*inputs)
+                models[name](*inputs, **kwargs)
                 timers[name].stop()
+            round_index += 1
     return {name: timers[name].samples_ms() for name in names}
 
 
-def benchmark(models: dict[str, Callable], inputs: tuple, warmup: int = 10, iters: int = 50) -> dict[str, list[float]]:
+def benchmark(models: dict[str, Callable], inputs: tuple, kwargs: dict | None = None, warmup: int = 10,
+              iters: int = 50, budget_s: float = 0.0) -> dict[str, list[float]]:
     """Per-variant latency samples (ms) timed with CUDA events, variants interleaved."""
     _require()
-    return interleaved_runs(models, inputs, warmup, iters, _CudaEventTimer)
+    return interleaved_runs(models, inputs, warmup, iters, _CudaEventTimer, kwargs, budget_s)

@@ -238,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5, help="warm-up rounds before timing; default 5")
     p.add_argument("--min-iters", type=int, default=20, help="timed rounds at least; default 20")
     p.add_argument("--no-benchmark", action="store_true", help="skip the latency benchmark")
+    p.add_argument("--dtype", default="fp16", help="torch-cuda compute type: fp16 | bf16; default fp16")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="torch-cuda: time without CUDA graphs (torch.compile mode default); kernel launches "
+                        "then dominate small models")
+    p.add_argument("--autotune", action="store_true",
+                   help="torch-cuda: let Inductor autotune every GEMM/conv (max-autotune); costs minutes of "
+                        "compile per model (ResNet-50 did not finish in 160 s on an H100)")
+    p.add_argument("--sparsity-margin", type=float, default=0.05,
+                   help="torch-cuda 2:4: a Linear goes semi-structured only when its GEMM is at least this much "
+                        "faster than dense on the GPU; default 0.05")
     p.add_argument("--seed", type=int, default=0, help="seed for inputs and random choices")
     p.add_argument("--gate", action="append", metavar="EXPR",
                    help="release gate on any numeric report field, e.g. 'speedup>=2.5' (repeatable; exit 3)")
@@ -285,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
-    if not debug:
+    if debug:
+        logging.getLogger("prune2deploy").setLevel(logging.DEBUG)  # compilers' logs too (torch-cuda)
+    else:
         _quiet_libraries()
     try:
         if args.fn is cmd_compile:

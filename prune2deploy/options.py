@@ -31,6 +31,11 @@ class CompileOptions:
     bench_seconds: float = 8.0
     seed: int = 0
     skip_benchmark: bool = False
+    # torch-cuda only
+    dtype: str = "fp16"  # fp16 | bf16
+    cuda_graphs: bool = True  # torch.compile mode reduce-overhead
+    autotune: bool = False  # Inductor autotunes every GEMM/conv (max-autotune): minutes of compile
+    sparsity_margin: float = 0.05  # a Linear goes 2:4 only when its GEMM is >= this much faster
 
     def validate(self) -> "CompileOptions":
         from .targets import TARGETS
@@ -58,6 +63,11 @@ class CompileOptions:
             raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
         if self.dynamic_batch is not None:
             self.batch_profile()
+        if self.dtype not in ("fp16", "bf16"):
+            raise user_error(f"unknown dtype {self.dtype!r}", "use fp16 or bf16 (the torch-cuda compute type)")
+        if not isinstance(self.sparsity_margin, (int, float)) or not 0.0 <= self.sparsity_margin < 1.0:
+            raise user_error(f"sparsity margin {self.sparsity_margin} is outside [0, 1)",
+                             "e.g. 0.05: a layer goes 2:4 only when it is at least 5% faster")
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:

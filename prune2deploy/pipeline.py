@@ -217,7 +217,9 @@ def _add_benchmark(report: dict, bench: dict) -> None:
         report["speedup_2to4"] = stats["dense"]["p50"] / stats["pruned_2to4"]["p50"]
     if report["mac_reduction"]:
         report["efficiency"] = report["speedup"] / report["mac_reduction"]
-    report["benchmark"] = {k: v for k, v in bench.items() if k not in ("stats", "warnings")}
+    report["benchmark"] = {k: v for k, v in bench.items() if k not in ("stats", "warnings", "sparsity")}
+    if "sparsity" in bench:  # torch-cuda: the measured per-layer 2:4 decisions
+        report["sparsity"] = bench["sparsity"]
     report["warnings"].extend(bench["warnings"])
 
 

@@ -30,6 +30,12 @@ Schema (every key optional; the flag each one stands for is on the right):
     [sparsity]
     pattern = "2:4"                                # --sparsity
     permute = false                                # --permute (needs pattern)
+    margin = 0.05                                  # --sparsity-margin (torch-cuda)
+
+    [torch_cuda]
+    dtype = "fp16"                                 # --dtype
+    cuda_graphs = true                             # false = --no-cuda-graphs
+    autotune = false                               # --autotune
 
     [export]
     exporter = "torchscript"                       # --exporter
@@ -123,6 +129,10 @@ SCHEMA: tuple[Key, ...] = (
     Key("prune.ignore", "list", "ignore", "ignore"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),
     Key("sparsity.permute", "bool", "permute", "permute"),
+    Key("sparsity.margin", "float", "sparsity_margin", "sparsity_margin"),
+    Key("torch_cuda.dtype", "str", "dtype", "dtype"),
+    Key("torch_cuda.cuda_graphs", "bool", "no_cuda_graphs", "cuda_graphs", negated=True),
+    Key("torch_cuda.autotune", "bool", "autotune", "autotune"),
     Key("export.exporter", "str", "exporter", "exporter"),
     Key("export.opset", "int", "opset", "opset"),
     Key("export.slim", "bool", "no_slim", "slim", negated=True),

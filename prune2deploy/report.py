@@ -32,6 +32,8 @@ def summary_lines(report: dict) -> list[str]:
                      f"efficiency {report['efficiency']:.2f}")
     if report.get("speedup_2to4"):
         lines.append(f"speedup of pruned+2:4 over dense {report['speedup_2to4']:.2f}x")
+    if report.get("sparsity"):
+        lines.append(report["sparsity"]["summary"])
     if report.get("status") == "prepared":
         lines.append(f"not benchmarked: {report['next_step']}")
     lines.append(f"verification {'passed' if v['passed'] else 'FAILED'}: max abs err {v['max_abs_err']:.2e}, "
