@@ -176,8 +176,6 @@ def compile_model(model: nn.Module, args: tuple, kwargs: dict | None = None, cud
                 for _ in range(warm_runs):
                     compiled(*args, **kwargs)
             torch.cuda.synchronize()
-        except KeyboardInterrupt:
-            raise
         except Exception as exc:  # dynamo/inductor failures carry long traces; keep the cause
             raise P2DError(f"torch.compile (mode {mode}) failed: {type(exc).__name__}: "
                            f"{(str(exc).strip().splitlines() or [''])[0][:300]}",

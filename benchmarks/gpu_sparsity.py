@@ -1,299 +1,217 @@
-"""GPU benchmark: dense vs pruned vs 2:4 vs pruned+2:4 through the torch-cuda backend.
+"""GPU benchmark: what `p2d compile --target torch-cuda --sparsity 2:4` buys, through prune2deploy.compile.
 
-Models
-  * bert-base-sized encoder built from plain torch modules (hidden 768, FFN 3072, 12 layers,
-    12 heads; batch 32 x seq 128, fp16). Attention and FFN are nn.Linear, so 2:4 applies.
-  * torchvision ResNet-50 (batch 64, fp16), if torchvision imports. torch's semi-structured
-    sparsity covers Linear only, so its 2:4 variants can touch just the classifier, and its 1000
-    outputs are not a multiple of 16, so cuSPARSELt skips it (the table's "Linear on 2:4" column
-    says so); conv 2:4 needs the TensorRT targets.
+Rows: ResNet-50 (torchvision, batch 1 and 32, 3x224x224) and BERT-base (transformers BertModel, 12 layers,
+hidden 768, 12 heads, FFN 3072; input_ids/attention_mask/token_type_ids 1x128 and 32x128) at pruning ratios
+0.3 and 0.5. RANDOM weights (latency does not depend on them; nothing downloads from a model hub).
+BERT loses whole heads and FFN width (head ratio = ratio); outputs keep their width.
 
-Variants
-  * dense       - as built.
-  * pruned      - encoder: structured FFN width reduction, 30% of the 3072 hidden units removed
-                  per layer by magnitude (||fc1 row|| * ||fc2 column||), kept width rounded to a
-                  multiple of 64 (3072 -> 2176); ResNet-50: torch-pruning MagnitudePruner channel
-                  pruning at ratio 0.3 (round_to=8, classifier kept).
-  * 2:4         - every eligible Linear masked to 2:4 (2 largest |w| of each 4 along the input
-                  axis) and swapped to torch.sparse.to_sparse_semi_structured (cuSPARSELt/CUTLASS).
-  * pruned+2:4  - both.
-Timing: variants interleaved round-robin, one CUDA-event pair per call (backends/torch_cuda.py).
-Results: Markdown table on stdout; JSON + Markdown under benchmarks/results/.
+Each row is one p2d compile in a worker process of its own (`--one MODEL BATCH RATIO`): target torch-cuda,
+fp16 (or --dtype), CUDA graphs (torch.compile mode reduce-overhead), channels_last for ResNet-50,
+--round-to 8, --sparsity 2:4 with measured per-layer decisions. From its report: dense, pruned and pruned+2:4
+p50 (CUDA events, interleaved), the 2:4 model against its dense-weight twin when any layer went 2:4, the
+decisions, and the whole compile wall time (process start to the end of prune2deploy.compile: imports,
+model build, prune, 2:4, export, verify, compile, benchmark, report).
 
-Usage: python benchmarks/gpu_sparsity.py [--models bert,resnet50] [--iters 50] [--warmup 10]
-Needs a CUDA GPU (Ampere or newer for 2:4); exits 2 with one line otherwise.
+Targets (issue 10, on an H100): ResNet-50 batch 32 at 0.5 >= 1.45x; BERT-base 32x128 at 0.5 >= 1.3x;
+pruned+2:4 never below 0.98x of its dense-weight twin; ResNet-50 compile incl. benchmark <= 180 s.
+
+Usage: python benchmarks/gpu_sparsity.py [--models resnet50,bert] [--batches 1,32] [--ratios 0.3,0.5]
+       [--bench-seconds 8] [--dtype fp16] [--out benchmarks/results]
+Needs a CUDA GPU: exits 2 with one line otherwise. Writes gpu_sparsity_<device>_<date>.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
-import importlib
-import importlib.util
 import json
 import re
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
+STARTED = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-EXIT_NO_GPU = 2
+RESULTS = REPO / "benchmarks" / "results"
+MODELS = ("resnet50", "bert")
+ROW_TIMEOUT_S = 540
+TWO_TO_FOUR_STAGES = ("sparsity", "sparsity_decisions", "export_pruned_2to4", "verify_pruned_2to4",
+                      "sparsity_check_pruned_2to4", "compile_pruned_2to4", "compile_pruned_2to4_dense_weights")
 
 
-def _torch_cuda_backend():
-    """prune2deploy.backends.torch_cuda, also when the package is not pip-installed."""
-    try:
-        return importlib.import_module("prune2deploy.backends.torch_cuda")
-    except ModuleNotFoundError as exc:
-        if exc.name != "prune2deploy.backends":
-            raise
-    spec = importlib.util.spec_from_file_location(
-        "prune2deploy.backends", REPO / "backends" / "__init__.py",
-        submodule_search_locations=[str(REPO / "backends")],
-    )
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = package
-    spec.loader.exec_module(package)
-    return importlib.import_module("prune2deploy.backends.torch_cuda")
+def build(name: str, batch: int):
+    """(model, example inputs) with random weights."""
+    import torch
 
+    from prune2deploy.compat import import_torchvision
 
-from prune2deploy.timing import summarize  # noqa: E402
-
-try:  # the project's N:M mask when present
-    from prune2deploy.passes.sparsity import nm_mask as _project_nm_mask
-except ImportError:  # pragma: no cover - standalone use
-    _project_nm_mask = None
-
-
-def mask_2to4(weight: torch.Tensor) -> torch.Tensor:
-    """Bool mask keeping the 2 largest |w| of every 4 consecutive weights along the input axis."""
-    if _project_nm_mask is not None:
-        return _project_nm_mask(weight, 2, 4)
-    groups = weight.detach().abs().reshape(weight.shape[0], -1, 4)
-    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, groups.topk(2, dim=-1).indices, True)
-    return keep.reshape(weight.shape)
-
-
-# ---------------------------------------------------------------- models
-
-
-class EncoderLayer(nn.Module):
-    """Post-norm BERT layer from nn.Linear + scaled_dot_product_attention."""
-
-    def __init__(self, hidden: int, heads: int, ffn: int):
-        super().__init__()
-        self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(hidden, hidden) for _ in range(4))
-        self.fc1, self.fc2 = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
-        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
-
-    def forward(self, x):
-        b, t, d = x.shape
-
-        def split(y):
-            return y.view(b, t, self.heads, d // self.heads).transpose(1, 2)
-
-        attn = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
-        x = self.ln1(x + self.o(attn.transpose(1, 2).reshape(b, t, d)))
-        return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
-
-
-class Encoder(nn.Module):
-    def __init__(self, hidden=768, heads=12, ffn=3072, layers=12):
-        super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(hidden, heads, ffn) for _ in range(layers))
-
-    def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-def shrink_ffn(model: Encoder, ratio: float = 0.3, multiple: int = 64) -> Encoder:
-    """Structured FFN width reduction: drop `ratio` of each layer's hidden units by magnitude."""
-    for layer in model.layers:
-        width = layer.fc1.out_features
-        keep_n = max(multiple, int(round(width * (1 - ratio) / multiple)) * multiple)
-        score = layer.fc1.weight.detach().norm(dim=1) * layer.fc2.weight.detach().norm(dim=0)
-        keep = score.topk(keep_n).indices.sort().values
-        fc1, fc2 = nn.Linear(layer.fc1.in_features, keep_n), nn.Linear(keep_n, layer.fc2.out_features)
-        with torch.no_grad():
-            fc1.weight.copy_(layer.fc1.weight[keep])
-            fc1.bias.copy_(layer.fc1.bias[keep])
-            fc2.weight.copy_(layer.fc2.weight[:, keep])
-            fc2.bias.copy_(layer.fc2.bias)
-        layer.fc1, layer.fc2 = fc1, fc2
-    return model
-
-
-def importable_torchvision():
-    """torchvision, or None when it is absent or built against another torch (import then fails)."""
-    try:
-        import torchvision
-    except Exception:
-        return None
-    return torchvision
-
-
-def prune_resnet_channels(model: nn.Module, ratio: float = 0.3) -> nn.Module:
-    """torch-pruning magnitude channel pruning, classifier kept, widths rounded to 8."""
-    import torch_pruning as tp
-
-    pruner = tp.pruner.MagnitudePruner(
-        model, torch.randn(1, 3, 224, 224), importance=tp.importance.MagnitudeImportance(p=2),
-        pruning_ratio=ratio, ignored_layers=[model.fc], round_to=8,
-    )
-    pruner.step()
-    return model
-
-
-def apply_2to4_masks(model: nn.Module) -> int:
-    """Zero all but the 2 largest of every 4 input weights of each Linear; returns layers masked."""
-    count = 0
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.Linear) and module.in_features % 4 == 0:
-                module.weight.mul_(mask_2to4(module.weight))
-                count += 1
-    return count
-
-
-# ---------------------------------------------------------------- benchmark
-
-
-def n_params(model: nn.Module) -> float:
-    return sum(p.numel() for p in model.parameters()) / 1e6
-
-
-def build_variants(name: str, torch_cuda) -> tuple[dict, tuple, dict]:
-    """(callables, inputs, metadata) for the four variants of one model, all on CUDA fp16."""
+    torchvision = import_torchvision()  # first: transformers imports it too, and a CUDA build needs a shim on CPU torch
     torch.manual_seed(0)
+    if name == "resnet50":
+        if torchvision is None:
+            raise SystemExit("torchvision does not import here")
+        return torchvision.models.resnet50(weights=None).eval(), torch.randn(batch, 3, 224, 224)
     if name == "bert":
-        base, example = Encoder(), (torch.randn(32, 128, 768),)
-        pruned = shrink_ffn(copy.deepcopy(base), 0.3)
-    elif name == "resnet50":
-        base, example = importable_torchvision().models.resnet50(weights=None), (torch.randn(64, 3, 224, 224),)
-        pruned = prune_resnet_channels(copy.deepcopy(base).eval(), 0.3)
-    else:
-        raise SystemExit(f"unknown model {name!r} (bert, resnet50)")
+        from transformers import BertConfig, BertModel
 
-    candidates = {"dense": (base, False), "pruned": (pruned, False)}
-    for label, source in (("2:4", base), ("pruned+2:4", pruned)):
-        masked = copy.deepcopy(source)
-        apply_2to4_masks(masked)
-        candidates[label] = (masked, True)
+        model = BertModel(BertConfig(), add_pooling_layer=False).eval()
+        ids = torch.randint(0, model.config.vocab_size, (batch, 128))
+        return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    raise SystemExit(f"unknown model {name!r} (use {', '.join(MODELS)})")
 
-    models, meta, inputs = {}, {}, None
-    for label, (model, sparse) in candidates.items():
-        params = n_params(model)
-        reference = copy.deepcopy(model) if sparse else None
-        prepared, inputs, report = torch_cuda.prepare(model, example, sparse_2to4=sparse)
-        entry = {"params_m": round(params, 2), "linear_2to4": sum(r["converted"] for r in report)}
-        if sparse:  # the semi-structured model must compute what the masked dense one does
-            dense_masked, _, _ = torch_cuda.prepare(reference, example, sparse_2to4=False)
-            with torch.no_grad():
-                entry["max_abs_diff_vs_masked_dense"] = float((prepared(*inputs) - dense_masked(*inputs)).abs().max())
-            del dense_masked
-            entry["skipped"] = [f"{r['name']}: {r['reason']}" for r in report if not r["converted"]][:5]
-        models[label], meta[label] = prepared, entry
-    torch.cuda.empty_cache()
-    return models, inputs, meta
+
+def run_one(name: str, batch: int, ratio: float, bench_seconds: float, dtype: str) -> dict:
+    """One p2d compile; the row of the table."""
+    import prune2deploy
+
+    model, inputs = build(name, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = prune2deploy.compile(model, inputs, target="torch-cuda", out_dir=Path(tmp) / "out",
+                                      model_name=name, ratio=ratio, round_to=8, sparsity="2:4", dtype=dtype,
+                                      bench_seconds=bench_seconds, use_cache=False)
+    wall_s = time.perf_counter() - STARTED
+    report = result.report
+    models, sparsity = report["models"], report.get("sparsity", {})
+    p50 = {k: models[k]["latency_ms"]["p50"] for k in ("dense", "pruned", "pruned_2to4")}
+    whole = sparsity.get("whole_model")
+    return {
+        "model": name, "batch": batch, "ratio": ratio, "device": report["device"],
+        "mac_reduction": report["mac_reduction"], "speedup": report["speedup"], "efficiency": report["efficiency"],
+        "p50_ms": p50, "cv": {k: models[k]["latency_ms"]["cv"] for k in p50},
+        "speedup_2to4": report["speedup_2to4"], "pruned_2to4_vs_pruned": p50["pruned"] / p50["pruned_2to4"],
+        "vs_dense_weight_twin": whole["speedup"] if whole else None,
+        "semi_structured_layers": sparsity.get("semi_structured_layers", 0),
+        "timed_layers": sparsity.get("timed_layers", 0), "summary_2to4": sparsity.get("summary"),
+        "decisions": sparsity.get("decisions", []), "settings": report["benchmark"]["settings"],
+        "stages_s": report["stages_s"], "compile_wall_s": wall_s,
+        "of_which_2to4_s": sum(v for k, v in report["stages_s"].items() if k in TWO_TO_FOUR_STAGES),
+        "verification_passed": report["verification"]["passed"], "warnings": report["warnings"],
+    }
+
+
+def spawn_row(name: str, batch: int, ratio: float, args, tmp: Path) -> dict:
+    out = tmp / f"{name}_{batch}_{ratio}.json"
+    cmd = [sys.executable, __file__, "--one", name, str(batch), str(ratio), "--json-out", str(out),
+           "--bench-seconds", str(args.bench_seconds), "--dtype", args.dtype]
+    row = {"model": name, "batch": batch, "ratio": ratio}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=ROW_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {**row, "error": f"did not finish in {ROW_TIMEOUT_S} s"}
+    if proc.returncode or not out.exists():
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        return {**row, "error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}"}
+    return json.loads(out.read_text())
 
 
 def gpu_refusal() -> str:
-    """Why this benchmark cannot run here ("" when it can)."""
+    import torch
+
     if not torch.cuda.is_available():
-        build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
-        return f"needs a CUDA GPU (Ampere or newer) and {build}; run it on a GPU machine"
-    major, minor = torch.cuda.get_device_capability(0)
-    if (major, minor) < (8, 0):
-        return f"{torch.cuda.get_device_name(0)} (sm {major}.{minor}) has no sparse tensor cores; needs Ampere or newer"
+        build_kind = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        return f"needs a CUDA GPU and {build_kind}; run it on a GPU machine"
     return ""
 
 
-def run(args) -> dict:
-    torch_cuda = _torch_cuda_backend()
-    refusal = gpu_refusal()
-    if refusal:
-        print(f"gpu_sparsity: {refusal}", file=sys.stderr)
-        raise SystemExit(EXIT_NO_GPU)
-    torch.backends.cudnn.benchmark = True
-    results = {
-        "device": torch.cuda.get_device_name(0),
-        "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "semi_structured_backend": torch_cuda.semi_structured_backend(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "warmup": args.warmup,
-        "iters": args.iters,
-        "models": {},
-    }
-    for name in args.models.split(","):
-        if name == "resnet50" and importable_torchvision() is None:
-            print("gpu_sparsity: torchvision does not import with this torch, skipping resnet50", file=sys.stderr)
-            continue
-        models, inputs, meta = build_variants(name, torch_cuda)
-        samples = torch_cuda.benchmark(models, inputs, warmup=args.warmup, iters=args.iters)
-        dense_median = summarize(samples["dense"])["p50"]
-        rows = {}
-        for label, times in samples.items():
-            stats = summarize(times)
-            rows[label] = {**stats, **meta[label], "speedup_vs_dense": dense_median / stats["p50"], "samples_ms": times}
-        results["models"][name] = rows
-        del models
-        torch.cuda.empty_cache()
-    return results
+def evaluate_targets(rows: list[dict]) -> list[str]:
+    def row(model, batch, ratio):
+        return next((r for r in rows if (r["model"], r["batch"], r["ratio"]) == (model, batch, ratio)
+                     and "error" not in r), None)
+
+    def line(ok, text):
+        return f"{'-' if ok is None else 'PASS' if ok else 'FAIL'} {text}"
+
+    out = []
+    for model, label, bar in (("resnet50", "ResNet-50 batch 32 at 0.5", 1.45), ("bert", "BERT-base 32x128 at 0.5", 1.3)):
+        r = row(model, 32, 0.5)
+        out.append(line(r and r["speedup"] >= bar, f"{label}: speedup >= {bar}x: "
+                        + (f"{r['speedup']:.2f}x" if r else "not measured")))
+    twins = [r for r in rows if "error" not in r and r["vs_dense_weight_twin"] is not None]
+    worst = min(twins, key=lambda r: r["vs_dense_weight_twin"], default=None)
+    out.append(line(None if worst is None else worst["vs_dense_weight_twin"] >= 0.98,
+                    "pruned+2:4 >= 0.98x of its dense-weight twin: "
+                    + (f"worst {worst['vs_dense_weight_twin']:.2f}x ({worst['model']} b{worst['batch']} "
+                       f"{worst['ratio']})" if worst else "no row kept a 2:4 layer, nothing to compare")))
+    resnet = [r for r in rows if r["model"] == "resnet50" and "error" not in r]
+    slowest = max((r["compile_wall_s"] for r in resnet), default=None)
+    out.append(line(None if slowest is None else slowest <= 180,
+                    "ResNet-50 compile incl. benchmark <= 180 s: "
+                    + (f"slowest {slowest:.0f} s" if slowest is not None else "not measured")))
+    return out
 
 
 def markdown(results: dict) -> str:
-    lines = [
-        f"# GPU sparsity benchmark: {results['device']} (sm {results['capability']})",
-        "",
-        f"torch {results['torch']} (CUDA {results['cuda']}), semi-structured backend "
-        f"{results['semi_structured_backend']}, {results['date']}, {results['iters']} interleaved iterations "
-        f"after {results['warmup']} warm-up rounds.",
-        "",
-        "| model | variant | median ms | p90 ms | speedup vs dense | params (M) | Linear on 2:4 | max abs diff vs masked dense |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for model, rows in results["models"].items():
-        for label, row in rows.items():
-            diff = row.get("max_abs_diff_vs_masked_dense")
-            lines.append(
-                f"| {model} | {label} | {row['p50']:.3f} | {row['p90']:.3f} | {row['speedup_vs_dense']:.2f}x "
-                f"| {row['params_m']:.1f} | {row['linear_2to4']} | {'' if diff is None else f'{diff:.2e}'} |"
-            )
+    lines = [f"# torch-cuda: dense vs pruned vs pruned+2:4 on {results['device']}", "",
+             f"{results['date']}; torch {results['versions']['torch']}, CUDA {results['versions']['cuda']}; "
+             f"{results['dtype']}, CUDA graphs (reduce-overhead), {results['bench_seconds']} s interleaved "
+             "timing per compile; random weights.", "",
+             "| model | batch | ratio | MAC reduction | dense / pruned / pruned+2:4 p50 ms | speedup | efficiency "
+             "| 2:4 layers (of timed) | pruned+2:4 vs pruned | vs dense-weight twin | compile s (of which 2:4) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['ratio']} | failed: {r['error']} |")
+            continue
+        p = r["p50_ms"]
+        twin = f"{r['vs_dense_weight_twin']:.2f}x" if r["vs_dense_weight_twin"] else "-"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['ratio']} | {r['mac_reduction']:.2f}x | "
+                     f"{p['dense']:.3f} / {p['pruned']:.3f} / {p['pruned_2to4']:.3f} | {r['speedup']:.2f}x | "
+                     f"{r['efficiency']:.2f} | {r['semi_structured_layers']} ({r['timed_layers']}) | "
+                     f"{r['pruned_2to4_vs_pruned']:.2f}x | {twin} | {r['compile_wall_s']:.0f} "
+                     f"({r['of_which_2to4_s']:.0f}) |")
+    lines += ["", "2:4 verdicts:"] + [f"- {r['model']} b{r['batch']} {r['ratio']}: {r['summary_2to4']}"
+                                      for r in results["rows"] if "error" not in r]
+    lines += ["", "Targets (issue 10):"] + [f"- {t}" for t in results["targets"]]
     return "\n".join(lines) + "\n"
-
-
-def save(results: dict, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", results["device"]).strip("-").lower()
-    stem = f"gpu_sparsity_{slug}_{results['date'][:10]}"
-    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results))
-    return json_path, md_path
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="bert,resnet50", help="comma list of bert, resnet50")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--models", default="resnet50,bert", help=f"comma list from {','.join(MODELS)}")
+    parser.add_argument("--batches", default="1,32", help="comma list of batch sizes (default 1,32)")
+    parser.add_argument("--ratios", default="0.3,0.5", help="comma list of pruning ratios (default 0.3,0.5)")
+    parser.add_argument("--bench-seconds", type=float, default=8.0, help="timing budget per compile (default 8)")
+    parser.add_argument("--dtype", default="fp16", help="fp16 | bf16 (default fp16)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "BATCH", "RATIO"), help="worker mode: one row")
+    parser.add_argument("--json-out", type=Path, help="worker mode: where to write the row")
     args = parser.parse_args(argv)
-    if args.iters < 1 or args.warmup < 0:
-        parser.error("--iters must be >= 1 and --warmup >= 0")
-    results = run(args)
-    print(markdown(results))
-    json_path, md_path = save(results, args.out)
-    print(f"saved {json_path} and {md_path}")
+    refusal = gpu_refusal()
+    if refusal:
+        print(f"gpu_sparsity: {refusal}", file=sys.stderr)
+        return 2
+    if args.one:
+        name, batch, ratio = args.one
+        row = run_one(name, int(batch), float(ratio), args.bench_seconds, args.dtype)
+        args.json_out.write_text(json.dumps(row, indent=2, default=str) + "\n")
+        return 0
+    import torch
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            for batch in (int(b) for b in args.batches.split(",")):
+                for ratio in (float(r) for r in args.ratios.split(",")):
+                    started = time.perf_counter()
+                    rows.append(spawn_row(name, batch, ratio, args, Path(tmp)))
+                    r = rows[-1]
+                    print(f"{name} b{batch} {ratio}: " + (r["error"] if "error" in r else
+                          f"{r['speedup']:.2f}x, 2:4 {r['speedup_2to4']:.2f}x ({r['summary_2to4']})")
+                          + f" [{time.perf_counter() - started:.0f} s]", file=sys.stderr)
+    results = {"device": torch.cuda.get_device_name(0),
+               "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "versions": {"torch": torch.__version__, "cuda": torch.version.cuda},
+               "dtype": args.dtype, "bench_seconds": args.bench_seconds, "rows": rows}
+    results["targets"] = evaluate_targets(rows)
+    text = markdown(results)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"gpu_sparsity_{re.sub(r'[^A-Za-z0-9]+', '-', results['device']).strip('-').lower()}_{results['date'][:10]}"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (args.out / f"{stem}.md").write_text(text)
+    print(f"saved {args.out / stem}.json and .md", file=sys.stderr)
     return 0
 
 
