@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from prune2deploy.errors import UserError
+from prune2deploy.manifest import write_manifest
 from prune2deploy.outdir import check_writable, locked, publish_dir, workspace
 
 
@@ -12,6 +13,7 @@ def test_publish_replaces_previous_output(tmp_path):
     for version in ("one", "two"):
         with workspace() as work:
             (work / "report.json").write_text(version)
+            write_manifest(work, {})  # what makes the directory p2d's, and so replaceable
             publish_dir(work, out)
     assert (out / "report.json").read_text() == "two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no stage or retired directories
@@ -21,6 +23,7 @@ def test_failure_inside_workspace_leaves_previous_output(tmp_path):
     out = tmp_path / "out"
     with workspace() as work:
         (work / "a").write_text("good")
+        write_manifest(work, {})
         publish_dir(work, out)
     with pytest.raises(RuntimeError):
         with workspace() as work:
