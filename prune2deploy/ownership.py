@@ -197,6 +197,18 @@ def check_out_dir(out_dir, protected: Mapping[str, object] | None = None, flag: 
     if os.path.ismount(real):
         raise user_error(f"{flag} {out_dir} is a filesystem root", hint)
     foreign = first_foreign(real)
+    if foreign == MANIFEST and _unmarked_p2d_manifest(real / MANIFEST):
+        raise user_error(f"{flag} {out_dir} was written by an earlier p2d that did not mark its outputs as its own",
+                         f"{hint}; or delete that directory yourself if you no longer need it")
     if foreign:
         raise user_error(f"{flag} {out_dir} is not empty and p2d did not write {foreign} in it; p2d replaces "
                          "only a directory it wrote (manifest.json lists everything in it)", hint)
+
+
+def _unmarked_p2d_manifest(path: Path) -> bool:
+    """A manifest.json in the form p2d 0.1.0 wrote before outputs carried `written_by`."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size < 64 << 20 else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and set(manifest) == {"artifacts", "versions", "recipe"}
