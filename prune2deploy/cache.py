@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from . import cache_limits
+from .cache_limits import ENTRY_MARKER
 from .ownership import WRITTEN_BY
 
 # Settings that change only the benchmark, not the artifacts.
 BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark")
 CACHED = ("report.json", "verification_data.pt")  # besides the model artifacts
-ENTRY_MARKER = ".p2d-cache-entry"  # {"written_by": "prune2deploy", "key": KEY}; never restored
 
 
 def default_dir() -> Path:
@@ -63,11 +64,15 @@ def cache_key(model, inputs, options, calib_batches, versions: dict) -> str:
 
 def lookup(cache_dir: Path, key: str) -> Path | None:
     entry = Path(cache_dir) / key
-    return entry if (entry / "report.json").exists() else None
+    if not (entry / "report.json").exists():
+        return None
+    cache_limits.touch(entry)
+    return entry
 
 
-def store(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
-    """Copy the named files from `work` into the cache entry, atomically; a cache that fails is skipped."""
+def store(cache_dir: Path, key: str, work: Path, names: list[str], max_bytes: int | None = None) -> None:
+    """Copy the named files from `work` into the cache entry, atomically; a cache that fails is skipped.
+    Then evict least-recently-used entries beyond `max_bytes` (default: cache_limits.DEFAULT_MAX_GB)."""
     cache_dir = Path(cache_dir)
     if (cache_dir / key).exists():
         return
@@ -87,6 +92,7 @@ def store(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
     finally:
         if tmp is not None:  # our own temporary directory, made above
             shutil.rmtree(tmp, ignore_errors=True)
+    cache_limits.evict(cache_dir, max_bytes or cache_limits.max_bytes(None), keep=key)
 
 
 def add(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:

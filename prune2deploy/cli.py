@@ -70,7 +70,7 @@ def cmd_compile(args) -> int:
             result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name, calib_batches=calib,
                              progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates,
-                             protected_paths=protected)
+                             protected_paths=protected, cache_max_gb=args.cache_max_gb)
             report, results = result.report, result.gate_results
         except P2DError as exc:
             if len(options) == 1 or exc.exit_code != 2 or not getattr(exc, "report", None):
@@ -161,6 +161,31 @@ def cmd_bench(args) -> int:
     from .bench_dir import bench_out_dir
 
     return bench_out_dir(Path(args.out_dir), args)
+
+
+def cmd_cache(args) -> int:
+    """Show (info) or empty (clear) the compile cache. Only p2d's own entries are counted and deleted:
+    directories named by their key that hold p2d's entry marker; anything else there is left alone."""
+    from pathlib import Path
+
+    from . import cache, cache_limits
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else cache.default_dir()
+    if args.action == "clear":
+        removed, others = cache_limits.clear(cache_dir)
+        result = {"cache_dir": str(cache_dir), "removed_entries": len(removed),
+                  "removed_bytes": sum(e.bytes for e in removed), "other_items_kept": others}
+        text = (f"removed {len(removed)} entries ({result['removed_bytes'] / 1e6:.1f} MB) from {cache_dir}"
+                + (f"; kept {others} items p2d did not write" if others else ""))
+    else:
+        found, others = cache_limits.entries(cache_dir)
+        result = {"cache_dir": str(cache_dir), "entries": len(found), "bytes": sum(e.bytes for e in found),
+                  "max_bytes": cache_limits.max_bytes(None), "other_items": others}
+        text = (f"{cache_dir}: {len(found)} entries, {result['bytes'] / 1e6:.1f} MB "
+                f"(compiles evict beyond {cache_limits.DEFAULT_MAX_GB:g} GB unless --cache-max-gb says otherwise)"
+                + (f"; {others} other items p2d did not write" if others else ""))
+    print(json.dumps(result, indent=2) if args.json else text)
+    return 0
 
 
 def cmd_inspect(args) -> int:
@@ -279,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 85%% of the machine)")
     p.add_argument("--cache-dir", help="cache of pruned models and ONNX files (default ~/.cache/prune2deploy)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--cache-max-gb", type=float, help="evict least-recently-used cache entries beyond this "
+                   "size (default 10)")
 
     p = command("build", cmd_build)
     p.add_argument("out_dir", metavar="OUT_DIR", help="a directory prepared by p2d compile --target trt-*")
@@ -292,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR", help="a directory written by p2d compile")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--bench-seconds", type=float, default=8.0, help="benchmark time budget; default 8")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = command("cache", cmd_cache)
+    p.add_argument("action", choices=("info", "clear"), help="info: entries and size; clear: delete p2d's entries")
+    p.add_argument("--cache-dir", help="the cache directory (default $P2D_CACHE_DIR or ~/.cache/prune2deploy)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = command("inspect", cmd_inspect)

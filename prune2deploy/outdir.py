@@ -146,6 +146,9 @@ def publish_dir(work: Path, out_dir: Path) -> None:
                 mark_dir(stage)  # before copying: a copy cut short is still known as p2d's
                 shutil.copytree(work, stage, dirs_exist_ok=True)
             _fsync_tree(stage)
+            if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+                raise user_error(f"{out_dir} became a link or a file during the compile; nothing was replaced",
+                                 "choose another --out")
             foreign = first_foreign(out_dir) if out_dir.is_dir() else None
             if foreign:
                 raise user_error(f"{foreign} appeared in {out_dir} during the compile; nothing was replaced",

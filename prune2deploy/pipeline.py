@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import __version__, cache
+from . import __version__, cache, cache_limits
 from .context import CompileContext, ExampleInputs
 from .errors import MissingDependency, VerificationError, user_error
 from .inputs import check_model_runs, random_like
@@ -60,13 +60,14 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             model_name: str = "model", calib_batches: list | None = None, progress: Progress | None = None,
             options: CompileOptions | None = None, recipe: dict | None = None, cache_dir: str | Path | None = None,
             gates: list | None = None, use_cache: bool = True, protected_paths: dict | None = None,
-            **option_overrides) -> CompileResult:
+            cache_max_gb: float | None = None, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
     Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, sparsity, ...).
     `gates` are prune2deploy.gates.Gate objects, evaluated into the report. `out_dir` must be new, empty
     or written by p2d, and must neither be nor contain any of `protected_paths` (label -> path: model and
-    data files) or the cache, working, home or root directory. Returns the report and the artifact paths;
+    data files) or the cache, working, home or root directory. The cache keeps its least recently used
+    entries within `cache_max_gb` (default 10). Returns the report and the artifact paths;
     raises UserError (exit 2) for bad input and MissingDependency when the target's library or device is
     absent (after writing every artifact that needs neither).
     """
@@ -89,6 +90,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     # Everything that can be the user's fault is checked before anything is written.
     check_out_dir(out_dir, {**(protected_paths or {}), "the cache directory": cache_dir})
     check_writable(out_dir)
+    cache_bytes = cache_limits.max_bytes(cache_max_gb)
     check_model_runs(model, inputs)
     resolve_layers(model, options.ignore)
     prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
@@ -119,7 +121,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             report["cache"] = {"hit": False, "key": key}
             if key:
                 write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED))
+                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED), cache_bytes)
 
         ok, reason = driver.availability()
         if not ok:
