@@ -17,6 +17,7 @@ from .gates import GateResult
 from .ownership import WRITTEN_BY, input_paths
 
 SUMMARY_MAX_BYTES = 1 << 20  # GitHub's limit for one step's summary; a bigger file is not one
+JUNIT_MAX_BYTES = 16 << 20  # p2d's JUnit files are a few kB; a bigger file is not p2d's
 
 
 def junit_tree(runs: list[tuple[dict, list[GateResult]]]) -> ET.ElementTree:
@@ -92,7 +93,7 @@ def _inside(path: Path, directory: Path) -> bool:
 def _written_by_p2d(path: Path) -> bool:
     """A JUnit file carrying p2d's `written_by` property."""
     try:
-        if path.stat().st_size > SUMMARY_MAX_BYTES:
+        if path.stat().st_size > JUNIT_MAX_BYTES:
             return False
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
