@@ -70,8 +70,8 @@ def _entries(root: Path, directory: Path | None = None, listed: set | None = Non
                 yield from _entries(entry)
             else:
                 yield entry, False
-        else:
-            yield entry, rel in listed
+        else:  # a regular file it listed; a fifo, socket or device is never p2d's
+            yield entry, entry.is_file() and rel in listed
 
 
 def first_foreign(directory: Path) -> str | None:

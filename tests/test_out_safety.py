@@ -281,3 +281,17 @@ def test_cache_writes_only_its_marked_entries(tmp_path):
     restored = tmp_path / "restored"
     restored.mkdir()
     assert cache.restore(cache_dir / ("1" * 32), restored) == ["report.json"]
+
+
+def test_only_listed_regular_files_count_as_p2d_s(tmp_path):
+    from prune2deploy.ownership import first_foreign, remove_output
+
+    out = tmp_path / "out"
+    publish_files(out, {"report.json": "{}", "pruned.onnx": "onnx"})
+    assert first_foreign(out) is None
+    (out / "pruned.onnx").unlink()
+    os.mkfifo(out / "pruned.onnx")  # a listed name, but not a file p2d writes
+    (out / "sub").mkdir()
+    assert first_foreign(out) == "pruned.onnx"
+    assert remove_output(out) is False  # report.json and manifest.json go; the fifo and sub/ stay
+    assert sorted(p.name for p in out.iterdir()) == ["pruned.onnx", "sub"]
