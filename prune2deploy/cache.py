@@ -1,5 +1,9 @@
 """Content-addressed compile cache: model + inputs + resolved options + tool versions -> pruned model,
-ONNX files, build plans and the verified report, so an unchanged compile only benchmarks again."""
+ONNX files, build plans and the verified report, so an unchanged compile only benchmarks again.
+
+An entry is `CACHE_DIR/<32 hex key>/` holding ENTRY_MARKER; p2d writes only entries and their private
+temporary directories (`.<key>.tmp-<random>-<pid>`) there and removes nothing else.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,9 +11,14 @@ import inspect
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
+
+from . import cache_limits
+from .cache_limits import ENTRY_MARKER
+from .ownership import WRITTEN_BY
 
 # Settings that change only the benchmark, not the artifacts.
 BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark")
@@ -55,22 +64,35 @@ def cache_key(model, inputs, options, calib_batches, versions: dict) -> str:
 
 def lookup(cache_dir: Path, key: str) -> Path | None:
     entry = Path(cache_dir) / key
-    return entry if (entry / "report.json").exists() else None
+    if not (entry / "report.json").exists():
+        return None
+    cache_limits.touch(entry)
+    return entry
 
 
-def store(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
-    """Copy the named files from `work` into the cache entry, atomically; a cache that fails is skipped."""
+def store(cache_dir: Path, key: str, work: Path, names: list[str], max_bytes: int | None = None) -> None:
+    """Copy the named files from `work` into the cache entry, atomically; a cache that fails is skipped.
+    Then evict least-recently-used entries beyond `max_bytes` (default: cache_limits.DEFAULT_MAX_GB)."""
     cache_dir = Path(cache_dir)
-    tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
+    if (cache_dir / key).exists():
+        return
+    tmp = None
     try:
-        tmp.mkdir(parents=True, exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", suffix=f"-{os.getpid()}", dir=cache_dir))
+        (tmp / ENTRY_MARKER).write_text(json.dumps({"written_by": WRITTEN_BY, "key": key}) + "\n")
         for name in names:
             src = work / name
             if src.exists():
                 shutil.copy2(src, tmp / name)
-        os.replace(tmp, cache_dir / key) if not (cache_dir / key).exists() else shutil.rmtree(tmp)
+        os.rename(tmp, cache_dir / key)  # fails if another compile stored the same key meanwhile
+        tmp = None
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        pass
+    finally:
+        if tmp is not None:  # our own temporary directory, made above
+            shutil.rmtree(tmp, ignore_errors=True)
+    cache_limits.evict(cache_dir, max_bytes or cache_limits.max_bytes(None), keep=key)
 
 
 def add(cache_dir: Path, key: str, work: Path, names: list[str]) -> None:
@@ -92,6 +114,8 @@ def restore(entry: Path, work: Path) -> list[str]:
     """Copy a cache entry into the work directory (copies: editing an output never alters the cache)."""
     names = []
     for src in sorted(entry.iterdir()):
+        if src.name == ENTRY_MARKER or not src.is_file():
+            continue
         shutil.copy2(src, work / src.name)
         names.append(src.name)
     return names

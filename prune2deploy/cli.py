@@ -13,6 +13,16 @@ import warnings
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_USER, P2DError
 
+# Flags naming files or directories a compile reads (label -> argparse dest). --out, --junit and
+# $GITHUB_STEP_SUMMARY may never be or contain them: a new path flag is protected by adding it here.
+INPUT_PATH_FLAGS = {"MODEL": "model", "--weights": "weights", "--example-inputs": "example_inputs",
+                    "--calib-data": "calib_data", "--config": "recipe_path"}
+
+
+def input_paths(args) -> dict:
+    """label -> path of every input path the command line or recipe gave (see INPUT_PATH_FLAGS)."""
+    return {label: getattr(args, dest) for label, dest in INPUT_PATH_FLAGS.items() if getattr(args, dest, None)}
+
 
 def cmd_compile(args) -> int:
     """Prune MODEL, export dense and pruned ONNX, verify both against torch, benchmark them, write a report.
@@ -21,11 +31,13 @@ def cmd_compile(args) -> int:
     timm:NAME or hf:PATH (or `model` in a --config recipe; flags override the recipe).
     Output: DIR/{dense.onnx, pruned.onnx, pruned.pt, report.json, report.md, manifest.json}, replaced
     atomically (a failed or killed compile leaves the previous output untouched). With several
-    --target flags, each target gets DIR/<target>/.
+    --target flags, each target gets DIR/<target>/. DIR must be new, empty, or written by p2d
+    (its manifest.json lists everything in it), and must not hold the model or any other input.
     Exit codes: 0 ok, 1 internal error, 2 bad input or missing library, 3 a --gate failed.
     """
     from pathlib import Path
 
+    from .cache import default_dir as default_cache_dir
     from .errors import P2DError
     from .gates import parse_gate, raise_if_failed
     from .inputs import build_example_inputs, load_calibration
@@ -38,6 +50,9 @@ def cmd_compile(args) -> int:
 
     gates = [parse_gate(g) for g in args.gate or []]
     options = {t: compile_options(args, t).validate() for t in args.targets}  # flags first: fail fast
+    protected = {**input_paths(args), "the cache directory": args.cache_dir or default_cache_dir()}
+    if args.out:  # without --out, the directory is named after the model: checked once it is loaded
+        _check_outputs(args, Path(args.out), protected, bool(gates))
     limits = Limits.from_args(args.stage_timeout_s, args.max_memory_gb)
     progress = Progress(enabled=False if args.json else None, limits=limits)
     with progress.stage("load", f"loading {args.model}"):
@@ -46,13 +61,16 @@ def cmd_compile(args) -> int:
                                       seed=args.seed or 0)
         calib = load_calibration(args.calib_data, inputs) if args.calib_data else []
     out_root = Path(args.out or Path("p2d-out") / loaded.name)
+    if not args.out:
+        _check_outputs(args, out_root, protected, bool(gates))
     runs, first_error, summaries = [], None, []
     for target, opts in options.items():
         out_dir = out_root if len(options) == 1 else out_root / target
         try:
             result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name, calib_batches=calib,
                              progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
-                             cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates)
+                             cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates,
+                             protected_paths=protected, cache_max_gb=args.cache_max_gb)
             report, results = result.report, result.gate_results
         except P2DError as exc:
             if len(options) == 1 or exc.exit_code != 2 or not getattr(exc, "report", None):
@@ -68,6 +86,18 @@ def cmd_compile(args) -> int:
         raise first_error
     raise_if_failed([r for _, results in runs for r in results])
     return 0
+
+
+def _check_outputs(args, out_root, protected: dict, step_summary: bool) -> None:
+    """Before any work: every path the compile will write may be written (ownership.py, junit.py)."""
+    from .junit import check_junit_path, check_step_summary
+    from .ownership import check_out_dir
+
+    check_out_dir(out_root, protected)  # several targets: DIR/<target>/ are checked with DIR
+    if args.junit:
+        check_junit_path(args.junit, [out_root])
+    if step_summary and not args.no_step_summary:
+        check_step_summary(protected, [out_root])
 
 
 def _print_target(report: dict, out_dir, gate_results, as_json: bool) -> str:
@@ -131,6 +161,31 @@ def cmd_bench(args) -> int:
     from .bench_dir import bench_out_dir
 
     return bench_out_dir(Path(args.out_dir), args)
+
+
+def cmd_cache(args) -> int:
+    """Show (info) or empty (clear) the compile cache. Only p2d's own entries are counted and deleted:
+    directories named by their key that hold p2d's entry marker; anything else there is left alone."""
+    from pathlib import Path
+
+    from . import cache, cache_limits
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else cache.default_dir()
+    if args.action == "clear":
+        removed, others = cache_limits.clear(cache_dir)
+        result = {"cache_dir": str(cache_dir), "removed_entries": len(removed),
+                  "removed_bytes": sum(e.bytes for e in removed), "other_items_kept": others}
+        text = (f"removed {len(removed)} entries ({result['removed_bytes'] / 1e6:.1f} MB) from {cache_dir}"
+                + (f"; kept {others} items p2d did not write" if others else ""))
+    else:
+        found, others = cache_limits.entries(cache_dir)
+        result = {"cache_dir": str(cache_dir), "entries": len(found), "bytes": sum(e.bytes for e in found),
+                  "max_bytes": cache_limits.max_bytes(None), "other_items": others}
+        text = (f"{cache_dir}: {len(found)} entries, {result['bytes'] / 1e6:.1f} MB "
+                f"(compiles evict beyond {cache_limits.DEFAULT_MAX_GB:g} GB unless --cache-max-gb says otherwise)"
+                + (f"; {others} other items p2d did not write" if others else ""))
+    print(json.dumps(result, indent=2) if args.json else text)
+    return 0
 
 
 def cmd_inspect(args) -> int:
@@ -259,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 85%% of the machine)")
     p.add_argument("--cache-dir", help="cache of pruned models and ONNX files (default ~/.cache/prune2deploy)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.add_argument("--cache-max-gb", type=float, help="evict least-recently-used cache entries beyond this "
+                   "size (default 10)")
 
     p = command("build", cmd_build)
     p.add_argument("out_dir", metavar="OUT_DIR", help="a directory prepared by p2d compile --target trt-*")
@@ -272,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", metavar="OUT_DIR", help="a directory written by p2d compile")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
     p.add_argument("--bench-seconds", type=float, default=8.0, help="benchmark time budget; default 8")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = command("cache", cmd_cache)
+    p.add_argument("action", choices=("info", "clear"), help="info: entries and size; clear: delete p2d's entries")
+    p.add_argument("--cache-dir", help="the cache directory (default $P2D_CACHE_DIR or ~/.cache/prune2deploy)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = command("inspect", cmd_inspect)

@@ -9,6 +9,7 @@ from .errors import MissingDependency, user_error
 from .manifest import write_manifest
 from .options import CompileOptions
 from .outdir import locked, publish_dir, workspace
+from .ownership import check_out_dir
 from .pipeline import _add_benchmark
 from .progress import Progress
 from .report import render_markdown
@@ -22,6 +23,7 @@ def build_out_dir(out_dir: Path) -> dict:
     if not (out_dir / PLAN_FILE).exists() or not (out_dir / "report.json").exists():
         raise user_error(f"{out_dir} has no {PLAN_FILE}",
                          "p2d build finishes a directory written by p2d compile --target trt-ampere|trt-hopper|trt")
+    check_out_dir(out_dir, flag="OUT_DIR", hint="pass a directory p2d compile wrote, from outside it")
     report = json.loads((out_dir / "report.json").read_text())
     ok, reason = trt_backend.availability(report["target"])
     if not ok:

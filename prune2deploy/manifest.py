@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from .errors import VerificationError, user_error
-
-MANIFEST = "manifest.json"
+from .ownership import MANIFEST, WORK_MARKER, WRITTEN_BY
 REFERENCE = "verification_data.pt"  # example/random inputs and the torch outputs for each model
 
 
@@ -48,10 +47,12 @@ def save_reference(path: Path, check_sets: list, models: dict) -> None:
 
 
 def write_manifest(out: Path, recipe: dict) -> dict:
+    """manifest.json: every file in `out` and `"written_by": "prune2deploy"`, the mark that lets a later
+    compile replace the directory (ownership.py)."""
     files = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[str(path.relative_to(out))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest = {"artifacts": files, "versions": tool_versions(), "recipe": recipe}
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name not in (MANIFEST, WORK_MARKER)):
+        files[path.relative_to(out).as_posix()] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {"written_by": WRITTEN_BY, "artifacts": files, "versions": tool_versions(), "recipe": recipe}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return manifest
 

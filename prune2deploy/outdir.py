@@ -2,21 +2,25 @@
 
 A compile works in a private temporary directory; on success that directory and the old output
 are swapped in one step (renameat2 RENAME_EXCHANGE on Linux), so a crash or kill -9 at any
-moment leaves either the previous good output or the new one, never a mix.
+moment leaves either the previous good output or the new one, never a mix. Only what p2d wrote is
+ever replaced or removed (ownership.py): the old output file by file from its manifest, work and stage
+directories when their name and marker file say they are p2d's.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import fcntl
-import os
 import hashlib
+import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import user_error
+from .ownership import WORK_MARKER, discard, first_foreign, make_private_dir, mark_dir
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -48,12 +52,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(root: Path, pattern: str = "p2d-work-*") -> None:
-    """Work or stage directories left by compiles that were killed (their pid is gone)."""
-    for entry in root.glob(pattern):
-        pid = entry.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
+WORK_PREFIX = "p2d-work-"
+_WORK_NAME = re.compile(r"p2d-work-[A-Za-z0-9_]+-(\d+)")
+
+
+def _stage_name(out_dir: Path) -> re.Pattern:
+    """Stage/retired directories next to `out_dir`: `.NAME.p2d-stage-<random>-<pid>` (older p2d: no random)."""
+    return re.compile(rf"\.{re.escape(out_dir.name)}\.p2d-(?:stage|retired)-(?:[A-Za-z0-9_]+-)?(\d+)")
+
+
+def _remove_stale(root: Path, name: re.Pattern = _WORK_NAME) -> None:
+    """Work or stage directories left by compiles that were killed (their pid is gone).
+
+    A directory goes only when its whole name matches and p2d's marker says it is p2d's (whole directory),
+    or its p2d manifest lists the files (those files only); anything else is left alone.
+    """
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        match = name.fullmatch(entry.name)
+        if match and not _pid_alive(int(match.group(1))):
+            discard(Path(entry.path), int(match.group(1)))
 
 
 def check_writable(out_dir: Path) -> None:
@@ -92,38 +113,50 @@ def locked(out_dir: Path):
 
 @contextmanager
 def workspace():
-    """A private temporary directory for one compile's artifacts; always removed afterwards."""
+    """A private temporary directory for one compile's artifacts (marked as p2d's); always removed afterwards."""
     root = Path(tempfile.gettempdir())
     _remove_stale(root)
-    work = Path(tempfile.mkdtemp(prefix="p2d-work-", suffix=f"-{os.getpid()}"))
+    work = make_private_dir(WORK_PREFIX)
     umask = os.umask(0)
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published output should not be
     try:
         yield work
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(work, os.getpid())
 
 
 def publish_dir(work: Path, out_dir: Path) -> None:
-    """Move the finished `work` directory to `out_dir`, replacing the previous output in one step."""
-    out_dir = Path(out_dir).absolute()
+    """Move the finished `work` directory to `out_dir`, replacing the previous output in one step.
+
+    `work` must hold a p2d manifest.json (manifest.write_manifest); an existing `out_dir` is replaced only
+    when p2d wrote all of it, checked again here in case something was added during the compile.
+    """
+    out_dir = Path(os.path.abspath(out_dir))
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(out_dir.parent, f".{out_dir.name}.p2d-*")
-        stage = out_dir.parent / f".{out_dir.name}.p2d-stage-{os.getpid()}"
-        shutil.rmtree(stage, ignore_errors=True)
+        _remove_stale(out_dir.parent, _stage_name(out_dir))
+        stage = make_private_dir(f".{out_dir.name}.p2d-stage-", out_dir.parent, mark=False)
         try:
-            os.rename(work, stage)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            shutil.copytree(work, stage)
-        try:
+            try:
+                os.rename(work, stage)  # onto the empty stage directory; the marker comes along from work
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                mark_dir(stage)  # before copying: a copy cut short is still known as p2d's
+                shutil.copytree(work, stage, dirs_exist_ok=True)
             _fsync_tree(stage)
+            if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+                raise user_error(f"{out_dir} became a link or a file during the compile; nothing was replaced",
+                                 "choose another --out")
+            foreign = first_foreign(out_dir) if out_dir.is_dir() else None
+            if foreign:
+                raise user_error(f"{foreign} appeared in {out_dir} during the compile; nothing was replaced",
+                                 "move it elsewhere and compile again, or choose another --out")
+            (stage / WORK_MARKER).unlink()
             publish(stage, out_dir)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            discard(stage, os.getpid())  # the new output if publishing failed, else the old one
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise user_error(f"no space left on the device while writing {out_dir}",
@@ -140,10 +173,10 @@ def publish(stage: Path, out_dir: Path) -> None:
         return
     if _exchange(stage, out_dir):
         return
-    retired = out_dir.parent / f".{out_dir.name}.p2d-retired-{os.getpid()}"
-    os.rename(out_dir, retired)
+    retired = make_private_dir(f".{out_dir.name}.p2d-retired-", out_dir.parent, mark=False)
+    os.rename(out_dir, retired)  # onto the empty directory just made
     os.rename(stage, out_dir)
-    shutil.rmtree(retired, ignore_errors=True)
+    os.rename(retired, stage)  # the caller removes what p2d wrote in it
 
 
 def _fsync_tree(root: Path) -> None:

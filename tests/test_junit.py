@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
+import pytest
+
+from prune2deploy.errors import UserError
 from prune2deploy.gates import evaluate, parse_gate
 from prune2deploy.junit import append_step_summary, write_junit, write_junit_runs
 
@@ -63,11 +66,17 @@ def test_several_targets_in_one_suite(tmp_path):
     assert failed == ["p2d.ort-cpu"]
 
 
-def test_overwrite_replaces_previous_file(tmp_path):
+def test_overwrite_replaces_previous_p2d_file_only(tmp_path):
     path = tmp_path / "j.xml"
-    path.write_text("old")
-    write_junit(path, REPORT, [])
+    write_junit(path, REPORT, _results(REPORT, "speedup>=2.5"))
+    write_junit(path, REPORT, [])  # p2d wrote it (its written_by property): replaced
     assert ET.parse(path).getroot().find("testsuite").get("tests") == "1"
+    theirs = tmp_path / "theirs.xml"
+    theirs.write_text('<?xml version="1.0"?><testsuites name="p2d"><testsuite name="p2d"/></testsuites>\n')
+    with pytest.raises(UserError, match="exists and is not a JUnit file p2d wrote"):
+        write_junit(theirs, REPORT, [])
+    assert theirs.read_text().startswith('<?xml version="1.0"?><testsuites name="p2d">')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j.xml", "theirs.xml"]
 
 
 def test_step_summary_only_when_env_set(tmp_path, monkeypatch):

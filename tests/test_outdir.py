@@ -3,25 +3,22 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import publish_files
 from prune2deploy.errors import UserError
-from prune2deploy.outdir import check_writable, locked, publish_dir, workspace
+from prune2deploy.outdir import check_writable, locked, workspace
 
 
 def test_publish_replaces_previous_output(tmp_path):
     out = tmp_path / "out"
     for version in ("one", "two"):
-        with workspace() as work:
-            (work / "report.json").write_text(version)
-            publish_dir(work, out)
+        publish_files(out, {"report.json": version})  # with a manifest: what makes it p2d's, so replaceable
     assert (out / "report.json").read_text() == "two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no stage or retired directories
 
 
 def test_failure_inside_workspace_leaves_previous_output(tmp_path):
     out = tmp_path / "out"
-    with workspace() as work:
-        (work / "a").write_text("good")
-        publish_dir(work, out)
+    publish_files(out, {"a": "good"})
     with pytest.raises(RuntimeError):
         with workspace() as work:
             (work / "a").write_text("half")
