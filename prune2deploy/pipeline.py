@@ -23,7 +23,7 @@ from .manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from .measure import count_macs_params
 from .options import CompileOptions
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
-from .passes.prune_channels import PruneChannels, resolve_layers
+from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
 from .progress import Progress
 from .report import render_markdown
 from .targets import TARGETS
@@ -86,7 +86,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     resolve_layers(model, options.ignore)
     check_writable(out_dir)
     prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
-                          options.round_to, options.ignore, options.head_ratio)
+                          options.round_to, options.ignore, options.head_ratio, options.pruning_mode,
+                          options.graph_budget_s, options.graph_budget_gb)
     sparsify = None
     if options.sparsity:
         from .passes.sparsity import SparsityPass, parse_pattern
@@ -166,6 +167,9 @@ def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work:
         facts.update({name: count_macs_params(m, inputs) for name, m in models.items() if name != "dense"})
     report["passes"] = ctx.records
     report["layers"] = ctx.records["prune_channels"]["layers"]
+    report["pruning_mode"], report["skipped"] = ctx.records["prune_channels"]["pruning_mode"], \
+        ctx.records["prune_channels"]["skipped"]
+    report["warnings"].extend(skipped_warnings(ctx.records["prune_channels"]))
 
     artifacts = driver.build(models, ctx, work, progress, report)
     for name in models:
