@@ -16,6 +16,7 @@ from ..watchdog import rss_bytes
 DEFAULT_SECONDS = 30.0
 DEFAULT_GB = 4.0
 POLL_S = 0.1
+REPEAT_S = 0.5
 
 
 class GraphTooCostly(Exception):
@@ -47,11 +48,14 @@ class GraphBudget:
             reason = (f"{self.what} took over {self.seconds:g} s" if elapsed > self.seconds else
                       f"{self.what} grew memory by over {self.gb:g} GB" if grown > self.gb else None)
             if reason:
+                self.tripped = self.tripped or reason
+                # again every REPEAT_S: torch-pruning's tracing has a bare `except:` that swallows one
                 with self._lock:
                     if not self._done.is_set():
-                        self.tripped, self._sent = reason, True
+                        self._sent = True
                         _thread.interrupt_main()
-                return
+                if self._done.wait(REPEAT_S):
+                    return
 
     def __exit__(self, exc_type, exc, tb):
         with self._lock:

@@ -84,9 +84,9 @@ MODES = ("auto", "global", "block-local")
 class PruneChannels:
     """Remove a ratio of channels (and whole attention heads) by importance, aligned to round_to.
 
-    mode "auto" builds the whole model's dependency graph under a budget (graph_budget_s seconds,
-    graph_budget_gb GB) and prunes block by block when the graph is too costly or cannot be built;
-    "global" never falls back, "block-local" never builds the whole graph. Groups whose pruning breaks
+    The whole model's dependency graph is built under a budget (graph_budget_s seconds, graph_budget_gb GB);
+    when it is too costly or cannot be built, mode "auto" prunes block by block and mode "global" refuses;
+    "block-local" never builds the whole graph. Groups whose pruning breaks
     the model are left unpruned and listed in the record's `skipped`.
     """
 
@@ -124,10 +124,7 @@ class PruneChannels:
             outcome["why"] = fallback
         model.zero_grad(set_to_none=True)
         model.train(was_training)  # torch-pruning leaves some submodules in training mode
-        if outcome["skipped"] and not outcome["pruned"]:
-            first = outcome["skipped"][0]
-            raise user_error(f"nothing could be pruned ({outcome['mode']}): {first['group']}: {first['reason']}",
-                             "--ignore the layers named, or pass a model whose blocks torch-pruning can trace")
+        _refuse_if_nothing_pruned(outcome, self.ratio)
         after = layer_widths(model)
         return {
             "ratio": self.ratio, "criterion": self.criterion, "global": self.global_pruning,
@@ -176,15 +173,13 @@ class PruneChannels:
         return pruned, skipped
 
     def _prune_global(self, model, ctx, ignored) -> dict:
-        """The whole model's graph; {"fallback": why} when it is too costly or cannot be built (mode auto)."""
+        """The whole model's graph, within the budget; {"fallback": why} when it is too costly or cannot be
+        built (mode auto; mode global refuses instead)."""
         inputs = ctx.example_inputs
         example = inputs.kwargs or inputs.args
         snapshot = Snapshot(model)
         try:
-            if self.mode == "auto":
-                with GraphBudget(self.graph_budget_s, self.graph_budget_gb, "the whole model's dependency graph"):
-                    attention, pruner, kept = self._graph(model, example, ignored)
-            else:
+            with GraphBudget(self.graph_budget_s, self.graph_budget_gb, "the whole model's dependency graph"):
                 attention, pruner, kept = self._graph(model, example, ignored)
         except (GraphTooCostly, Exception) as exc:
             if isinstance(exc, P2DError):
@@ -279,6 +274,21 @@ class _Call:
 
     def call(self, module):
         return module(*self.args, **self.kwargs)
+
+
+def _refuse_if_nothing_pruned(outcome: dict, ratio: float) -> None:
+    """One line, exit 2, when pruning was asked for and every group (or block) had to be left alone."""
+    if outcome["pruned"] or ratio == 0:
+        return
+    if outcome["skipped"]:
+        first = outcome["skipped"][0]
+        why = f"{first['group']}: {first['reason']}"
+    elif outcome["mode"] == "block-local":
+        why = f"{outcome.get('why')}, and the model has no block of two or more layers to prune on its own"
+    else:
+        return
+    raise user_error(f"nothing could be pruned ({outcome['mode']}): {why}",
+                     "--ignore the layers named, or pass a model whose blocks torch-pruning can trace")
 
 
 def skipped_warnings(record: dict) -> list[str]:
