@@ -145,6 +145,10 @@ def plan_attention(model: nn.Module) -> AttentionPlan:
         # OutputPruner of last_hidden_state and config.hidden_size. The pooler is an output.
         plan.ignored_layers += [m for m in model.modules() if isinstance(m, nn.Embedding)]
         plan.ignored_layers += [m for n, m in model.named_modules() if n.split(".")[-1] == "pooler"]
+    for b in blocks:
+        if b.kind == "timm-vit":  # q/k norms work per head (head_dim wide): no channel of theirs is prunable
+            plan.ignored_layers += [n for n in (getattr(b.module, "q_norm", None), getattr(b.module, "k_norm", None))
+                                    if isinstance(n, nn.Module) and not isinstance(n, nn.Identity)]
     mha = [b for b in blocks if b.kind == "torch-mha"]
     if mha:
         # BasePruner must not touch the MHA groups (== residual stream): prune_heads does it head-aligned.

@@ -56,15 +56,24 @@ PruneOne = Callable[[nn.Module, tuple, dict], None]  # prunes (block, its args, 
 
 
 def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float, budget_gb: float) -> dict:
-    """Prune every block of `model` with `prune_one`, each under the graph budget; returns the record."""
+    """Prune every block of `model` with `prune_one`, each under its own graph budget; returns the record.
+
+    The first block of a type that runs past the budget sends every block of that type to its parts.
+    """
     names = {id(m): n for n, m in model.named_modules()}
     calls = capture_block_inputs(model, inputs, [m for m in model.modules() if prunable_count(m) >= 2])
     done, skipped = [], []
+    costly: dict[type, str] = {}  # a block type whose graph ran past the budget: its likes go straight to parts
 
     def visit(module: nn.Module, is_root: bool) -> None:
         name = names.get(id(module), "")
         if not is_root and is_block(module):
-            reason = _try_block(module, calls.get(id(module)), prune_one, budget_s, budget_gb)
+            if type(module) in costly:
+                reason = costly[type(module)]
+            else:
+                reason, too_costly = _try_block(module, calls.get(id(module)), prune_one, budget_s, budget_gb)
+                if too_costly:
+                    costly[type(module)] = f"{reason} (for {name}, a block of the same type)"
             if reason is None:
                 done.append(name)
                 return
@@ -78,13 +87,13 @@ def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float,
     return {"blocks": done, "skipped": skipped}
 
 
-def _try_block(block, call, prune_one, budget_s, budget_gb) -> str | None:
-    """Prune one block in place; on failure restore it exactly and say why."""
+def _try_block(block, call, prune_one, budget_s, budget_gb) -> tuple[str | None, bool]:
+    """Prune one block in place; on failure restore it exactly. Returns (why it failed, over budget?)."""
     if call is None:
-        return "not called in the forward pass with the example inputs"
+        return "not called in the forward pass with the example inputs", False
     args, kwargs = call
     if kwargs and args:
-        return "takes positional and keyword inputs together; trace it by its sub-blocks"
+        return "takes positional and keyword inputs together; trace it by its sub-blocks", False
     snapshot = Snapshot(block)
     try:
         with torch.no_grad():
@@ -95,9 +104,10 @@ def _try_block(block, call, prune_one, budget_s, budget_gb) -> str | None:
             after = output_shapes(block(*args, **kwargs))
         reason = None if after == before else f"pruning changed the block's output shapes {before} -> {after}"
     except GraphTooCostly as exc:
-        reason = str(exc)
+        snapshot.restore()
+        return str(exc), True
     except Exception as exc:
         reason = first_line(exc)
     if reason is not None:
         snapshot.restore()
-    return reason
+    return reason, False

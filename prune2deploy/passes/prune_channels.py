@@ -79,6 +79,7 @@ def output_layers(DG) -> list[nn.Module]:
 
 
 MODES = ("auto", "global", "block-local")
+BLOCK_BUDGET_SHARE = 3  # a block's graph gets a third of the whole model's time budget
 
 
 class PruneChannels:
@@ -228,7 +229,8 @@ class PruneChannels:
             kinds.append(attention.kind)
             kept.extend(f"{prefix}.{n}" for n in _names(block, block_kept))
 
-        record = prune_blocks(model, ctx.example_inputs, prune_one, self.graph_budget_s, self.graph_budget_gb)
+        record = prune_blocks(model, ctx.example_inputs, prune_one, self.graph_budget_s / BLOCK_BUDGET_SHARE,
+                              self.graph_budget_gb)
         kinds = [k for k in dict.fromkeys(kinds) if k != "none"]
         return {"mode": "block-local", "skipped": record["skipped"] + skipped, "pruned": sum(pruned) > 0,
                 "blocks": record["blocks"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
