@@ -165,3 +165,16 @@ def test_cli_unsupported_model_stops_with_one_line(p2d, tmp_path):
     assert_user_error(r, "nothing could be pruned", "took over 2 s")
     assert time.time() - started < 60
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "hessian"])
+def test_block_local_with_gradient_criteria(criterion):
+    from models import resnet_like
+
+    torch.manual_seed(0)
+    model, x = resnet_like().eval(), torch.randn(2, 3, 32, 32)
+    before = layer_widths(model)
+    record = _prune(model, x, mode="block-local", criterion=criterion)
+    after = layer_widths(model)
+    assert record["pruning_mode"] == "block-local"
+    assert any(after[n]["out"] < before[n]["out"] for n in after)

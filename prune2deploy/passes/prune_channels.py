@@ -139,14 +139,14 @@ class PruneChannels:
                         "type": w["type"]} for n, w in before.items()],
         }
 
-    def _graph(self, module: nn.Module, example, ignored: list):
+    def _graph(self, module: nn.Module, example, ignored: list, importance=None):
         """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width."""
         from .attention import plan_attention
 
         attention = plan_attention(module)
         attention.prune_heads(module, example, self.head_ratio)  # MHA: torch-pruning can't
         pruner = tp.pruner.BasePruner(
-            module, example_inputs=example, importance=make_importance(self.criterion),
+            module, example_inputs=example, importance=importance or make_importance(self.criterion),
             pruning_ratio=self.ratio, global_pruning=self.global_pruning,
             iterative_steps=self.iterative_steps, round_to=self.round_to,
             ignored_layers=ignored + list(attention.ignored_layers),
@@ -211,15 +211,15 @@ class PruneChannels:
 
     def _prune_block_local(self, model, ctx, ignored) -> dict:
         """Prune inside each block, tracing the block alone; the blocks' outputs keep their width."""
+        importance = make_importance(self.criterion)  # one for all blocks: Hessian keeps what it accumulated
         if self.criterion in GRADIENT_CRITERIA:
-            accumulate_gradients(model, make_importance(self.criterion), self.criterion, ctx)
+            accumulate_gradients(model, importance, self.criterion, ctx)
         kinds, heads, skipped, kept = [], [], [], []
         block_names = {id(m): n for n, m in model.named_modules()}
-
         pruned = []
 
         def prune_one(block, args, kwargs):
-            attention, pruner, block_kept = self._graph(block, kwargs or args, ignored)
+            attention, pruner, block_kept = self._graph(block, kwargs or args, ignored, importance)
             check = self._checker(block, _Call(args, kwargs), attention)
             prefix = block_names[id(block)]
             count, block_skipped = self._steps(block, pruner, ctx=None, check=check)
