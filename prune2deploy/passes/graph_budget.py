@@ -58,15 +58,17 @@ class GraphBudget:
                     return
 
     def __exit__(self, exc_type, exc, tb):
-        with self._lock:
-            self._done.set()
-        self._thread.join()
-        self.elapsed_s = time.monotonic() - self._start
-        if self._sent and exc_type is None:
-            try:  # the interrupt was sent as the body finished: take it here, not in the caller
-                time.sleep(0.05)
+        while True:  # an interrupt sent just before this must not escape from here
+            try:
+                with self._lock:
+                    self._done.set()
+                self._thread.join()
+                if self._sent:
+                    time.sleep(0.05)  # take a last pending interrupt here, not in the caller
+                break
             except KeyboardInterrupt:
-                pass
+                continue
+        self.elapsed_s = time.monotonic() - self._start
         if self.tripped and (exc_type is None or issubclass(exc_type, KeyboardInterrupt)):
             raise GraphTooCostly(self.tripped) from None
         return False
