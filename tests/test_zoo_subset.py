@@ -64,6 +64,7 @@ def test_tiny_maxvit_block_local(tv):
     assert "blocks.0.layers.0.layers.window_attention.mlp_layer" in record["blocks"]
     assert "blocks.0.layers.0.layers.MBconv" in record["blocks"]
     assert any("attn_layer" in s["group"] and "took over 1 s" in s["reason"] for s in record["skipped"])
+    assert {"block": "blocks.0", "reason": "the block's dependency graph took over 1 s"} in record["split_blocks"]
     assert reduction > 1.2
 
 

@@ -62,7 +62,7 @@ def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float,
     """
     names = {id(m): n for n, m in model.named_modules()}
     calls = capture_block_inputs(model, inputs, [m for m in model.modules() if prunable_count(m) >= 2])
-    done, skipped = [], []
+    done, skipped, split = [], [], []  # split: blocks pruned by their parts instead, and why
     costly: dict[type, str] = {}  # a block type whose graph ran past the budget: its likes go straight to parts
 
     def visit(module: nn.Module, is_root: bool) -> None:
@@ -80,11 +80,12 @@ def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float,
             if not any(prunable_count(c) >= 2 for c in module.children()):
                 skipped.append({"group": name, "reason": reason})
                 return
+            split.append({"block": name, "reason": reason})
         for child in module.children():
             visit(child, False)
 
     visit(model, True)
-    return {"blocks": done, "skipped": skipped}
+    return {"blocks": done, "skipped": skipped, "split": split}
 
 
 def _try_block(block, call, prune_one, budget_s, budget_gb) -> tuple[str | None, bool]:

@@ -133,6 +133,7 @@ class PruneChannels:
             "ignored": self.ignore, "kept_for_outputs": outcome["kept"],
             "pruning_mode": outcome["mode"], "pruning_mode_reason": outcome.get("why"),
             "skipped": outcome["skipped"], "blocks": outcome.get("blocks"),
+            "split_blocks": outcome.get("split_blocks"),
             "attention": {"kind": outcome["attention_kind"], "blocks": outcome["heads"]},
             "layers": [{"name": n, **{f"{k}_before": v for k, v in w.items() if k != "type"},
                         **{f"{k}_after": v for k, v in after.get(n, w).items() if k != "type"},
@@ -233,7 +234,7 @@ class PruneChannels:
                               self.graph_budget_gb)
         kinds = [k for k in dict.fromkeys(kinds) if k != "none"]
         return {"mode": "block-local", "skipped": record["skipped"] + skipped, "pruned": sum(pruned) > 0,
-                "blocks": record["blocks"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
+                "blocks": record["blocks"], "split_blocks": record["split"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
                 "heads": heads}
 
     def _checker(self, module, inputs, attention):
