@@ -100,7 +100,8 @@ def _classify(code: int | None, report: dict | None, stderr: str) -> dict:
                 "verified": report["verification"]["passed"],
                 "max_rel_err": report["verification"]["max_rel_err"]}
     status = {2: "refused", 1: "internal error"}.get(code, "killed")
-    return {"status": status, "message": (lines[-1] if lines else stderr.strip().splitlines()[-1:] or [""])[0][:300]}
+    last = lines[-1] if lines else (stderr.strip().splitlines() or [""])[-1]
+    return {"status": status, "message": last[:300]}
 
 
 def markdown(rows: list[dict], meta: dict) -> str:

@@ -18,8 +18,8 @@ class CompileOptions:
     ignore: list[str] = field(default_factory=list)
     head_ratio: float | None = None  # None: same as ratio
     pruning_mode: str = "auto"  # auto | global | block-local (passes/prune_channels.py)
-    graph_budget_s: float = 30.0  # auto: the whole-model graph's time budget before block-local
-    graph_budget_gb: float = 4.0  # auto: ... and its memory budget (GB above the start)
+    graph_budget_s: float = 30.0  # the whole-model graph's time budget (auto: then block-local; a block: 1/3)
+    graph_budget_gb: float = 4.0  # ... and its memory budget (GB above the start)
     sparsity: str | None = None  # "2:4" (N:M) or None
     permute: bool = False
     dynamic_batch: str | None = None  # "MIN,OPT,MAX": batch axis dynamic in ONNX, a TensorRT profile
