@@ -8,8 +8,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) -e '.[test]'
 	# torchvision is optional (architectures for benchmarks/tests); its CUDA-built wheel works on CPU torch
-	# for models only, so it goes in without its dependencies.
-	$(PIP) --no-deps torchvision==0.28.0 pillow
+	# for models only, so it goes in without its dependencies. timm (real ViT/Swin/... for tests and the zoo
+	# benchmark) too: it depends on torchvision; its other dependencies come with transformers.
+	$(PIP) --no-deps torchvision==0.28.0 pillow timm==1.0.31
 	touch $@
 
 .PHONY: install demo test bench wheel-smoke

@@ -279,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterative-steps", type=int, default=1, help="prune in N steps; default 1")
     p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
+    p.add_argument("--pruning-mode", default="auto", metavar="MODE",
+                   help="auto (default): the whole model's dependency graph, block by block when that is too "
+                        "costly or cannot be built | global: refuse instead | block-local")
+    p.add_argument("--graph-budget-s", type=float, default=30.0, metavar="S",
+                   help="seconds the whole model's graph may take (each block's: a third); default 30")
+    p.add_argument("--graph-budget-gb", type=float, default=4.0, metavar="GB",
+                   help="GB of memory a dependency graph may grow by; default 4")
     p.add_argument("--calib-data", metavar="FILE", help="inputs or (inputs, labels) for taylor/hessian")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")

@@ -42,6 +42,8 @@ def import_optional(name: str):
     """Import a library if installed and importable, else None."""
     if name == "torchvision":
         return import_torchvision()
+    if name in ("timm", "transformers"):
+        import_torchvision()  # both import torchvision when it is installed: its op schemas must exist first
     try:
         return importlib.import_module(name)
     except Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import user_error
-from .passes.prune_channels import CRITERIA
+from .passes.prune_channels import CRITERIA, MODES as PRUNING_MODES
 
 
 @dataclass
@@ -17,6 +17,9 @@ class CompileOptions:
     round_to: int | None = None  # None: the target's alignment
     ignore: list[str] = field(default_factory=list)
     head_ratio: float | None = None  # None: same as ratio
+    pruning_mode: str = "auto"  # auto | global | block-local (passes/prune_channels.py)
+    graph_budget_s: float = 30.0  # the whole-model graph's time budget (auto: then block-local; a block: 1/3)
+    graph_budget_gb: float = 4.0  # ... and its memory budget (GB above the start)
     sparsity: str | None = None  # "2:4" (N:M) or None
     permute: bool = False
     dynamic_batch: str | None = None  # "MIN,OPT,MAX": batch axis dynamic in ONNX, a TensorRT profile
@@ -48,6 +51,10 @@ class CompileOptions:
             raise user_error(f"head ratio {self.head_ratio} is outside [0, 1)")
         if self.criterion not in CRITERIA:
             raise user_error(f"unknown criterion {self.criterion!r}", f"use one of {', '.join(CRITERIA)}")
+        if self.pruning_mode not in PRUNING_MODES:
+            raise user_error(f"unknown pruning mode {self.pruning_mode!r}", f"use one of {', '.join(PRUNING_MODES)}")
+        if self.graph_budget_s <= 0 or self.graph_budget_gb <= 0:
+            raise user_error("graph-budget-s and graph-budget-gb must be > 0")
         if self.exporter not in ("torchscript", "dynamo"):
             raise user_error(f"unknown exporter {self.exporter!r}", "use torchscript or dynamo")
         for name in ("iterative_steps", "min_iters", "opset"):

@@ -24,7 +24,7 @@ from .measure import count_macs_params
 from .options import CompileOptions
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from .ownership import check_out_dir
-from .passes.prune_channels import PruneChannels, resolve_layers
+from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
 from .progress import Progress
 from .report import render_markdown
 from .targets import TARGETS
@@ -94,7 +94,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     check_model_runs(model, inputs)
     resolve_layers(model, options.ignore)
     prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
-                          options.round_to, options.ignore, options.head_ratio)
+                          options.round_to, options.ignore, options.head_ratio, options.pruning_mode,
+                          options.graph_budget_s, options.graph_budget_gb)
     sparsify = None
     if options.sparsity:
         from .passes.sparsity import SparsityPass, parse_pattern
@@ -173,6 +174,9 @@ def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work:
         facts.update({name: count_macs_params(m, inputs) for name, m in models.items() if name != "dense"})
     report["passes"] = ctx.records
     report["layers"] = ctx.records["prune_channels"]["layers"]
+    report["pruning_mode"], report["skipped"] = ctx.records["prune_channels"]["pruning_mode"], \
+        ctx.records["prune_channels"]["skipped"]
+    report["warnings"].extend(skipped_warnings(ctx.records["prune_channels"]))
 
     artifacts = driver.build(models, ctx, work, progress, report)
     for name in models:

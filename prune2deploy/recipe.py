@@ -27,6 +27,9 @@ Schema (every key optional; the flag each one stands for is on the right):
     iterative_steps = 1                            # --iterative-steps
     round_to = 8                                   # --round-to
     ignore = ["fc"]                                # --ignore (repeatable)
+    mode = "auto"                                  # --pruning-mode: auto | global | block-local
+    graph_budget_s = 30                            # --graph-budget-s (auto: whole-model graph time budget)
+    graph_budget_gb = 4                            # --graph-budget-gb (... and memory budget)
 
     [sparsity]
     pattern = "2:4"                                # --sparsity
@@ -129,6 +132,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("prune.iterative_steps", "int", "iterative_steps", "iterative_steps"),
     Key("prune.round_to", "int", "round_to", "round_to"),
     Key("prune.ignore", "list", "ignore", "ignore"),
+    Key("prune.mode", "str", "pruning_mode", "pruning_mode"),
+    Key("prune.graph_budget_s", "float", "graph_budget_s", "graph_budget_s"),
+    Key("prune.graph_budget_gb", "float", "graph_budget_gb", "graph_budget_gb"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),
     Key("sparsity.permute", "bool", "permute", "permute"),
     Key("sparsity.margin", "float", "sparsity_margin", "sparsity_margin"),

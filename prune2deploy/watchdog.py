@@ -20,7 +20,8 @@ POLL_S = 0.2
 
 HINTS = {
     "prune_channels": "torch-pruning's dependency graph can grow without bound on some architectures; "
-                      "--ignore the blocks it stalls on, or lower --iterative-steps",
+                      "lower --graph-budget-s so p2d prunes block by block sooner, --ignore the blocks it "
+                      "stalls on, or lower --iterative-steps",
     "load": "check the model file and inputs",
 }
 

@@ -121,3 +121,26 @@ def mlp_like() -> nn.Module:
     """An MLP whose hidden layers are eligible for 2:4 (widths multiples of 16), input [N, 64]."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+
+
+class _BusyWhenTraced(nn.Module):
+    """Runs normally without autograd; when traced with gradients it spins in Python (as torch-pruning's
+    group walk does on Swin), so a budget can interrupt it. No block of two layers to prune on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            import time
+
+            start = time.monotonic()
+            while time.monotonic() - start < 120:
+                pass
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def busy_when_traced() -> nn.Module:
+    return _BusyWhenTraced().eval()

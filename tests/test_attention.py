@@ -193,6 +193,74 @@ def test_head_count_is_torch_prunings_ceil_and_keeps_one_head():
     assert [_heads_to_remove(r, 10) for r in (0.0, 0.3, 0.34, 0.5, 0.99)] == [0, 3, 4, 5, 9]
 
 
+def test_pre_attn_dim_timm_replacement_forward_takes_every_argument():
+    """A timm Attention without attn_dim (older timm) gets a replacement forward; it takes attn_mask and
+    is_causal as timm's does, and matches the masked computation."""
+    torch.manual_seed(0)
+    model = TinyTimmViT().eval()
+    _prune(model, torch.randn(1, 16, 48), 0.5, 0.0, ignored=[model.head])
+    attn, x = model.blocks[0]["attn"], torch.randn(2, 16, 64)
+    causal = torch.ones(16, 16, dtype=torch.bool).tril()
+    with torch.no_grad():
+        assert torch.allclose(attn(x, is_causal=True), attn(x, attn_mask=causal), atol=1e-6)
+        assert not torch.allclose(attn(x, is_causal=True), attn(x), atol=1e-4)
+
+
+# ---------------------------------------------------------------- real timm (where it imports)
+
+@pytest.fixture(scope="module")
+def timm():
+    from prune2deploy.compat import import_optional
+
+    module = import_optional("timm")
+    if module is None:
+        pytest.skip("timm is not importable here")
+    return module
+
+
+def _real_timm_vit(timm, **kw):
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10,
+                             **kw).eval()
+
+
+# qk_norm: the per-head q/k LayerNorms are left alone and torch-pruning then keeps every head (a known
+# limitation); the model still prunes its MLP and residual width, runs and exports.
+@pytest.mark.parametrize("kw, heads", [({}, 2), ({"class_token": False, "global_pool": "avg"}, 2),
+                                       ({"qk_norm": True}, 4)])
+def test_real_timm_vit_keeps_its_own_forward(timm, kw, heads, tmp_path):
+    """Heads are removed by adjusting timm's own attributes; timm's own forward runs (any version's
+    arguments, e.g. is_causal), and the ONNX export agrees."""
+    model, x = _real_timm_vit(timm, **kw), torch.randn(1, 3, 32, 32)
+    _, records = _prune(model, x, 0.5, 0.5, ignored=[model.head])
+    assert [(r["heads_before"], r["heads_after"]) for r in records] == [(4, heads), (4, heads)]
+    attn = model.blocks[0].attn
+    assert "forward" not in attn.__dict__, "timm's own forward must stay"
+    assert attn.qkv.out_features == 3 * heads * 16 and attn.attn_dim == heads * 16
+    assert attn.proj.in_features == heads * 16 and model.blocks[0].mlp.fc1.out_features == 128
+    tokens = torch.randn(1, 5, attn.qkv.in_features)
+    with torch.no_grad():
+        assert attn(tokens, is_causal=True).shape == tokens.shape
+        assert model(x).shape == (1, 10)
+    assert _onnx_max_err(model, (x,), tmp_path) < 1e-4
+
+
+def test_real_timm_vit_through_the_pass_is_global(timm):
+    from prune2deploy.context import CompileContext, ExampleInputs
+    from prune2deploy.passes.prune_channels import PruneChannels
+
+    model, x = _real_timm_vit(timm), torch.randn(1, 3, 32, 32)
+    ctx = CompileContext(ExampleInputs((x,), {}))
+    p = PruneChannels(0.5, round_to=8)
+    record = p.run(model, ctx)
+    p.ensure(model, ctx)
+    assert record["pruning_mode"] == "global graph" and record["skipped"] == []
+    assert record["attention"]["kind"] == "timm-vit"
+    assert [b["heads_after"] for b in record["attention"]["blocks"]] == [2, 2]
+
+
 # ---------------------------------------------------------------- nn.MultiheadAttention
 
 def _encoder_model():

@@ -145,6 +145,10 @@ def plan_attention(model: nn.Module) -> AttentionPlan:
         # OutputPruner of last_hidden_state and config.hidden_size. The pooler is an output.
         plan.ignored_layers += [m for m in model.modules() if isinstance(m, nn.Embedding)]
         plan.ignored_layers += [m for n, m in model.named_modules() if n.split(".")[-1] == "pooler"]
+    for b in blocks:
+        if b.kind == "timm-vit":  # q/k norms work per head (head_dim wide): no channel of theirs is prunable
+            plan.ignored_layers += [n for n in (getattr(b.module, "q_norm", None), getattr(b.module, "k_norm", None))
+                                    if isinstance(n, nn.Module) and not isinstance(n, nn.Identity)]
     mha = [b for b in blocks if b.kind == "torch-mha"]
     if mha:
         # BasePruner must not touch the MHA groups (== residual stream): prune_heads does it head-aligned.
@@ -293,20 +297,25 @@ def _fix_torch_mha(block: _Block, model: nn.Module) -> dict:
 
 
 def _fix_timm_vit(block: _Block, model: nn.Module) -> dict:
+    """Set the module's own head attributes, so its own forward keeps working (timm >= 1.0 reads attn_dim).
+
+    Only an attention without ``attn_dim`` (older timm, which reshapes the heads' output to the INPUT width)
+    gets a replacement forward; it takes every argument timm's forward takes (attn_mask, is_causal).
+    """
     m = block.module
     heads = _heads_from(m.qkv.out_features // 3, block.head_dim, block)
     m.num_heads, m.head_dim = heads, block.head_dim
     if hasattr(m, "attn_dim"):
         m.attn_dim = heads * block.head_dim
-    if heads != block.heads and not getattr(m, "_p2d_forward", False):
-        # timm's forward reshapes the output to the INPUT width C; after head removal it is narrower.
+    elif heads != block.heads and not getattr(m, "_p2d_forward", False):
         m.forward = types.MethodType(_timm_attention_forward, m)
         m._p2d_forward = True
     return _record(block, heads, block.head_dim)
 
 
-def _timm_attention_forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """timm Attention.forward with the output reshaped to num_heads*head_dim instead of the input width."""
+def _timm_attention_forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                            is_causal: bool = False) -> torch.Tensor:
+    """Pre-attn_dim timm Attention.forward with the output reshaped to num_heads*head_dim."""
     B, N, _ = x.shape
     qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
@@ -314,9 +323,13 @@ def _timm_attention_forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Non
     drop = getattr(self, "attn_drop", None)
     p = drop.p if (drop is not None and self.training) else 0.0
     if getattr(self, "fused_attn", False):
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
     else:
         attn = (q * getattr(self, "scale", self.head_dim ** -0.5)) @ k.transpose(-2, -1)
+        if is_causal:
+            causal = torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
+            attn_mask = causal if attn_mask is None else attn_mask & causal if attn_mask.dtype == torch.bool \
+                else attn_mask.masked_fill(~causal, float("-inf"))
         if attn_mask is not None:
             attn = attn + attn_mask if attn_mask.dtype != torch.bool else attn.masked_fill(~attn_mask, float("-inf"))
         attn = attn.softmax(dim=-1)

@@ -10,6 +10,9 @@ import torch_pruning as tp
 from ..errors import P2DError, user_error
 from ..inputs import random_like
 from ..outputs import flatten_outputs, output_shapes
+from .block_local import prune_blocks
+from .degrade import Snapshot, first_line, prune_group_by_group
+from .graph_budget import DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "random")
 GRADIENT_CRITERIA = ("taylor", "hessian")
@@ -75,14 +78,25 @@ def output_layers(DG) -> list[nn.Module]:
     return producers
 
 
+MODES = ("auto", "global", "block-local")
+BLOCK_BUDGET_SHARE = 3  # a block's graph gets a third of the whole model's time budget
+
+
 class PruneChannels:
-    """Remove a ratio of channels (and whole attention heads) by importance, aligned to round_to."""
+    """Remove a ratio of channels (and whole attention heads) by importance, aligned to round_to.
+
+    The whole model's dependency graph is built under a budget (graph_budget_s seconds, graph_budget_gb GB);
+    when it is too costly or cannot be built, mode "auto" prunes block by block and mode "global" refuses;
+    "block-local" never builds the whole graph. Groups whose pruning breaks
+    the model are left unpruned and listed in the record's `skipped`.
+    """
 
     name = "prune_channels"
 
     def __init__(self, ratio: float, criterion: str = "l1", global_pruning: bool = False,
                  iterative_steps: int = 1, round_to: int | None = None, ignore: list[str] = (),
-                 head_ratio: float | None = None):
+                 head_ratio: float | None = None, mode: str = "auto",
+                 graph_budget_s: float = DEFAULT_SECONDS, graph_budget_gb: float = DEFAULT_GB):
         if not 0.0 <= ratio < 1.0:
             raise user_error(f"--ratio {ratio} is outside [0, 1)", "e.g. --ratio 0.5 removes half the channels")
         if criterion not in CRITERIA:
@@ -91,47 +105,150 @@ class PruneChannels:
             raise user_error(f"--iterative-steps {iterative_steps} must be >= 1")
         if round_to is not None and round_to < 1:
             raise user_error(f"--round-to {round_to} must be >= 1")
+        if mode not in MODES:
+            raise user_error(f"unknown pruning mode {mode!r}", f"use one of {', '.join(MODES)}")
         self.ratio, self.criterion, self.global_pruning = ratio, criterion, global_pruning
         self.iterative_steps, self.round_to, self.ignore = iterative_steps, round_to, list(ignore)
         self.head_ratio = ratio if head_ratio is None else head_ratio
+        self.mode, self.graph_budget_s, self.graph_budget_gb = mode, graph_budget_s, graph_budget_gb
 
     def run(self, model: nn.Module, ctx) -> dict:
-        from .attention import plan_attention
-
         inputs = ctx.example_inputs
         was_training = model.training
         ignored = resolve_layers(model, self.ignore)
         before = layer_widths(model)
-        shapes_before = output_shapes(_forward(model, inputs))
-        attention = plan_attention(model)
-        attention.prune_heads(model, inputs.kwargs or inputs.args, self.head_ratio)  # MHA: torch-pruning can't
-        importance = make_importance(self.criterion)
+        self._shapes_before = output_shapes(_forward(model, inputs))
+        outcome = None if self.mode == "block-local" else self._prune_global(model, ctx, ignored)
+        if outcome is None or "fallback" in outcome:
+            fallback = outcome["fallback"] if outcome else "--pruning-mode block-local"
+            outcome = self._prune_block_local(model, ctx, ignored)
+            outcome["why"] = fallback
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)  # torch-pruning leaves some submodules in training mode
+        _refuse_if_nothing_pruned(outcome, self.ratio)
+        after = layer_widths(model)
+        return {
+            "ratio": self.ratio, "criterion": self.criterion, "global": self.global_pruning,
+            "iterative_steps": self.iterative_steps, "round_to": self.round_to,
+            "ignored": self.ignore, "kept_for_outputs": outcome["kept"],
+            "pruning_mode": outcome["mode"], "pruning_mode_reason": outcome.get("why"),
+            "skipped": outcome["skipped"], "blocks": outcome.get("blocks"),
+            "split_blocks": outcome.get("split_blocks"),
+            "attention": {"kind": outcome["attention_kind"], "blocks": outcome["heads"]},
+            "layers": [{"name": n, **{f"{k}_before": v for k, v in w.items() if k != "type"},
+                        **{f"{k}_after": v for k, v in after.get(n, w).items() if k != "type"},
+                        "type": w["type"]} for n, w in before.items()],
+        }
+
+    def _graph(self, module: nn.Module, example, ignored: list, importance=None):
+        """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width."""
+        from .attention import plan_attention
+
+        attention = plan_attention(module)
+        attention.prune_heads(module, example, self.head_ratio)  # MHA: torch-pruning can't
         pruner = tp.pruner.BasePruner(
-            model, example_inputs=inputs.kwargs or inputs.args, importance=importance,
+            module, example_inputs=example, importance=importance or make_importance(self.criterion),
             pruning_ratio=self.ratio, global_pruning=self.global_pruning,
             iterative_steps=self.iterative_steps, round_to=self.round_to,
             ignored_layers=ignored + list(attention.ignored_layers),
             **attention.pruner_kwargs(self.head_ratio))
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
+        return attention, pruner, kept
+
+    def _steps(self, module, pruner, ctx, check) -> tuple[int, list[dict]]:
+        """All pruning steps; group by group with rollback when `check` is given.
+
+        Returns (groups pruned, skipped groups); without `check` every group counts as pruned.
+        """
+        pruned, skipped = 0, []
         for _ in range(self.iterative_steps):
-            if self.criterion in GRADIENT_CRITERIA:
-                accumulate_gradients(model, importance, self.criterion, ctx)
-            pruner.step()
-        model.zero_grad(set_to_none=True)
+            if self.criterion in GRADIENT_CRITERIA and ctx is not None:
+                accumulate_gradients(module, pruner.importance, self.criterion, ctx)
+            if check is None:
+                for group in pruner.step(interactive=True):
+                    group.prune()
+                    pruned += 1
+            else:
+                done, failed = prune_group_by_group(pruner.step(interactive=True), module, check)
+                pruned, skipped = pruned + done, skipped + failed
+        return pruned, skipped
+
+    def _prune_global(self, model, ctx, ignored) -> dict:
+        """The whole model's graph, within the budget; {"fallback": why} when it is too costly or cannot be
+        built (mode auto; mode global refuses instead)."""
+        inputs = ctx.example_inputs
+        example = inputs.kwargs or inputs.args
+        snapshot = Snapshot(model)
+        try:
+            with GraphBudget(self.graph_budget_s, self.graph_budget_gb, "the whole model's dependency graph"):
+                attention, pruner, kept = self._graph(model, example, ignored)
+        except (GraphTooCostly, Exception) as exc:
+            if isinstance(exc, P2DError):
+                raise
+            why = str(exc) if isinstance(exc, GraphTooCostly) else \
+                f"torch-pruning cannot trace the whole model ({first_line(exc)})"
+            snapshot.restore()
+            if self.mode == "global":
+                raise user_error(f"global pruning is not possible: {why}",
+                                 "use --pruning-mode auto (block-local), or --ignore the layers involved") from exc
+            return {"fallback": why}
+        check = self._checker(model, inputs, attention)
+        try:
+            pruned = self._steps(model, pruner, ctx, None)[0]
+            broken = check()
+        except P2DError:
+            raise
+        except Exception as exc:
+            broken = f"torch-pruning: {first_line(exc)}"
+        skipped = []
+        if broken:  # find the groups responsible: prune again one group at a time, keeping those that work
+            snapshot.restore()
+            attention, pruner, kept = self._graph(model, example, ignored)
+            pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention))
         heads = attention.fix_up(model)
-        model.train(was_training)  # torch-pruning leaves some submodules in training mode
-        self._shapes_before = shapes_before
-        after = layer_widths(model)
-        return {
-            "ratio": self.ratio, "criterion": self.criterion, "global": self.global_pruning,
-            "iterative_steps": self.iterative_steps, "round_to": self.round_to,
-            "ignored": self.ignore, "kept_for_outputs": _names(model, kept),
-            "attention": {"kind": attention.kind, "blocks": heads},
-            "layers": [{"name": n, **{f"{k}_before": v for k, v in w.items() if k != "type"},
-                        **{f"{k}_after": v for k, v in after.get(n, w).items() if k != "type"},
-                        "type": w["type"]} for n, w in before.items()],
-        }
+        return {"mode": "global graph", "skipped": skipped, "pruned": pruned > 0, "kept": _names(model, kept),
+                "attention_kind": attention.kind, "heads": heads}
+
+    def _prune_block_local(self, model, ctx, ignored) -> dict:
+        """Prune inside each block, tracing the block alone; the blocks' outputs keep their width."""
+        importance = make_importance(self.criterion)  # one for all blocks: Hessian keeps what it accumulated
+        if self.criterion in GRADIENT_CRITERIA:
+            accumulate_gradients(model, importance, self.criterion, ctx)
+        kinds, heads, skipped, kept = [], [], [], []
+        block_names = {id(m): n for n, m in model.named_modules()}
+        pruned = []
+
+        def prune_one(block, args, kwargs):
+            attention, pruner, block_kept = self._graph(block, kwargs or args, ignored, importance)
+            check = self._checker(block, _Call(args, kwargs), attention)
+            prefix = block_names[id(block)]
+            count, block_skipped = self._steps(block, pruner, ctx=None, check=check)
+            pruned.append(count)
+            skipped.extend({**item, "group": f"{prefix}.{item['group']}"} for item in block_skipped)
+            heads.extend({**h, "name": f"{prefix}.{h['name']}"} for h in attention.fix_up(block))
+            kinds.append(attention.kind)
+            kept.extend(f"{prefix}.{n}" for n in _names(block, block_kept))
+
+        record = prune_blocks(model, ctx.example_inputs, prune_one, self.graph_budget_s / BLOCK_BUDGET_SHARE,
+                              self.graph_budget_gb)
+        kinds = [k for k in dict.fromkeys(kinds) if k != "none"]
+        return {"mode": "block-local", "skipped": record["skipped"] + skipped, "pruned": sum(pruned) > 0,
+                "blocks": record["blocks"], "split_blocks": record["split"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
+                "heads": heads}
+
+    def _checker(self, module, inputs, attention):
+        """check() -> why `module` is broken now (fails to run, output shapes changed), or None."""
+        shapes_before = output_shapes(_forward(module, inputs))
+
+        def check() -> str | None:
+            try:
+                attention.fix_up(module)
+                shapes = output_shapes(_forward(module, inputs))
+            except Exception as exc:
+                return f"the pruned model no longer runs: {first_line(exc)}"
+            return None if shapes == shapes_before else f"output shapes changed: {shapes_before} -> {shapes}"
+        return check
 
     def ensure(self, model: nn.Module, ctx) -> None:
         try:
@@ -150,6 +267,40 @@ class PruneChannels:
                     if after != before and after % self.round_to:
                         raise P2DError(f"{layer['name']}: pruned {side} width {after} is not a multiple of "
                                        f"round_to={self.round_to}")
+
+
+class _Call:
+    """Positional and keyword inputs of one block call, with the `call` of ExampleInputs."""
+
+    def __init__(self, args, kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def call(self, module):
+        return module(*self.args, **self.kwargs)
+
+
+def _refuse_if_nothing_pruned(outcome: dict, ratio: float) -> None:
+    """One line, exit 2, when pruning was asked for and every group (or block) had to be left alone."""
+    if outcome["pruned"] or ratio == 0:
+        return
+    if outcome["skipped"]:
+        first = outcome["skipped"][0]
+        why = f"{first['group']}: {first['reason']}"
+    elif outcome["mode"] == "block-local":
+        why = f"{outcome.get('why')}, and the model has no block of two or more layers to prune on its own"
+    else:
+        return
+    raise user_error(f"nothing could be pruned ({outcome['mode']}): {why}",
+                     "--ignore the layers named, or pass a model whose blocks torch-pruning can trace")
+
+
+def skipped_warnings(record: dict) -> list[str]:
+    """What the user must hear on stderr: a fallback to block-local pruning, and every group left unpruned."""
+    lines = []
+    if record.get("pruning_mode") == "block-local" and record.get("pruning_mode_reason"):
+        lines.append(f"pruned block by block: {record['pruning_mode_reason']}")
+    lines += [f"left unpruned: {s['group']}: {s['reason']}" for s in record.get("skipped", [])]
+    return lines
 
 
 def _forward(model, inputs):

@@ -1,0 +1,157 @@
+"""Zoo: does `p2d compile <library>:<name> --ratio 0.5` work on what users bring? (not CI; long)
+
+Every torchvision classification model that builds here and a dozen timm models, RANDOM weights
+(`weights=None` / `pretrained=False`; nothing downloads), batch 1, target ort-cpu. Each model is one
+`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb and --stage-timeout:
+
+  * status: compiled (whole-model graph, nothing skipped), compiled block-local, degraded (groups left
+    unpruned, listed in report.json `skipped`), refused (exit 2, one line), internal error (exit 1),
+    killed (ran past the row's time limit);
+  * MAC reduction, speedup (dense p50 / pruned p50 from p2d's interleaved benchmark), verification
+    (ONNX vs torch), wall time and peak RSS of the compile process.
+
+Input sizes: models with a fixed input size (ViT, MaxViT, timm ViT/DeiT/Swin) get it (224, or the
+timm model's own); the others get --size (default 224; smaller sizes run faster and say so in the table).
+
+Usage: python benchmarks/zoo.py [--models torchvision:resnet18,timm:vit_tiny_patch16_224] [--size 224]
+       [--bench-seconds 2] [--limit N] [--quick]
+Writes benchmarks/results/zoo.json and zoo.md (rows are appended to the JSON as they finish, so an
+interrupted sweep keeps what it measured).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+ROW_TIMEOUT_S = 600
+MAX_MEMORY_GB = 6
+STAGE_TIMEOUT_S = 240
+TIMM_MODELS = (
+    "vit_tiny_patch16_224", "deit_tiny_patch16_224", "vit_small_patch16_224", "swin_tiny_patch4_window7_224",
+    "convnext_atto", "efficientnet_b0", "mobilenetv3_small_100", "regnety_002", "resnet18", "levit_128s",
+    "mobilevit_xxs", "ghostnet_100", "cait_xxs24_224", "densenet121",
+)
+FIXED_224 = ("vit_", "maxvit_", "swin_")  # torchvision models whose input size is part of the architecture
+QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tiny_patch16_224",
+         "torchvision:swin_t")
+
+
+def torchvision_models() -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from prune2deploy.compat import import_torchvision
+
+    tv = import_torchvision()
+    if tv is None:
+        return []
+    return [f"torchvision:{n}" for n in sorted(tv.models.list_models(module=tv.models))]
+
+
+def input_size(spec: str, size: int) -> int:
+    lib, name = spec.split(":", 1)
+    if lib == "torchvision":
+        return 224 if name.startswith(FIXED_224) else max(size, 75 if name == "inception_v3" else size)
+    return int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1] in ("224", "256", "384") else size
+
+
+def run_one(spec: str, size: int, bench_seconds: float) -> dict:
+    """One `p2d compile` subprocess; its exit code, report and resource use."""
+    s = input_size(spec, size)
+    with tempfile.TemporaryDirectory(prefix="p2d-zoo-") as tmp:
+        out = Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "prune2deploy", "compile", spec, "--input-shape", f"1,3,{s},{s}",
+               "--ratio", "0.5", "--out", str(out), "--no-cache", "--bench-seconds", str(bench_seconds),
+               "--max-memory-gb", str(MAX_MEMORY_GB), "--stage-timeout", str(STAGE_TIMEOUT_S)]
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1"})
+        try:
+            stdout, stderr = proc.communicate(timeout=ROW_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        wall = time.perf_counter() - started
+        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1)}
+        report_path = out / "report.json"
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+        row["peak_rss_mb"] = report.get("peak_rss_mb") if report else None  # the compile process's own
+    row.update(_classify(proc.returncode, report, stderr))
+    return row
+
+
+def _classify(code: int | None, report: dict | None, stderr: str) -> dict:
+    lines = [line for line in stderr.splitlines() if line.startswith(("error:", "internal error:"))]
+    if code == 0 and report:
+        skipped = report.get("skipped", [])
+        mode = report.get("pruning_mode")
+        status = "degraded" if skipped else ("compiled block-local" if mode == "block-local" else "compiled")
+        return {"status": status, "pruning_mode": mode, "skipped": len(skipped),
+                "skipped_groups": [f"{s['group']}: {s['reason']}" for s in skipped][:10],
+                "mac_reduction": report.get("mac_reduction"), "speedup": report.get("speedup"),
+                "verified": report["verification"]["passed"],
+                "max_rel_err": report["verification"]["max_rel_err"]}
+    status = {2: "refused", 1: "internal error"}.get(code, "killed")
+    last = lines[-1] if lines else (stderr.strip().splitlines() or [""])[-1]
+    return {"status": status, "message": last[:300]}
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    out = [f"Zoo sweep {meta['date']} on {meta['machine']} (ratio 0.5, ort-cpu, random weights, "
+           f"benchmark {meta['bench_seconds']} s per compile)", "",
+           "| model | input | status | mode | skipped groups | MAC reduction | speedup | verified | wall s | peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = (lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-")
+        out.append(f"| {r['model']} | {r['input']} | {r['status']} | {r.get('pruning_mode') or '-'} | "
+                   f"{r.get('skipped', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
+                   f"{fmt(r.get('speedup'), '{:.2f}x')} | {r.get('verified', '-')} | {r['wall_s']} | "
+                   f"{r.get('peak_rss_mb') or '-'} |")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    ok = sum(v for k, v in counts.items() if k in ("compiled", "compiled block-local", "degraded"))
+    out += ["", f"{ok}/{len(rows)} compile with verified numerics ("
+            + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")"]
+    notes = [f"- {r['model']}: {r['message']}" for r in rows if r.get("message")]
+    return "\n".join(out + ([""] + notes if notes else [])) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", help="comma-separated LIB:NAME (default: all torchvision + the timm list)")
+    ap.add_argument("--size", type=int, default=224, help="input size for models without a fixed one")
+    ap.add_argument("--bench-seconds", type=float, default=2.0)
+    ap.add_argument("--limit", type=int, help="only the first N models")
+    ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    models = (args.models.split(",") if args.models else list(QUICK) if args.quick
+              else torchvision_models() + [f"timm:{n}" for n in TIMM_MODELS])
+    models = models[:args.limit] if args.limit else models
+    meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "bench_seconds": args.bench_seconds, "size": args.size}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for spec in models:
+        row = run_one(spec, args.size, args.bench_seconds)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        (out / "zoo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        (out / "zoo.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""A representative subset of what users bring (real torchvision/timm modules, small inputs), so that
+coverage of real architectures cannot silently regress. The full sweep is benchmarks/zoo.py."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prune2deploy.compat import import_optional
+from prune2deploy.context import CompileContext, ExampleInputs
+from prune2deploy.measure import count_macs_params
+from prune2deploy.passes.prune_channels import PruneChannels, layer_widths
+
+
+@pytest.fixture(scope="module")
+def tv():
+    module = import_optional("torchvision")
+    if module is None:
+        pytest.skip("torchvision is not importable here")
+    return module
+
+
+def _prune(model, x, **kw):
+    ctx = CompileContext(ExampleInputs((x,), {}))
+    p = PruneChannels(**{"ratio": 0.5, "round_to": 8, **kw})
+    with torch.no_grad():
+        dense_shape = model(x).shape
+    macs0 = count_macs_params(model, ctx.example_inputs)[0]
+    record = p.run(model, ctx)
+    p.ensure(model, ctx)  # runs, same output shapes, widths aligned
+    with torch.no_grad():
+        assert model(x).shape == dense_shape
+    return record, macs0 / count_macs_params(model, ctx.example_inputs)[0]
+
+
+def test_tiny_swin_block_local_prunes_mlps_and_keeps_the_stream(tv):
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2, 2], num_heads=[2, 4],
+                            window_size=[4, 4], num_classes=10).eval()
+    before = layer_widths(model)
+    record, reduction = _prune(model, torch.randn(1, 3, 32, 32), mode="block-local")
+    after = layer_widths(model)
+    assert record["pruning_mode"] == "block-local"
+    assert "features.1.0.mlp" in record["blocks"] or "features.1.0" in record["blocks"]
+    assert after["features.1.0.mlp.0"]["out"] == before["features.1.0.mlp.0"]["out"] // 2  # 128 -> 64
+    assert after["features.1.0.mlp.3"]["out"] == before["features.1.0.mlp.3"]["out"]  # residual stream kept
+    assert after["features.0.0"] == before["features.0.0"]  # the patch embedding is outside every block
+    assert reduction > 1.2
+
+
+def test_tiny_maxvit_block_local(tv):
+    from torchvision.models.maxvit import MaxVit
+
+    torch.manual_seed(0)
+    model = MaxVit(input_size=(32, 32), stem_channels=16, partition_size=2, block_channels=[32, 64],
+                   block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10).eval()
+    # torch-pruning's walk over MaxViT's relative-position attention does not end, even this small: a short
+    # budget sends each block to its parts (MBConv, the MLPs are pruned; the attention is left, reported)
+    record, reduction = _prune(model, torch.randn(1, 3, 32, 32), mode="block-local", graph_budget_s=3)
+    assert record["pruning_mode"] == "block-local"
+    assert "blocks.0.layers.0.layers.window_attention.mlp_layer" in record["blocks"]
+    assert "blocks.0.layers.0.layers.MBconv" in record["blocks"]
+    assert any("attn_layer" in s["group"] and "took over 1 s" in s["reason"] for s in record["skipped"])
+    assert {"block": "blocks.0", "reason": "the block's dependency graph took over 1 s"} in record["split_blocks"]
+    assert reduction > 1.2
+
+
+def test_shufflenet_cli_degrades_with_an_account(tv, p2d, tmp_path):
+    """torch-pruning cannot build ShuffleNet's whole graph (channel shuffle): p2d prunes block by block,
+    leaves the groups that break unpruned, says so on stderr and in report.json, and verifies the ONNX."""
+    r = p2d("compile", "torchvision:shufflenet_v2_x0_5", "--input-shape", "1,3,64,64", "--out", "out",
+            "--no-benchmark", "--no-cache")
+    assert r.code == 0, r.stderr
+    assert "internal error" not in r.stderr
+    assert "warning: pruned block by block: torch-pruning cannot trace the whole model" in r.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["pruning_mode"] == "block-local"
+    assert report["verification"]["passed"]
+    assert report["mac_reduction"] > 1.2
+    for item in report["skipped"]:
+        assert item["group"] and item["reason"]
+        assert f"warning: left unpruned: {item['group']}: " in r.stderr
+
+
+def test_shufflenet_global_mode_is_one_line(tv, p2d, tmp_path):
+    from helpers import assert_user_error
+
+    r = p2d("compile", "torchvision:shufflenet_v2_x0_5", "--input-shape", "1,3,64,64", "--out", "out",
+            "--no-benchmark", "--pruning-mode", "global")
+    assert_user_error(r, "global pruning is not possible", "ZeroDivisionError", "--pruning-mode auto")
+    assert not (tmp_path / "out").exists()
