@@ -10,8 +10,8 @@ Every torchvision classification model that builds here and a dozen timm models,
   * MAC reduction, speedup (dense p50 / pruned p50 from p2d's interleaved benchmark), verification
     (ONNX vs torch), wall time and peak RSS of the compile process.
 
-Input sizes: models with a fixed input size (ViT, MaxViT, timm ViT/DeiT/Swin) get it (224, or the
-timm model's own); the others get --size (default 224; smaller sizes run faster and say so in the table).
+Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin) and every timm model get 224;
+the other torchvision models get --size (default 224; smaller sizes run faster; the table says which).
 
 Usage: python benchmarks/zoo.py [--models torchvision:resnet18,timm:vit_tiny_patch16_224] [--size 224]
        [--bench-seconds 2] [--limit N] [--quick]
@@ -60,7 +60,7 @@ def input_size(spec: str, size: int) -> int:
     lib, name = spec.split(":", 1)
     if lib == "torchvision":
         return 224 if name.startswith(FIXED_224) else max(size, 75 if name == "inception_v3" else size)
-    return int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1] in ("224", "256", "384") else size
+    return 224  # timm: many models fix their input size (ViT, Swin, LeViT, CaiT); 224 is every listed one's
 
 
 def run_one(spec: str, size: int, bench_seconds: float) -> dict:

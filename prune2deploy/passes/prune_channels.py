@@ -206,6 +206,10 @@ class PruneChannels:
             snapshot.restore()
             attention, pruner, kept = self._graph(model, example, ignored)
             pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention))
+            if not pruned and skipped and self.mode == "auto":
+                snapshot.restore()
+                first = skipped[0]
+                return {"fallback": f"the whole model's graph could prune nothing ({first['group']}: {first['reason']})"}
         heads = attention.fix_up(model)
         return {"mode": "global graph", "skipped": skipped, "pruned": pruned > 0, "kept": _names(model, kept),
                 "attention_kind": attention.kind, "heads": heads}
