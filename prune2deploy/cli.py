@@ -28,7 +28,7 @@ def cmd_compile(args) -> int:
 
     from .errors import P2DError
     from .gates import parse_gate, raise_if_failed
-    from .inputs import build_example_inputs, load_calibration
+    from .inputs import build_example_inputs
     from .junit import append_step_summary, write_junit_runs
     from .loading import load_model
     from .pipeline import compile
@@ -44,13 +44,12 @@ def cmd_compile(args) -> int:
         loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
         inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs,
                                       seed=args.seed or 0)
-        calib = load_calibration(args.calib_data, inputs) if args.calib_data else []
     out_root = Path(args.out or Path("p2d-out") / loaded.name)
     runs, first_error, summaries = [], None, []
     for target, opts in options.items():
         out_dir = out_root if len(options) == 1 else out_root / target
         try:
-            result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name, calib_batches=calib,
+            result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name,
                              progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates)
             report, results = result.report, result.gate_results
@@ -224,7 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterative-steps", type=int, default=1, help="prune in N steps; default 1")
     p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
-    p.add_argument("--calib-data", metavar="FILE", help="inputs or (inputs, labels) for taylor/hessian")
+    p.add_argument("--data", metavar="SPEC", help="real samples: FILE.pt, FILE.npz, module:callable, file.py:callable, "
+                   "text:FILE or images:DIR; a --val-split of it is held out for the accuracy metric")
+    p.add_argument("--val-data", metavar="SPEC", help="validation samples (same forms); default: held out of --data")
+    p.add_argument("--val-split", type=float, help="fraction of --data held out (seeded) when no --val-data; "
+                   "default 0.1")
+    p.add_argument("--calib-data", metavar="SPEC", help="samples for taylor/hessian (same forms); default: the "
+                   "first batches of --data")
+    p.add_argument("--metric", help="top1 | cosine | module:callable(model, batches) -> float; default top1 "
+                   "with labels and class scores, else cosine to the dense model")
+    p.add_argument("--batch-size", type=int, help="samples per batch of data; default 32")
+    p.add_argument("--max-length", type=int, help="text: tokens per sentence at most; default 128")
+    p.add_argument("--image-size", metavar="H[,W]", help="images: resize to this (default: the input's size)")
+    p.add_argument("--image-mean", metavar="M[,M,M]", help="images: per-channel mean after scaling to [0, 1]")
+    p.add_argument("--image-std", metavar="S[,S,S]", help="images: per-channel std after the mean")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
     p.add_argument("--exporter", default="torchscript", help="torch.onnx exporter: torchscript | dynamo")

@@ -31,6 +31,17 @@ class CompileOptions:
     bench_seconds: float = 8.0
     seed: int = 0
     skip_benchmark: bool = False
+    # data and accuracy (data.py, metrics.py): specs are FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
+    data: str | None = None  # training/calibration data
+    val_data: str | None = None  # validation data; None: a val_split fraction of `data` is held out
+    val_split: float = 0.1
+    calib_data: str | None = None  # Taylor/Hessian gradients; None: the first batches of `data`
+    batch_size: int = 32
+    max_length: int = 128  # text: tokens per sentence at most
+    image_size: str | None = None  # images: "224" or "H,W"; None: the example input's size
+    image_mean: str | None = None  # images: per-channel mean subtracted after scaling to [0, 1], "0.485,0.456,0.406"
+    image_std: str | None = None  # images: per-channel divisor after the mean
+    metric: str | None = None  # top1 | cosine | module:callable; None: top1 with labels and class scores, else cosine
 
     def validate(self) -> "CompileOptions":
         from .targets import TARGETS
@@ -58,6 +69,7 @@ class CompileOptions:
             raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
         if self.dynamic_batch is not None:
             self.batch_profile()
+        self._validate_data()
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:
@@ -65,6 +77,23 @@ class CompileOptions:
 
             parse_pattern(self.sparsity)
         return self
+
+    def _validate_data(self) -> None:
+        if not isinstance(self.val_split, (int, float)) or not 0.0 <= self.val_split < 1.0:
+            raise user_error(f"val-split {self.val_split} is outside [0, 1)", "e.g. --val-split 0.1 holds out 10%")
+        for name in ("batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise user_error(f"{name.replace('_', '-')} must be >= 1")
+        if self.metric is not None and self.metric not in ("top1", "cosine") and ":" not in self.metric:
+            raise user_error(f"unknown metric {self.metric!r}", "use top1, cosine or module:callable")
+        from .data_images import parse_channels, parse_size
+
+        if self.image_size is not None:
+            parse_size(self.image_size)
+        if self.image_mean is not None:
+            parse_channels(self.image_mean, "image-mean")
+        if self.image_std is not None and any(v <= 0 for v in parse_channels(self.image_std, "image-std")):
+            raise user_error(f"image-std {self.image_std!r} must be > 0 for every channel")
 
     def batch_profile(self) -> tuple[int, int, int] | None:
         """--dynamic-batch MIN,OPT,MAX as integers (1 <= MIN <= OPT <= MAX)."""

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__, cache
+from .accuracy import measure_accuracy, prepare_data
 from .context import CompileContext, ExampleInputs
 from .errors import MissingDependency, VerificationError, user_error
 from .inputs import check_model_runs, random_like
@@ -79,10 +80,11 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     out_dir = Path(out_dir or Path("p2d-out") / model_name)
     model = model.eval()
     torch.manual_seed(options.seed)
-    calib_batches = calib_batches or []
 
     # Everything that can be the user's fault is checked before anything is written.
     check_model_runs(model, inputs)
+    with progress.stage("data", "loading data"):
+        data = prepare_data(options, model, inputs, calib_batches)
     resolve_layers(model, options.ignore)
     check_writable(out_dir)
     prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
@@ -95,7 +97,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)
     driver = _driver(spec)
     cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
-    key = cache.cache_key(model, inputs, options, calib_batches, tool_versions()) \
+    key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
         if use_cache and spec.backend != "torch_cuda" else None
 
     with locked(out_dir), workspace() as work:
@@ -109,7 +111,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             models = {name: None for name in report["models"]}
             report["cache"] = {"hit": True, "key": key, "reused": sorted(artifacts)}
         else:
-            report, models, artifacts = _build(model, inputs, options, calib_batches, driver, prune, sparsify,
+            report, models, artifacts = _build(model, inputs, options, data, driver, prune, sparsify,
                                                work, progress, model_name)
             report["cache"] = {"hit": False, "key": key}
             if key:
@@ -147,8 +149,9 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     return result
 
 
-def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work: Path, progress, model_name):
+def _build(model, inputs, options, data, driver, prune, sparsify, work: Path, progress, model_name):
     """Passes, export and verification: everything the cache can stand in for."""
+    calib_batches = data.calib
     ctx = CompileContext(inputs, options, calib_batches)
     report = _new_report(options, model_name)
     report["device"] = driver.device()
@@ -164,6 +167,9 @@ def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work:
         models["pruned_2to4"] = sparse.eval()
     with progress.stage("measure_pruned", "measuring pruned model"):
         facts.update({name: count_macs_params(m, inputs) for name, m in models.items() if name != "dense"})
+    if data.metric:
+        with progress.stage("accuracy", f"measuring {data.metric.name} on validation data"):
+            measure_accuracy(report, data.metric, models, data.val, data.description)
     report["passes"] = ctx.records
     report["layers"] = ctx.records["prune_channels"]["layers"]
 

@@ -8,7 +8,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     trust_pickle = false                           # --trust-pickle
     out = "p2d-out/small_resnet"                   # --out
     targets = ["ort-cpu", "trt-ampere"]            # --target; several targets in one compile
-    calib_data = "calib.pt"                        # --calib-data
+    calib_data = "calib.pt"                        # --calib-data (same forms as [data] train)
     seed = 0                                       # --seed
     cache_dir = ".p2d-cache"                       # --cache-dir
     no_cache = false                               # --no-cache
@@ -26,6 +26,17 @@ Schema (every key optional; the flag each one stands for is on the right):
     iterative_steps = 1                            # --iterative-steps
     round_to = 8                                   # --round-to
     ignore = ["fc"]                                # --ignore (repeatable)
+
+    [data]
+    train = "train.pt"                             # --data: FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
+    val = "val.pt"                                 # --val-data (default: held out of train)
+    val_split = 0.1                                # --val-split, in [0, 1)
+    batch_size = 32                                # --batch-size
+    max_length = 128                               # --max-length (text)
+    image_size = "224"                             # --image-size (images; "H,W")
+    image_mean = "0.485,0.456,0.406"               # --image-mean (images)
+    image_std = "0.229,0.224,0.225"                # --image-std (images)
+    metric = "top1"                                # --metric: top1 | cosine | module:callable
 
     [sparsity]
     pattern = "2:4"                                # --sparsity
@@ -107,7 +118,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("trust_pickle", "bool", "trust_pickle"),
     Key("out", "str", "out"),
     Key("targets", "list", "target"),
-    Key("calib_data", "str", "calib_data"),
+    Key("calib_data", "str", "calib_data", "calib_data"),
     Key("seed", "int", "seed", "seed", check=_at_least(0)),
     Key("cache_dir", "str", "cache_dir"),
     Key("no_cache", "bool", "no_cache"),
@@ -121,6 +132,15 @@ SCHEMA: tuple[Key, ...] = (
     Key("prune.iterative_steps", "int", "iterative_steps", "iterative_steps"),
     Key("prune.round_to", "int", "round_to", "round_to"),
     Key("prune.ignore", "list", "ignore", "ignore"),
+    Key("data.train", "str", "data", "data"),
+    Key("data.val", "str", "val_data", "val_data"),
+    Key("data.val_split", "float", "val_split", "val_split"),
+    Key("data.batch_size", "int", "batch_size", "batch_size"),
+    Key("data.max_length", "int", "max_length", "max_length"),
+    Key("data.image_size", "str", "image_size", "image_size"),
+    Key("data.image_mean", "str", "image_mean", "image_mean"),
+    Key("data.image_std", "str", "image_std", "image_std"),
+    Key("data.metric", "str", "metric", "metric"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),
     Key("sparsity.permute", "bool", "permute", "permute"),
     Key("export.exporter", "str", "exporter", "exporter"),
