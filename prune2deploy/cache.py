@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 # Settings that change only the benchmark, not the artifacts.
-BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark")
+BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark",
+              "resume")  # resuming a recovery gives the same weights as not being interrupted
 CACHED = ("report.json", "verification_data.pt")  # besides the model artifacts
 
 

@@ -26,6 +26,7 @@ def cmd_compile(args) -> int:
     """
     from pathlib import Path
 
+    from . import distributed
     from .errors import P2DError
     from .gates import parse_gate, raise_if_failed
     from .inputs import build_example_inputs
@@ -53,6 +54,8 @@ def cmd_compile(args) -> int:
                              progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates)
             report, results = result.report, result.gate_results
+            if not distributed.is_main():
+                return 0  # torchrun: rank 0 reports
         except P2DError as exc:
             if len(options) == 1 or exc.exit_code != 2 or not getattr(exc, "report", None):
                 raise
@@ -237,6 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", metavar="H[,W]", help="images: resize to this (default: the input's size)")
     p.add_argument("--image-mean", metavar="M[,M,M]", help="images: per-channel mean after scaling to [0, 1]")
     p.add_argument("--image-std", metavar="S[,S,S]", help="images: per-channel std after the mean")
+    p.add_argument("--recover", help="kd | finetune | none: distil the pruned model from the dense one on --data "
+                   "(after BatchNorm re-estimation); default kd with --data, else none")
+    p.add_argument("--lr", type=float, help="recovery: AdamW peak learning rate (warm-up, cosine decay); default 5e-4")
+    p.add_argument("--epochs", type=int, help="recovery: passes over --data at most; default 5 (early stop on the "
+                   "validation metric)")
+    p.add_argument("--max-steps", type=int, help="recovery: optimiser steps at most")
+    p.add_argument("--recover-minutes", type=float, help="recovery: wall-clock budget in minutes")
+    p.add_argument("--kd-alpha", type=float, help="weight of distillation vs cross-entropy on labels; default 0.7")
+    p.add_argument("--kd-temperature", type=float, help="softmax temperature of distillation; default 2")
+    p.add_argument("--kd-feature", action="append", metavar="LAYER",
+                   help="also match this layer's output to the dense model's (a layer pruning kept at full width)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted recovery from its last "
+                   "per-epoch checkpoint (same command and --out)")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
     p.add_argument("--exporter", default="torchscript", help="torch.onnx exporter: torchscript | dynamo")

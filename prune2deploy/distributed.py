@@ -61,3 +61,10 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
 def barrier() -> None:
     if world_size() > 1 and dist.is_initialized():
         dist.barrier()
+
+
+def finish() -> None:
+    """Leave the process group (after recovery; rank 0 goes on alone to export)."""
+    if world_size() > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

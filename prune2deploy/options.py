@@ -42,6 +42,16 @@ class CompileOptions:
     image_mean: str | None = None  # images: per-channel mean subtracted after scaling to [0, 1], "0.485,0.456,0.406"
     image_std: str | None = None  # images: per-channel divisor after the mean
     metric: str | None = None  # top1 | cosine | module:callable; None: top1 with labels and class scores, else cosine
+    # recovery (passes/recover.py, recovery/): BN re-estimation, then distillation from the dense model
+    recover: str | None = None  # kd | finetune | none; None: kd with --data, else none
+    lr: float = 5e-4  # AdamW peak LR (linear warm-up, cosine decay)
+    epochs: int = 5
+    max_steps: int | None = None
+    recover_minutes: float | None = None  # wall-clock budget of the whole recovery
+    kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs cross-entropy on labels
+    kd_temperature: float = 2.0
+    kd_features: list[str] = field(default_factory=list)  # layers whose outputs are matched too (MSE)
+    resume: bool = False  # continue an interrupted recovery from its last checkpoint
 
     def validate(self) -> "CompileOptions":
         from .targets import TARGETS
@@ -70,6 +80,7 @@ class CompileOptions:
         if self.dynamic_batch is not None:
             self.batch_profile()
         self._validate_data()
+        self._validate_recovery()
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:
@@ -94,6 +105,23 @@ class CompileOptions:
             parse_channels(self.image_mean, "image-mean")
         if self.image_std is not None and any(v <= 0 for v in parse_channels(self.image_std, "image-std")):
             raise user_error(f"image-std {self.image_std!r} must be > 0 for every channel")
+
+    def _validate_recovery(self) -> None:
+        from .recovery import METHODS
+
+        if self.recover is not None and self.recover not in METHODS:
+            raise user_error(f"unknown recovery method {self.recover!r}", f"use one of {', '.join(METHODS)}")
+        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
+            raise user_error(f"lr {self.lr} is outside (0, 1)", "e.g. --lr 5e-4")
+        if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
+            raise user_error("epochs and max-steps must be >= 1")
+        if self.recover_minutes is not None and self.recover_minutes <= 0:
+            raise user_error(f"recover-minutes {self.recover_minutes} must be > 0")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise user_error(f"kd-alpha {self.kd_alpha} is outside [0, 1]",
+                             "the weight of distillation; 1 - kd-alpha weighs cross-entropy on labels")
+        if self.kd_temperature <= 0:
+            raise user_error(f"kd-temperature {self.kd_temperature} must be > 0")
 
     def batch_profile(self) -> tuple[int, int, int] | None:
         """--dynamic-batch MIN,OPT,MAX as integers (1 <= MIN <= OPT <= MAX)."""

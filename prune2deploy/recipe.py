@@ -38,6 +38,17 @@ Schema (every key optional; the flag each one stands for is on the right):
     image_std = "0.229,0.224,0.225"                # --image-std (images)
     metric = "top1"                                # --metric: top1 | cosine | module:callable
 
+    [recover]
+    method = "kd"                                  # --recover: kd | finetune | none (default kd with [data] train)
+    lr = 5e-4                                      # --lr (AdamW peak; warm-up, cosine decay)
+    epochs = 5                                     # --epochs
+    max_steps = 1000                               # --max-steps
+    minutes = 10                                   # --recover-minutes (wall-clock budget)
+    kd_alpha = 0.7                                 # --kd-alpha, in [0, 1]
+    kd_temperature = 2.0                           # --kd-temperature
+    kd_features = ["encoder.layer.5"]              # --kd-feature (repeatable): match these layers' outputs
+    resume = false                                 # --resume
+
     [sparsity]
     pattern = "2:4"                                # --sparsity
     permute = false                                # --permute (needs pattern)
@@ -141,6 +152,15 @@ SCHEMA: tuple[Key, ...] = (
     Key("data.image_mean", "str", "image_mean", "image_mean"),
     Key("data.image_std", "str", "image_std", "image_std"),
     Key("data.metric", "str", "metric", "metric"),
+    Key("recover.method", "str", "recover", "recover"),
+    Key("recover.lr", "float", "lr", "lr"),
+    Key("recover.epochs", "int", "epochs", "epochs"),
+    Key("recover.max_steps", "int", "max_steps", "max_steps"),
+    Key("recover.minutes", "float", "recover_minutes", "recover_minutes"),
+    Key("recover.kd_alpha", "float", "kd_alpha", "kd_alpha"),
+    Key("recover.kd_temperature", "float", "kd_temperature", "kd_temperature"),
+    Key("recover.kd_features", "list", "kd_feature", "kd_features"),
+    Key("recover.resume", "bool", "resume", "resume"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),
     Key("sparsity.permute", "bool", "permute", "permute"),
     Key("export.exporter", "str", "exporter", "exporter"),
@@ -501,6 +521,7 @@ def compile_options(resolved: argparse.Namespace, target: str | None = None):
         if key.option and value is not None:
             fields[key.option] = (not value) if key.negated else value
     fields["ignore"] = list(fields.get("ignore") or [])
+    fields["kd_features"] = list(fields.get("kd_features") or [])
     return CompileOptions(target=target or resolved.target, **fields)
 
 

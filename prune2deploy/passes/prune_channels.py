@@ -94,6 +94,7 @@ class PruneChannels:
         self.ratio, self.criterion, self.global_pruning = ratio, criterion, global_pruning
         self.iterative_steps, self.round_to, self.ignore = iterative_steps, round_to, list(ignore)
         self.head_ratio = ratio if head_ratio is None else head_ratio
+        self.on_step = None  # callable(model, step): between iterative steps (prune -> recover -> prune ...)
 
     def run(self, model: nn.Module, ctx) -> dict:
         from .attention import plan_attention
@@ -114,10 +115,13 @@ class PruneChannels:
             **attention.pruner_kwargs(self.head_ratio))
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
-        for _ in range(self.iterative_steps):
+        for step in range(self.iterative_steps):
             if self.criterion in GRADIENT_CRITERIA:
                 accumulate_gradients(model, importance, self.criterion, ctx)
             pruner.step()
+            if self.on_step and step < self.iterative_steps - 1:  # the last step's hook is the next pass
+                attention.fix_up(model)
+                self.on_step(model, step)
         model.zero_grad(set_to_none=True)
         heads = attention.fix_up(model)
         model.train(was_training)  # torch-pruning leaves some submodules in training mode
