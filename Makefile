@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,plot]'
 	# torchvision is optional (architectures for benchmarks/tests); its CUDA-built wheel works on CPU torch
 	# for models only, so it goes in without its dependencies.
 	$(PIP) --no-deps torchvision==0.28.0 pillow
