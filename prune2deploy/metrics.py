@@ -134,7 +134,9 @@ def _first(output) -> torch.Tensor:
 def _classifier_with_labels(dense: nn.Module, val: list[Batch]) -> bool:
     if any(labels is None for _, labels in val):
         return False
-    inputs = val[0][0]
+    inputs, was_training = val[0][0], dense.training
+    dense.eval()
     with torch.no_grad():
-        out = _first(inputs.call(dense.eval()))
+        out = _first(inputs.call(dense))
+    dense.train(was_training)
     return out.dim() == 2 and out.shape[1] > 1 and out.dtype.is_floating_point

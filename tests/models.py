@@ -121,3 +121,22 @@ def mlp_like() -> nn.Module:
     """An MLP whose hidden layers are eligible for 2:4 (widths multiples of 16), input [N, 64]."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for scikit-learn's 8x8 digits (input [N, 1, 8, 8] in [0, 1], 10 classes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                      nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.classifier = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def digits_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return DigitsCNN().eval()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from digits import batches, digits_cnn, digits_tensors, top1
+from recovery_digits import batches, digits_tensors, top1, trained_deep_digits_cnn
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import UserError
 from prune2deploy.passes.prune_channels import PruneChannels
@@ -64,7 +64,7 @@ def test_warmup_then_cosine_schedule():
 @pytest.fixture(scope="module")
 def digits():
     tx, ty, vx, vy = digits_tensors()
-    return digits_cnn(), batches(tx, ty), batches(vx, vy), ExampleInputs((tx[:1],), {})
+    return trained_deep_digits_cnn(), batches(tx, ty), batches(vx, vy), ExampleInputs((tx[:1],), {})
 
 
 def _pruned(dense, example, ratio=0.5, steps=1, ignore=()):

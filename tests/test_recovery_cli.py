@@ -12,17 +12,17 @@ import time
 import pytest
 import torch
 
-from digits import digits_cnn, digits_tensors
+from recovery_digits import digits_tensors, trained_deep_digits_cnn
 from helpers import REPO, assert_user_error, run_p2d
 
 
 @pytest.fixture(scope="module")
 def digits_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits")
-    torch.save(digits_cnn().state_dict(), root / "w.pt")
+    torch.save(trained_deep_digits_cnn().state_dict(), root / "w.pt")
     tx, ty, vx, vy = digits_tensors()
     torch.save({"inputs": torch.cat([tx, vx]), "labels": torch.cat([ty, vy])}, root / "digits.pt")
-    return ["compile", f"{REPO}/tests/digits.py:DigitsCNN", "--weights", root / "w.pt", "--input-shape", "1,1,8,8",
+    return ["compile", f"{REPO}/tests/recovery_digits.py:DeepDigitsCNN", "--weights", root / "w.pt", "--input-shape", "1,1,8,8",
             "--data", root / "digits.pt", "--no-benchmark", "--no-cache"]
 
 
