@@ -38,6 +38,10 @@ def test_output_losses_on_known_vectors():
     assert output_loss(x, torch.tensor([[0.0, 2.0]])).item() == pytest.approx(1.0)
     assert output_loss(x, -x).item() == pytest.approx(2.0)
     assert output_loss(x, torch.tensor([[3.0, 0.0]]), "mse").item() == pytest.approx(2.0)  # (4 + 0) / 2
+    tokens_s = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # (batch, tokens, hidden); token 2 is padding
+    tokens_t = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
+    assert output_loss(tokens_s, tokens_t).item() == pytest.approx(1.0)  # (0 + 2) / 2
+    assert output_loss(tokens_s, tokens_t, mask=torch.tensor([[1, 0]])).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(UserError):
         output_loss(x, x, "l7")
 

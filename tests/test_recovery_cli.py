@@ -119,3 +119,21 @@ def test_torchrun_two_processes_rank_0_alone_writes(digits_files, tmp_path):
     # each rank trained on half of the 51 training batches: 25 steps per epoch on every rank
     assert rec["steps"] == 25 and report["accuracy"]["pruned"] > report["accuracy"]["after_prune"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_recovery_settings_are_flags_options_and_recipe_keys(tmp_path):
+    from prune2deploy.cli import build_parser
+    from prune2deploy.errors import UserError
+    from prune2deploy.recipe import compile_options, load_recipe, merge
+
+    recipe = tmp_path / "p2d.toml"
+    recipe.write_text('model = "m:build"\n[recover]\nmethod = "finetune"\nlr = 1e-3\nepochs = 2\nmax_steps = 9\n'
+                      'minutes = 1.5\nkd_alpha = 0.5\nkd_temperature = 3.0\nkd_features = ["fc"]\nresume = true\n')
+    parser = build_parser()
+    argv = ["compile", "--config", str(recipe), "--epochs", "4"]  # the flag beats the recipe
+    o = compile_options(merge(load_recipe(recipe), parser.parse_args(argv), parser, argv))
+    assert (o.recover, o.lr, o.epochs, o.max_steps, o.recover_minutes, o.kd_alpha, o.kd_temperature,
+            o.kd_features, o.resume) == ("finetune", 1e-3, 4, 9, 1.5, 0.5, 3.0, ["fc"], True)
+    recipe.write_text("[recover]\nkd_alpha = 2\n")
+    with pytest.raises(UserError, match=r"p2d.toml:2:1: recover.kd_alpha = 2.0: kd-alpha 2.0 is outside"):
+        load_recipe(recipe)

@@ -36,13 +36,19 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor |
     return alpha * kl + (1.0 - alpha) * F.cross_entropy(student, labels)
 
 
-def output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
-    """Cosine distance (1 - cos over the last axis, averaged) or mean squared error."""
+def output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine",
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cosine distance (1 - cos over the last axis, averaged; over the tokens `mask` keeps for a [batch, tokens,
+    hidden] output with an attention mask) or mean squared error."""
     if kind == "cosine":
         s, t = student.float(), teacher.float()
         if s.dim() == 1:
             s, t = s.unsqueeze(0), t.unsqueeze(0)
-        return (1.0 - F.cosine_similarity(s, t, dim=-1)).mean()
+        distance = 1.0 - F.cosine_similarity(s, t, dim=-1)
+        if mask is not None and s.dim() == 3 and tuple(mask.shape) == tuple(distance.shape):
+            weights = mask.to(distance.dtype)
+            return (distance * weights).sum() / weights.sum().clamp(min=1.0)
+        return distance.mean()
     if kind == "mse":
         return F.mse_loss(student.float(), teacher.float())
     raise user_error(f"unknown output loss {kind!r}", f"use one of {', '.join(OUTPUT_LOSSES)}")
@@ -55,7 +61,9 @@ class DistillLoss:
                  output_kind: str = "cosine"):
         self.method, self.alpha, self.temperature, self.output_kind = method, alpha, temperature, output_kind
 
-    def __call__(self, student_out, teacher_out, labels: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, student_out, teacher_out, labels: torch.Tensor | None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask`: the batch's attention_mask, if any (padding tokens are not matched)."""
         s_flat = [t for _, t in flatten_outputs(student_out) if t.dtype.is_floating_point]
         first = s_flat[0]
         if self.method == "finetune":
@@ -66,7 +74,8 @@ class DistillLoss:
         t_flat = [t for _, t in flatten_outputs(teacher_out) if t.dtype.is_floating_point]
         if is_classifier_output(first):
             return kd_loss(first, t_flat[0].detach(), labels, self.alpha, self.temperature)
-        losses = [output_loss(s, t.detach(), self.output_kind) for s, t in zip(s_flat, t_flat) if s.shape == t.shape]
+        losses = [output_loss(s, t.detach(), self.output_kind, mask) for s, t in zip(s_flat, t_flat)
+                  if s.shape == t.shape]
         return torch.stack(losses).mean()
 
 

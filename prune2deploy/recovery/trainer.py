@@ -152,15 +152,15 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
 
 
 def _step(model, teacher, inputs, labels, objective, features, method):
-    teacher_out = None
+    teacher_out, mask = None, inputs.kwargs.get("attention_mask")
     if features:
         with features.capture():
             if method == "kd":
                 with torch.no_grad():
                     teacher_out = inputs.call(teacher)
             student_out = inputs.call(model)
-        return objective(student_out, teacher_out, labels) + features.loss()
+        return objective(student_out, teacher_out, labels, mask) + features.loss()
     if method == "kd":
         with torch.no_grad():
             teacher_out = inputs.call(teacher)
-    return objective(inputs.call(model), teacher_out, labels)
+    return objective(inputs.call(model), teacher_out, labels, mask)
