@@ -355,3 +355,25 @@ def test_calib_data_takes_the_same_forms_for_taylor(tmp_path):
     from_npz, from_callable = kept(str(tmp_path / "calib.npz")), kept(f"{path}:calib")
     assert torch.equal(from_npz, from_callable)
     assert not torch.equal(from_npz, kept(f"{path}:noise"))
+
+
+def test_cache_key_covers_the_data(tmp_path):
+    """Same spec string, other file contents (or labels): another cache entry."""
+    from prune2deploy.accuracy import prepare_data
+    from prune2deploy.cache import cache_key
+
+    x, y = digits()
+    path = tmp_path / "d.pt"
+    options = CompileOptions(data=str(path))
+    model = digits_cnn()
+
+    def key():
+        return cache_key(model, EXAMPLE, options, prepare_data(options, model, EXAMPLE).all_batches(), {})
+
+    torch.save((x[:100], y[:100]), path)
+    first = key()
+    assert key() == first
+    torch.save((x[:100], y[:100].flip(0)), path)
+    assert key() != first
+    torch.save((x[100:200], y[:100]), path)
+    assert key() != first
