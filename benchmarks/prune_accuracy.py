@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 def mnist_rows(ratios=(0.3, 0.5, 0.7)) -> list[dict]:
     from real_data import write_mnist
     from prune2deploy import pipeline
-    from prune2deploy.examples.mnist_cnn import build, top1, train
+    from prune2deploy.examples.mnist_cnn import build, train
 
     if not (DATA / "mnist_test.pt").exists():
         write_mnist(DATA)
