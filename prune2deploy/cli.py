@@ -22,6 +22,8 @@ def cmd_compile(args) -> int:
     Output: DIR/{dense.onnx, pruned.onnx, pruned.pt, report.json, report.md, manifest.json}, replaced
     atomically (a failed or killed compile leaves the previous output untouched). With several
     --target flags, each target gets DIR/<target>/.
+    With --data (FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR) or --val-data, the report's
+    `accuracy` holds --metric for the dense and pruned models on validation samples (gate on accuracy.drop).
     Exit codes: 0 ok, 1 internal error, 2 bad input or missing library, 3 a --gate failed.
     """
     from pathlib import Path

@@ -325,3 +325,55 @@ def test_split_needs_enough_samples(tmp_path):
 def test_option_validation(field, value, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         CompileOptions(**{field: value}).validate()
+
+
+def test_calib_data_takes_the_same_forms_for_taylor(tmp_path):
+    """--calib-data as .npz and as file.py:callable give the same Taylor pruning; other data, another one."""
+    from prune2deploy.accuracy import prepare_data
+    from prune2deploy.context import CompileContext
+    from prune2deploy.passes.prune_channels import PruneChannels
+
+    x, y = digits()
+    np.savez(tmp_path / "calib.npz", inputs=x[:96].numpy(), labels=y[:96].numpy())
+    path = _write_module(tmp_path, """
+        def calib():
+            x, y = digits()
+            return [(x[i:i + 32], y[i:i + 32]) for i in range(0, 96, 32)]
+
+        def noise():
+            g = torch.Generator().manual_seed(1)
+            return [(torch.rand(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g))]
+    """)
+
+    def kept(spec):
+        options = CompileOptions(criterion="taylor", calib_data=spec)
+        model = digits_cnn()
+        data = prepare_data(options, model, EXAMPLE)
+        PruneChannels(0.5, "taylor", False, 1, 8, [], None).run(model, CompileContext(EXAMPLE, options, data.calib))
+        return model.features[0].weight
+
+    from_npz, from_callable = kept(str(tmp_path / "calib.npz")), kept(f"{path}:calib")
+    assert torch.equal(from_npz, from_callable)
+    assert not torch.equal(from_npz, kept(f"{path}:noise"))
+
+
+def test_cache_key_covers_the_data(tmp_path):
+    """Same spec string, other file contents (or labels): another cache entry."""
+    from prune2deploy.accuracy import prepare_data
+    from prune2deploy.cache import cache_key
+
+    x, y = digits()
+    path = tmp_path / "d.pt"
+    options = CompileOptions(data=str(path))
+    model = digits_cnn()
+
+    def key():
+        return cache_key(model, EXAMPLE, options, prepare_data(options, model, EXAMPLE).all_batches(), {})
+
+    torch.save((x[:100], y[:100]), path)
+    first = key()
+    assert key() == first
+    torch.save((x[:100], y[:100].flip(0)), path)
+    assert key() != first
+    torch.save((x[100:200], y[:100]), path)
+    assert key() != first

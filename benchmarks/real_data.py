@@ -11,8 +11,8 @@ English text: the PyPI package `gensim` (4.4.0) ships, as test data, the Lee cor
 Lee, Pincombe & Welsh 2005). Install with `pip install --no-deps gensim==4.4.0`; we read the file, never
 import gensim. Articles are split into sentences at ". ", "? ", "! " before a capital letter.
 
-    python benchmarks/datasets.py mnist DIR      # DIR/mnist_{train,val,test}.{pt,npz}
-    python benchmarks/datasets.py text DIR       # DIR/lee_sentences.txt (one sentence per line)
+    python benchmarks/real_data.py mnist DIR      # DIR/mnist_{train,val,test}.{pt,npz}
+    python benchmarks/real_data.py text DIR       # DIR/lee_sentences.txt (one sentence per line)
 """
 from __future__ import annotations
 
