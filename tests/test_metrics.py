@@ -114,6 +114,7 @@ def test_accuracy_in_report_on_digits(tmp_path):
     torch.save((x, y), tmp_path / "digits.pt")
     result = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), out_dir=tmp_path / "out", ratio=0.7,
                      data=str(tmp_path / "digits.pt"), val_split=0.2, skip_benchmark=True, use_cache=False,
+                     recover="none",  # the accuracy stage alone; recovery has its own tests
                      gates=[parse_gate("accuracy.drop<=100"), parse_gate("accuracy.dense>=80")])
     acc = result.report["accuracy"]
     assert acc["metric"] == "top1" and acc["samples"] == 359 and acc["data"]["train_samples"] == 1438
@@ -137,7 +138,7 @@ def test_cli_accuracy_gate_and_bad_data(p2d, tmp_path):
     torch.save(model.state_dict(), tmp_path / "w.pt")
     torch.save({"inputs": x, "labels": y}, tmp_path / "digits.pt")
     common = [f"{MODELS}:digits_cnn", "--weights", "w.pt", "--input-shape", "1,1,8,8", "--no-benchmark",
-              "--ratio", "0.7"]
+              "--ratio", "0.7", "--recover", "none"]
     run = p2d("compile", *common, "--data", "digits.pt", "--out", "ok", "--gate", "accuracy.drop<=0.01")
     assert run.code == 3, run.stderr
     report = json.loads((tmp_path / "ok" / "report.json").read_text())
