@@ -168,7 +168,7 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
         facts = {"dense": count_macs_params(model, inputs)}
     models["pruned"] = _prune_and_recover(model, ctx, prune, recover, progress)
     if sparsify:
-        sparse = copy.deepcopy(pruned)
+        sparse = copy.deepcopy(models["pruned"])
         _run_pass(sparsify, sparse, ctx, progress)
         models["pruned_2to4"] = sparse.eval()
     with progress.stage("measure_pruned", "measuring pruned model"):
