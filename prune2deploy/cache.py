@@ -21,7 +21,8 @@ from .cache_limits import ENTRY_MARKER
 from .ownership import WRITTEN_BY
 
 # Settings that change only the benchmark, not the artifacts.
-BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark")
+BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark",
+              "resume")  # resuming a recovery gives the same weights as not being interrupted
 CACHED = ("report.json", "verification_data.pt")  # besides the model artifacts
 
 
@@ -44,7 +45,8 @@ def _source_of(model: torch.nn.Module) -> str:
     return "\n".join(texts)
 
 
-def cache_key(model, inputs, options, calib_batches, versions: dict) -> str:
+def cache_key(model, inputs, options, data_batches, versions: dict) -> str:
+    """`data_batches`: every (inputs, labels) batch the compile reads (calibration, training, validation)."""
     h = hashlib.sha256()
     h.update(repr(model).encode())
     h.update(_source_of(model).encode())
@@ -54,7 +56,7 @@ def cache_key(model, inputs, options, calib_batches, versions: dict) -> str:
     for name, t in zip(inputs.names, inputs.tensors()):
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(_tensor_bytes(t))
-    for batch, labels in calib_batches:
+    for batch, labels in data_batches:
         for t in batch.tensors() + ([labels] if labels is not None else []):
             h.update(_tensor_bytes(t))
     settings = {k: v for k, v in options.resolved().items() if k not in BENCH_ONLY}

@@ -16,7 +16,8 @@ from .errors import EXIT_INTERNAL, EXIT_USER, P2DError
 # Flags naming files or directories a compile reads (label -> argparse dest). --out, --junit and
 # $GITHUB_STEP_SUMMARY may never be or contain them: a new path flag is protected by adding it here.
 INPUT_PATH_FLAGS = {"MODEL": "model", "--weights": "weights", "--example-inputs": "example_inputs",
-                    "--calib-data": "calib_data", "--config": "recipe_path"}
+                    "--data": "data", "--val-data": "val_data", "--calib-data": "calib_data",
+                    "--config": "recipe_path"}
 
 
 def input_paths(args) -> dict:
@@ -33,14 +34,17 @@ def cmd_compile(args) -> int:
     atomically (a failed or killed compile leaves the previous output untouched). With several
     --target flags, each target gets DIR/<target>/. DIR must be new, empty, or written by p2d
     (its manifest.json lists everything in it), and must not hold the model or any other input.
+    With --data (FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR) or --val-data, the report's
+    `accuracy` holds --metric for the dense and pruned models on validation samples (gate on accuracy.drop).
     Exit codes: 0 ok, 1 internal error, 2 bad input or missing library, 3 a --gate failed.
     """
     from pathlib import Path
 
+    from . import distributed
     from .cache import default_dir as default_cache_dir
     from .errors import P2DError
     from .gates import parse_gate, raise_if_failed
-    from .inputs import build_example_inputs, load_calibration
+    from .inputs import build_example_inputs
     from .junit import append_step_summary, write_junit_runs
     from .loading import load_model
     from .pipeline import compile
@@ -59,7 +63,6 @@ def cmd_compile(args) -> int:
         loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
         inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs,
                                       seed=args.seed or 0)
-        calib = load_calibration(args.calib_data, inputs) if args.calib_data else []
     out_root = Path(args.out or Path("p2d-out") / loaded.name)
     if not args.out:
         _check_outputs(args, out_root, protected, bool(gates))
@@ -67,11 +70,13 @@ def cmd_compile(args) -> int:
     for target, opts in options.items():
         out_dir = out_root if len(options) == 1 else out_root / target
         try:
-            result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name, calib_batches=calib,
+            result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name,
                              progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates,
                              protected_paths=protected, cache_max_gb=args.cache_max_gb)
             report, results = result.report, result.gate_results
+            if not distributed.is_main():
+                return 0  # torchrun: rank 0 reports
         except P2DError as exc:
             if len(options) == 1 or exc.exit_code != 2 or not getattr(exc, "report", None):
                 raise
@@ -286,7 +291,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds the whole model's graph may take (each block's: a third); default 30")
     p.add_argument("--graph-budget-gb", type=float, default=4.0, metavar="GB",
                    help="GB of memory a dependency graph may grow by; default 4")
-    p.add_argument("--calib-data", metavar="FILE", help="inputs or (inputs, labels) for taylor/hessian")
+    p.add_argument("--data", metavar="SPEC", help="real samples: FILE.pt, FILE.npz, module:callable, file.py:callable, "
+                   "text:FILE or images:DIR; a --val-split of it is held out for the accuracy metric")
+    p.add_argument("--val-data", metavar="SPEC", help="validation samples (same forms); default: held out of --data")
+    p.add_argument("--val-split", type=float, help="fraction of --data held out (seeded) when no --val-data; "
+                   "default 0.1")
+    p.add_argument("--calib-data", metavar="SPEC", help="samples for taylor/hessian (same forms); default: the "
+                   "first batches of --data")
+    p.add_argument("--metric", help="top1 | cosine | module:callable(model, batches) -> float; default top1 "
+                   "with labels and class scores, else cosine to the dense model")
+    p.add_argument("--batch-size", type=int, help="samples per batch of data; default 32")
+    p.add_argument("--max-length", type=int, help="text: tokens per sentence at most; default 128")
+    p.add_argument("--image-size", metavar="H[,W]", help="images: resize to this (default: the input's size)")
+    p.add_argument("--image-mean", metavar="M[,M,M]", help="images: per-channel mean after scaling to [0, 1]")
+    p.add_argument("--image-std", metavar="S[,S,S]", help="images: per-channel std after the mean")
+    p.add_argument("--recover", help="kd | finetune | none: distil the pruned model from the dense one on --data "
+                   "(after BatchNorm re-estimation); default kd with --data, else none")
+    p.add_argument("--lr", type=float, help="recovery: AdamW peak learning rate (warm-up, cosine decay); default 5e-4")
+    p.add_argument("--epochs", type=int, help="recovery: passes over --data at most; default 5 (early stop on the "
+                   "validation metric)")
+    p.add_argument("--max-steps", type=int, help="recovery: optimiser steps at most")
+    p.add_argument("--recover-minutes", type=float, help="recovery: wall-clock budget in minutes")
+    p.add_argument("--kd-alpha", type=float, help="weight of distillation vs cross-entropy on labels; default 0.7")
+    p.add_argument("--kd-temperature", type=float, help="softmax temperature of distillation; default 2")
+    p.add_argument("--kd-feature", action="append", metavar="LAYER",
+                   help="also match this layer's output to the dense model's (a layer pruning kept at full width)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted recovery from its last "
+                   "per-epoch checkpoint (same command and --out)")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
     p.add_argument("--exporter", default="torchscript", help="torch.onnx exporter: torchscript | dynamo")

@@ -122,32 +122,3 @@ def check_model_runs(model: nn.Module, inputs: ExampleInputs):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise user_error(f"the model does not run on the example inputs {describe(inputs)}: {first[:200]}",
                          "check --input-shape/--input against what the model expects") from exc
-
-
-def load_calibration(path: str, like):
-    """--calib-data FILE: inputs, or (inputs, labels), or {"inputs": ..., "labels": ...}; batched on dim 0."""
-    if not Path(path).exists():
-        raise user_error(f"calibration data not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise user_error(f"cannot read calibration data {path}: {str(exc).splitlines()[0][:160]}") from exc
-    labels = None
-    if isinstance(obj, dict) and "inputs" in obj:
-        obj, labels = obj["inputs"], obj.get("labels")
-    elif isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[1], torch.Tensor) \
-            and obj[1].dtype == torch.int64 and obj[1].dim() == 1:
-        obj, labels = obj
-    if isinstance(obj, torch.Tensor):
-        inputs = ExampleInputs((obj,), {})
-    elif isinstance(obj, dict):
-        inputs = ExampleInputs((), dict(obj))
-    else:
-        raise user_error(f"{path}: calibration data must be a tensor, a dict of tensors, or (inputs, labels)")
-    batch = like.tensors()[0].shape[0]
-    total = inputs.tensors()[0].shape[0]
-    batches = []
-    for start in range(0, total, batch):
-        part = inputs.like([t[start:start + batch] for t in inputs.tensors()])
-        batches.append((part, labels[start:start + batch] if labels is not None else None))
-    return batches

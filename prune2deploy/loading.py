@@ -40,7 +40,7 @@ def load_model(spec: str, weights: str | None = None, trust: tuple[str, ...] = (
     """Load the model named by `spec` (see module docstring) in eval mode."""
     if spec.startswith(("torchvision:", "timm:", "hf:")):
         loaded = _load_from_library(spec)
-    elif _looks_like_callable(spec):
+    elif looks_like_callable(spec):
         loaded = _load_from_callable(spec)
     else:
         loaded = _load_pickled_module(Path(spec), trust, trust_pickle)
@@ -50,7 +50,7 @@ def load_model(spec: str, weights: str | None = None, trust: tuple[str, ...] = (
     return loaded
 
 
-def _looks_like_callable(spec: str) -> bool:
+def looks_like_callable(spec: str) -> bool:
     head, sep, tail = spec.rpartition(":")
     return bool(sep) and tail.isidentifier() and not Path(spec).exists() and len(head) > 1
 
@@ -182,7 +182,8 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 # --- code and libraries ------------------------------------------------------------------------
 
 
-def _load_from_callable(spec: str) -> LoadedModel:
+def import_callable(spec: str):
+    """`package.module:attr` or `file.py:attr` -> the attribute (the module is imported: the user named it)."""
     target, _, attr = spec.rpartition(":")
     try:
         if target.endswith(".py"):
@@ -190,7 +191,7 @@ def _load_from_callable(spec: str) -> LoadedModel:
                 raise user_error(f"file not found: {target}")
             module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
             module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module  # so the pruned model pickles by reference
+            sys.modules[module_spec.name] = module  # so objects it defines pickle by reference
             module_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
@@ -198,9 +199,15 @@ def _load_from_callable(spec: str) -> LoadedModel:
         raise
     except ImportError as exc:
         raise user_error(f"cannot import {target}: {exc}", "check the module path and PYTHONPATH") from exc
-    factory = getattr(module, attr, None)
-    if factory is None:
+    found = getattr(module, attr, None)
+    if found is None:
         raise user_error(f"{target} has no attribute {attr}")
+    return found
+
+
+def _load_from_callable(spec: str) -> LoadedModel:
+    factory = import_callable(spec)
+    attr = spec.rpartition(":")[2]
     model = factory() if not isinstance(factory, nn.Module) else factory
     if not isinstance(model, nn.Module):
         raise user_error(f"{spec} returned a {type(model).__name__}, not an nn.Module")
@@ -233,11 +240,16 @@ def _load_hf(path: Path, spec: str) -> LoadedModel:
     if not (path / "config.json").exists():
         raise user_error(f"{path} is not a transformers model directory (no config.json)",
                          "hf:PATH takes a local directory saved with save_pretrained")
+    model = import_transformers().AutoModel.from_pretrained(str(path), local_files_only=True,
+                                                   attn_implementation="eager")
+    return LoadedModel(model, path.name, spec)
+
+
+def import_transformers():
+    """transformers, offline (nothing downloads from a hub); a UserError when it is not installed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import_optional("torchvision")  # transformers imports it when installed
     transformers = import_optional("transformers")
     if transformers is None:
         raise user_error("transformers is not importable here", "pip install 'prune2deploy[hf]'")
-    model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True,
-                                                   attn_implementation="eager")
-    return LoadedModel(model, path.name, spec)
+    return transformers

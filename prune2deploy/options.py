@@ -39,6 +39,27 @@ class CompileOptions:
     cuda_graphs: bool = True  # torch.compile mode reduce-overhead
     autotune: bool = False  # Inductor autotunes every GEMM/conv (max-autotune): minutes of compile
     sparsity_margin: float = 0.05  # a Linear goes 2:4 only when its GEMM is >= this much faster
+    # data and accuracy (data.py, metrics.py): specs are FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
+    data: str | None = None  # training/calibration data
+    val_data: str | None = None  # validation data; None: a val_split fraction of `data` is held out
+    val_split: float = 0.1
+    calib_data: str | None = None  # Taylor/Hessian gradients; None: the first batches of `data`
+    batch_size: int = 32
+    max_length: int = 128  # text: tokens per sentence at most
+    image_size: str | None = None  # images: "224" or "H,W"; None: the example input's size
+    image_mean: str | None = None  # images: per-channel mean subtracted after scaling to [0, 1], "0.485,0.456,0.406"
+    image_std: str | None = None  # images: per-channel divisor after the mean
+    metric: str | None = None  # top1 | cosine | module:callable; None: top1 with labels and class scores, else cosine
+    # recovery (passes/recover.py, recovery/): BN re-estimation, then distillation from the dense model
+    recover: str | None = None  # kd | finetune | none; None: kd with --data, else none
+    lr: float = 5e-4  # AdamW peak LR (linear warm-up, cosine decay)
+    epochs: int = 5
+    max_steps: int | None = None
+    recover_minutes: float | None = None  # wall-clock budget of the whole recovery
+    kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs cross-entropy on labels
+    kd_temperature: float = 2.0
+    kd_features: list[str] = field(default_factory=list)  # layers whose outputs are matched too (MSE)
+    resume: bool = False  # continue an interrupted recovery from its last checkpoint
 
     def validate(self) -> "CompileOptions":
         from .targets import TARGETS
@@ -75,6 +96,8 @@ class CompileOptions:
         if not isinstance(self.sparsity_margin, (int, float)) or not 0.0 <= self.sparsity_margin < 1.0:
             raise user_error(f"sparsity margin {self.sparsity_margin} is outside [0, 1)",
                              "e.g. 0.05: a layer goes 2:4 only when it is at least 5% faster")
+        self._validate_data()
+        self._validate_recovery()
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:
@@ -82,6 +105,40 @@ class CompileOptions:
 
             parse_pattern(self.sparsity)
         return self
+
+    def _validate_data(self) -> None:
+        if not isinstance(self.val_split, (int, float)) or not 0.0 <= self.val_split < 1.0:
+            raise user_error(f"val-split {self.val_split} is outside [0, 1)", "e.g. --val-split 0.1 holds out 10%")
+        for name in ("batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise user_error(f"{name.replace('_', '-')} must be >= 1")
+        if self.metric is not None and self.metric not in ("top1", "cosine") and ":" not in self.metric:
+            raise user_error(f"unknown metric {self.metric!r}", "use top1, cosine or module:callable")
+        from .data_images import parse_channels, parse_size
+
+        if self.image_size is not None:
+            parse_size(self.image_size)
+        if self.image_mean is not None:
+            parse_channels(self.image_mean, "image-mean")
+        if self.image_std is not None and any(v <= 0 for v in parse_channels(self.image_std, "image-std")):
+            raise user_error(f"image-std {self.image_std!r} must be > 0 for every channel")
+
+    def _validate_recovery(self) -> None:
+        from .recovery import METHODS
+
+        if self.recover is not None and self.recover not in METHODS:
+            raise user_error(f"unknown recovery method {self.recover!r}", f"use one of {', '.join(METHODS)}")
+        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
+            raise user_error(f"lr {self.lr} is outside (0, 1)", "e.g. --lr 5e-4")
+        if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
+            raise user_error("epochs and max-steps must be >= 1")
+        if self.recover_minutes is not None and self.recover_minutes <= 0:
+            raise user_error(f"recover-minutes {self.recover_minutes} must be > 0")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise user_error(f"kd-alpha {self.kd_alpha} is outside [0, 1]",
+                             "the weight of distillation; 1 - kd-alpha weighs cross-entropy on labels")
+        if self.kd_temperature <= 0:
+            raise user_error(f"kd-temperature {self.kd_temperature} must be > 0")
 
     def batch_profile(self) -> tuple[int, int, int] | None:
         """--dynamic-batch MIN,OPT,MAX as integers (1 <= MIN <= OPT <= MAX)."""

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import __version__, cache, cache_limits
+from . import __version__, cache, cache_limits, distributed
+from .accuracy import measure_accuracy, prepare_data
 from .context import CompileContext, ExampleInputs
 from .errors import MissingDependency, VerificationError, user_error
 from .inputs import check_model_runs, random_like
@@ -25,6 +26,7 @@ from .options import CompileOptions
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from .ownership import check_out_dir
 from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
+from .passes.recover import add_to_report, recovery_pass
 from .progress import Progress
 from .report import render_markdown
 from .targets import TARGETS
@@ -85,17 +87,23 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
     model = model.eval()
     torch.manual_seed(options.seed)
-    calib_batches = calib_batches or []
 
     # Everything that can be the user's fault is checked before anything is written.
     check_out_dir(out_dir, {**(protected_paths or {}), "the cache directory": cache_dir})
     check_writable(out_dir)
     cache_bytes = cache_limits.max_bytes(cache_max_gb)
     check_model_runs(model, inputs)
+    with progress.stage("data", "loading data"):
+        data = prepare_data(options, model, inputs, calib_batches)
     resolve_layers(model, options.ignore)
     prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
                           options.round_to, options.ignore, options.head_ratio, options.pruning_mode,
                           options.graph_budget_s, options.graph_budget_gb)
+    recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled)
+    if not distributed.is_main():  # torchrun: the other ranks only help recover; rank 0 exports and writes
+        _prune_and_recover(model, CompileContext(inputs, options, data.calib), prune, recover, progress)
+        return CompileResult({"rank": distributed.rank()}, out_dir)
+    use_cache = use_cache and distributed.world_size() == 1
     sparsify = None
     if options.sparsity:
         from .passes.sparsity import SparsityPass, parse_pattern
@@ -103,7 +111,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         n, m = parse_pattern(options.sparsity)
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)
     driver = _driver(spec)
-    key = cache.cache_key(model, inputs, options, calib_batches, tool_versions()) \
+    key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
         if use_cache and spec.backend != "torch_cuda" else None
 
     with locked(out_dir), workspace() as work:
@@ -117,7 +125,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             models = {name: None for name in report["models"]}
             report["cache"] = {"hit": True, "key": key, "reused": sorted(artifacts)}
         else:
-            report, models, artifacts = _build(model, inputs, options, calib_batches, driver, prune, sparsify,
+            report, models, artifacts = _build(model, inputs, options, data, driver, prune, recover, sparsify,
                                                work, progress, model_name)
             report["cache"] = {"hit": False, "key": key}
             if key:
@@ -143,6 +151,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         write_atomic(work / "report.md", render_markdown(report))
         write_manifest(work, recipe or {"options": options.resolved()})
         publish_dir(work, out_dir)
+    if recover:
+        recover.checkpoints.clear()
     names = [p.name for p in out_dir.iterdir()]
     result = CompileResult(report, out_dir, {n: out_dir / n for n in names}, model,
                            models.get("pruned") if isinstance(models, dict) else None, gate_results)
@@ -155,30 +165,33 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     return result
 
 
-def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work: Path, progress, model_name):
+def _build(model, inputs, options, data, driver, prune, recover, sparsify, work: Path, progress, model_name):
     """Passes, export and verification: everything the cache can stand in for."""
+    calib_batches = data.calib
     ctx = CompileContext(inputs, options, calib_batches)
     report = _new_report(options, model_name)
     report["device"] = driver.device()
     models = {"dense": model}
     with progress.stage("measure", "measuring dense model"):
         facts = {"dense": count_macs_params(model, inputs)}
-    pruned = copy.deepcopy(model)
-    _run_pass(prune, pruned, ctx, progress)
-    models["pruned"] = pruned.eval()
+    models["pruned"] = _prune_and_recover(model, ctx, prune, recover, progress)
     if sparsify:
-        sparse = copy.deepcopy(pruned)
+        sparse = copy.deepcopy(models["pruned"])
         _run_pass(sparsify, sparse, ctx, progress)
         models["pruned_2to4"] = sparse.eval()
     with progress.stage("measure_pruned", "measuring pruned model"):
         facts.update({name: count_macs_params(m, inputs) for name, m in models.items() if name != "dense"})
+    if data.metric:
+        with progress.stage("accuracy", f"measuring {data.metric.name} on validation data"):
+            measure_accuracy(report, data.metric, models, data.val, data.description)
+    recovered = add_to_report(report, ctx.records.pop(recover.name), data.metric, work) if recover else {}
     report["passes"] = ctx.records
     report["layers"] = ctx.records["prune_channels"]["layers"]
     report["pruning_mode"], report["skipped"] = ctx.records["prune_channels"]["pruning_mode"], \
         ctx.records["prune_channels"]["skipped"]
     report["warnings"].extend(skipped_warnings(ctx.records["prune_channels"]))
 
-    artifacts = driver.build(models, ctx, work, progress, report)
+    artifacts = {**driver.build(models, ctx, work, progress, report), **recovered}
     for name in models:
         if name != "dense":
             torch.save(models[name], work / f"{name}.pt")
@@ -211,6 +224,17 @@ def _build(model, inputs, options, calib_batches, driver, prune, sparsify, work:
             f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",
             "raise --tolerance if this is expected, or try --exporter dynamo / another --opset")
     return report, models, artifacts
+
+
+def _prune_and_recover(model, ctx, prune, recover, progress) -> nn.Module:
+    """Prune a copy of the dense model; with recovery, BN re-estimation and distillation after every step."""
+    pruned = copy.deepcopy(model)
+    prune.on_step = recover.between_steps if recover else None
+    _run_pass(prune, pruned, ctx, progress)
+    if recover:
+        _run_pass(recover, pruned, ctx, progress)
+        distributed.finish()
+    return pruned.eval()
 
 
 def _run_pass(p, model, ctx, progress) -> None:

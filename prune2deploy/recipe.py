@@ -8,7 +8,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     trust_pickle = false                           # --trust-pickle
     out = "p2d-out/small_resnet"                   # --out
     targets = ["ort-cpu", "trt-ampere"]            # --target; several targets in one compile
-    calib_data = "calib.pt"                        # --calib-data
+    calib_data = "calib.pt"                        # --calib-data (same forms as [data] train)
     seed = 0                                       # --seed
     cache_dir = ".p2d-cache"                       # --cache-dir
     no_cache = false                               # --no-cache
@@ -30,6 +30,28 @@ Schema (every key optional; the flag each one stands for is on the right):
     mode = "auto"                                  # --pruning-mode: auto | global | block-local
     graph_budget_s = 30                            # --graph-budget-s (auto: whole-model graph time budget)
     graph_budget_gb = 4                            # --graph-budget-gb (... and memory budget)
+
+    [data]
+    train = "train.pt"                             # --data: FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
+    val = "val.pt"                                 # --val-data (default: held out of train)
+    val_split = 0.1                                # --val-split, in [0, 1)
+    batch_size = 32                                # --batch-size
+    max_length = 128                               # --max-length (text)
+    image_size = "224"                             # --image-size (images; "H,W")
+    image_mean = "0.485,0.456,0.406"               # --image-mean (images)
+    image_std = "0.229,0.224,0.225"                # --image-std (images)
+    metric = "top1"                                # --metric: top1 | cosine | module:callable
+
+    [recover]
+    method = "kd"                                  # --recover: kd | finetune | none (default kd with [data] train)
+    lr = 5e-4                                      # --lr (AdamW peak; warm-up, cosine decay)
+    epochs = 5                                     # --epochs
+    max_steps = 1000                               # --max-steps
+    minutes = 10                                   # --recover-minutes (wall-clock budget)
+    kd_alpha = 0.7                                 # --kd-alpha, in [0, 1]
+    kd_temperature = 2.0                           # --kd-temperature
+    kd_features = ["encoder.layer.5"]              # --kd-feature (repeatable): match these layers' outputs
+    resume = false                                 # --resume
 
     [sparsity]
     pattern = "2:4"                                # --sparsity
@@ -117,7 +139,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("trust_pickle", "bool", "trust_pickle"),
     Key("out", "str", "out"),
     Key("targets", "list", "target"),
-    Key("calib_data", "str", "calib_data"),
+    Key("calib_data", "str", "calib_data", "calib_data"),
     Key("seed", "int", "seed", "seed", check=_at_least(0)),
     Key("cache_dir", "str", "cache_dir"),
     Key("no_cache", "bool", "no_cache"),
@@ -135,6 +157,24 @@ SCHEMA: tuple[Key, ...] = (
     Key("prune.mode", "str", "pruning_mode", "pruning_mode"),
     Key("prune.graph_budget_s", "float", "graph_budget_s", "graph_budget_s"),
     Key("prune.graph_budget_gb", "float", "graph_budget_gb", "graph_budget_gb"),
+    Key("data.train", "str", "data", "data"),
+    Key("data.val", "str", "val_data", "val_data"),
+    Key("data.val_split", "float", "val_split", "val_split"),
+    Key("data.batch_size", "int", "batch_size", "batch_size"),
+    Key("data.max_length", "int", "max_length", "max_length"),
+    Key("data.image_size", "str", "image_size", "image_size"),
+    Key("data.image_mean", "str", "image_mean", "image_mean"),
+    Key("data.image_std", "str", "image_std", "image_std"),
+    Key("data.metric", "str", "metric", "metric"),
+    Key("recover.method", "str", "recover", "recover"),
+    Key("recover.lr", "float", "lr", "lr"),
+    Key("recover.epochs", "int", "epochs", "epochs"),
+    Key("recover.max_steps", "int", "max_steps", "max_steps"),
+    Key("recover.minutes", "float", "recover_minutes", "recover_minutes"),
+    Key("recover.kd_alpha", "float", "kd_alpha", "kd_alpha"),
+    Key("recover.kd_temperature", "float", "kd_temperature", "kd_temperature"),
+    Key("recover.kd_features", "list", "kd_feature", "kd_features"),
+    Key("recover.resume", "bool", "resume", "resume"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),
     Key("sparsity.permute", "bool", "permute", "permute"),
     Key("sparsity.margin", "float", "sparsity_margin", "sparsity_margin"),
@@ -499,6 +539,7 @@ def compile_options(resolved: argparse.Namespace, target: str | None = None):
         if key.option and value is not None:
             fields[key.option] = (not value) if key.negated else value
     fields["ignore"] = list(fields.get("ignore") or [])
+    fields["kd_features"] = list(fields.get("kd_features") or [])
     return CompileOptions(target=target or resolved.target, **fields)
 
 

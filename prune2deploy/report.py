@@ -1,6 +1,9 @@
 """Human-readable views of report.json: the dense-vs-pruned table and report.md."""
 from __future__ import annotations
 
+from .accuracy import accuracy_lines, accuracy_markdown
+from .recovery.summary import recovery_lines, recovery_markdown
+
 
 def _si(n) -> str:
     if n is None:
@@ -42,6 +45,7 @@ def summary_lines(report: dict) -> list[str]:
     agree = f", top-1 agreement {f['top1_agreement']:.1%}" if f.get("top1_agreement") is not None else ""
     lines.append(f"fidelity over {f['samples']} samples ({f.get('inputs', 'example inputs')}): "
                  f"cosine {f['cosine_mean']:.4f} (min {f['cosine_min']:.4f}){agree}")
+    lines += accuracy_lines(report) + recovery_lines(report)
     if "fp16" in v:
         lines.append(f"FP16 ONNX max rel err {v['fp16']['max_rel_err']:.2e} (tolerance {v['fp16']['tolerance']:.0e})")
     for path, check in report.get("sparsity_check", {}).items():
@@ -69,6 +73,7 @@ def render_markdown(report: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), "",
              markdown_table(comparison_rows(report)), ""]
     parts += [f"- {line}" for line in summary_lines(report)]
+    parts += accuracy_markdown(report) + recovery_markdown(report)
     gates = report.get("gates") or {}
     if gates.get("evaluated"):
         parts += ["", f"## Gates: {'all passed' if gates['passed'] else 'FAILED'}", "", "| gate | value | result |",

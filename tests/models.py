@@ -144,3 +144,20 @@ class _BusyWhenTraced(nn.Module):
 
 def busy_when_traced() -> nn.Module:
     return _BusyWhenTraced().eval()
+class DigitsCNN(nn.Module):
+    """A small CNN for scikit-learn's 8x8 digits (input [N, 1, 8, 8] in [0, 1], 10 classes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                                      nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.classifier = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def digits_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return DigitsCNN().eval()

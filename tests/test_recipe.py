@@ -277,3 +277,32 @@ def test_resolved_recipe_is_recipe_shaped(tmp_path):
     assert resolved["prune"]["ratio"] == 0.4 and resolved["prune"]["global"] is True
     assert resolved["export"]["slim"] is False and resolved["inputs"] == {"named": ["input_ids:1x16:int64"]}
     assert resolved["gates"] == {"checks": ["speedup>=2"]} and resolved["ci"] == {"step_summary": True}
+
+
+def test_data_table_flags_and_options_agree(tmp_path):
+    """[data] keys, their flags and CompileOptions fields: one setting each, recipe under flags."""
+    recipe = load_recipe(write(tmp_path, """
+        model = "m.pt"
+        calib_data = "calib.npz"
+        [data]
+        train = "text:train.txt"
+        val = "images:val"
+        val_split = 0.2
+        batch_size = 16
+        max_length = 64
+        image_size = "32,48"
+        image_mean = "0.5"
+        image_std = "0.25"
+        metric = "cosine"
+    """))
+    assert recipe.options == {"calib_data": "calib.npz", "data": "text:train.txt", "val_data": "images:val",
+                              "val_split": 0.2, "batch_size": 16, "max_length": 64, "image_size": "32,48",
+                              "image_mean": "0.5", "image_std": "0.25", "metric": "cosine"}
+    parser = build_parser()
+    argv = ["compile", "--config", str(tmp_path / "p2d.toml"), "--batch-size", "8", "--metric", "top1"]
+    options = compile_options(merge(recipe, parser.parse_args(argv), parser, argv)).validate()
+    assert (options.batch_size, options.metric, options.max_length, options.data) == (8, "top1", 64, "text:train.txt")
+    defaults = compile_options(merge(None, parser.parse_args(["compile", "m.pt"]), parser, ["compile", "m.pt"]))
+    assert (defaults.data, defaults.val_split, defaults.batch_size, defaults.metric) == (None, 0.1, 32, None)
+    assert error_of(tmp_path, "[data]\nval_split = 1.5\n").startswith(
+        "p2d.toml:2:1: data.val_split = 1.5: val-split 1.5 is outside [0, 1)")

