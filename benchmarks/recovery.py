@@ -198,7 +198,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("mnist", "minilm"))
     p.add_argument("--ratios", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    p.add_argument("--train-epochs", type=int, default=2)
+    p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3, help="recovery epochs at most (early stop on validation)")
     p.add_argument("--recover-minutes", type=float, default=3.0, help="MNIST recovery budget per ratio")
     p.add_argument("--minilm-minutes", type=float, default=8.0)

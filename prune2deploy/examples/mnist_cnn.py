@@ -37,9 +37,11 @@ def build() -> nn.Module:
 
 def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int = 1, lr: float = 1e-3,
           batch_size: int = 128, seed: int = 0) -> nn.Module:
-    """Plain supervised training (AdamW, cross-entropy), seeded; returns the model in eval mode."""
+    """Plain supervised training (AdamW, one-cycle LR, cross-entropy), seeded; returns the model in eval mode."""
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    steps = epochs * -(-len(images) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=g)
@@ -48,6 +50,7 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: 
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(images[idx]), labels[idx]).backward()
             optimizer.step()
+            schedule.step()
     return model.eval()
 
 
