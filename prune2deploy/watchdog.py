@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,22 @@ def _total_memory() -> int | None:
         return None
 
 
+def take_sigint() -> tuple[bool, object]:
+    """Make an interrupt from a watcher thread reach the main thread as KeyboardInterrupt.
+
+    A process started in the background (`p2d ... &`, some CI runners) can inherit SIGINT ignored, and a
+    library may install its own handler; then `_thread.interrupt_main` does nothing. Returns (can interrupt,
+    the handler to put back or None). Off the main thread nothing can be interrupted: (False, None).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False, None
+    current = signal.getsignal(signal.SIGINT)
+    if current is signal.default_int_handler:
+        return True, None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return True, current
+
+
 def rss_bytes() -> int:
     """Resident memory of this process now (Linux /proc; 0 where unavailable)."""
     try:
@@ -65,12 +82,15 @@ class StageWatch:
         self._thread = threading.Thread(target=self._watch, name=f"p2d-watch-{stage}", daemon=True)
 
     def __enter__(self):
+        self._interruptible, self._old_sigint = take_sigint()
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._done.set()
         self._thread.join()
+        if self._old_sigint is not None:
+            signal.signal(signal.SIGINT, self._old_sigint)
         return False
 
     def _watch(self) -> None:
@@ -89,7 +109,8 @@ class StageWatch:
 
     def _trip(self, reason: str) -> None:
         self.tripped = reason
-        _thread.interrupt_main()
+        if self._interruptible:
+            _thread.interrupt_main()
         if self._done.wait(GRACE_S):
             return
         sys.stderr.write(f"error: {reason}; the stage did not stop, exiting (hint: {hint_for(self.stage)})\n")

@@ -8,10 +8,11 @@ can fall back (block-local pruning) within seconds instead of minutes at the mac
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
-from ..watchdog import rss_bytes
+from ..watchdog import rss_bytes, take_sigint
 
 DEFAULT_SECONDS = 30.0
 DEFAULT_GB = 4.0
@@ -36,6 +37,7 @@ class GraphBudget:
     def __enter__(self):
         self._start_rss, self._start = rss_bytes(), time.monotonic()
         self.peak_gb = 0.0
+        self._interruptible, self._old_sigint = take_sigint()
         self._thread = threading.Thread(target=self._watch, name="p2d-graph-budget", daemon=True)
         self._thread.start()
         return self
@@ -51,7 +53,7 @@ class GraphBudget:
                 self.tripped = self.tripped or reason
                 # again every REPEAT_S: torch-pruning's tracing has a bare `except:` that swallows one
                 with self._lock:
-                    if not self._done.is_set():
+                    if not self._done.is_set() and self._interruptible:
                         self._sent = True
                         _thread.interrupt_main()
                 if self._done.wait(REPEAT_S):
@@ -68,7 +70,10 @@ class GraphBudget:
                 break
             except KeyboardInterrupt:
                 continue
+        if self._old_sigint is not None:
+            signal.signal(signal.SIGINT, self._old_sigint)
         self.elapsed_s = time.monotonic() - self._start
         if self.tripped and (exc_type is None or issubclass(exc_type, KeyboardInterrupt)):
             raise GraphTooCostly(self.tripped) from None
         return False
+
