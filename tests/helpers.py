@@ -7,6 +7,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "tests" / "models.py"
 
@@ -57,3 +59,13 @@ def publish_files(out: Path, files: dict[str, str]) -> None:
             (work / name).write_text(text)
         write_manifest(work, {})
         publish_dir(work, out)
+
+
+def import_or_skip(name: str):
+    """An optional library through p2d's own import (torchvision's schema shim first), or skip the test."""
+    from prune2deploy.compat import import_optional
+
+    module = import_optional(name)
+    if module is None:
+        pytest.skip(f"{name} is not importable here")
+    return module

@@ -210,12 +210,9 @@ def test_pre_attn_dim_timm_replacement_forward_takes_every_argument():
 
 @pytest.fixture(scope="module")
 def timm():
-    from prune2deploy.compat import import_optional
+    from helpers import import_or_skip
 
-    module = import_optional("timm")
-    if module is None:
-        pytest.skip("timm is not importable here")
-    return module
+    return import_or_skip("timm")
 
 
 def _real_timm_vit(timm, **kw):

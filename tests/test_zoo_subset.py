@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from prune2deploy.compat import import_optional
+from helpers import import_or_skip
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.measure import count_macs_params
 from prune2deploy.passes.prune_channels import PruneChannels, layer_widths
@@ -15,10 +15,7 @@ from prune2deploy.passes.prune_channels import PruneChannels, layer_widths
 
 @pytest.fixture(scope="module")
 def tv():
-    module = import_optional("torchvision")
-    if module is None:
-        pytest.skip("torchvision is not importable here")
-    return module
+    return import_or_skip("torchvision")
 
 
 def _prune(model, x, **kw):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -60,6 +59,9 @@ def rebuild(model: nn.Module, saved: dict) -> nn.Module:
     return model
 
 
+RESUME_ROOT = "p2d-resume"  # in the temp directory: one folder per compile key
+
+
 class Checkpoints:
     """One compile's recovery checkpoint: DIR/recovery.pt, written atomically by rank 0 only."""
 
@@ -70,7 +72,7 @@ class Checkpoints:
     def for_compile(cls, key: str, resume: bool) -> "Checkpoints":
         """The work area of a compile: a temp directory named by the compile's identity (model, data, options,
         output directory), so `--resume` finds exactly the run it continues."""
-        return cls(Path(tempfile.gettempdir()) / "p2d-resume" / key, resume)
+        return cls(Path(tempfile.gettempdir()) / RESUME_ROOT / key, resume)
 
     @property
     def path(self) -> Path:
@@ -97,8 +99,16 @@ class Checkpoints:
     def clear(self) -> None:
         from .. import distributed
 
-        if distributed.is_main():
-            shutil.rmtree(self.directory, ignore_errors=True)
+        if not distributed.is_main():
+            return
+        self.path.unlink(missing_ok=True)  # only the file p2d wrote; its own folders go once empty
+        if self.directory.parent.name != RESUME_ROOT:
+            return
+        for folder in (self.directory, self.directory.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def compile_key(*parts: str) -> str:
