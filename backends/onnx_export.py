@@ -1,9 +1,11 @@
-"""torch -> ONNX: export, onnx.checker, shape inference, and onnxslim where it removes nodes."""
+"""torch -> ONNX: export, onnx.checker, shape inference, and onnxslim where it removes nodes; large models
+stream their weights to external data (LARGE_MODEL_BYTES)."""
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -14,41 +16,106 @@ from prune2deploy.outputs import flatten_outputs
 
 DEFAULT_OPSET = 18
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # leave headroom under protobuf's 2 GB
+# From this many bytes of weights (ResNet-50 is 102 MB, ViT-B/16 346 MB) a model takes the large-model path:
+# the dynamo exporter streams its weights to <name>.onnx.data and onnxslim is skipped. Measured on ViT-B/16
+# (benchmarks/results/scale.md): TorchScript export peaks 1.2 GB above the start, dynamo writing external
+# data 0.1 GB; onnxslim peaks 3.0 GB above its input and removes 12 of dynamo's 524 nodes.
+LARGE_MODEL_BYTES = 128 * 1024**2
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (what ONNX stores as initializers)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT_OPSET,
-                exporter: str = "torchscript", slim: bool = True, dynamic_batch: bool = False) -> dict:
-    """Write `model` to `path` as checked, shape-inferred ONNX; returns a record of what was done."""
-    import onnx
+                exporter: str = "auto", slim: bool = True, dynamic_batch: bool = False) -> dict:
+    """Write `model` to `path` as checked, shape-inferred ONNX; returns a record of what was done.
 
+    `exporter="auto"`: dynamo with external data for models of LARGE_MODEL_BYTES and more (falling back
+    to TorchScript if dynamo fails), TorchScript below. Weights go to `<name>.onnx.data` on the large-model
+    path and past protobuf's 2 GB limit; the file is checked on disk, never re-serialized in memory.
+    """
     path = Path(path)
+    size = weight_bytes(model)
+    large = size >= LARGE_MODEL_BYTES
     with torch.no_grad():
         output_names = [n for n, _ in flatten_outputs(inputs.call(model))]
-    _run_exporter(model, inputs, path, opset, exporter, output_names, dynamic_batch)
-    proto = onnx.load(str(path))
+    chosen = exporter if exporter != "auto" else ("dynamo" if large else "torchscript")
+    record = {"exporter": chosen, "opset": opset, "dynamic_batch": dynamic_batch, "weight_bytes": size}
+    _data_file(path).unlink(missing_ok=True)
+    staging = path.parent / f".{path.name}.export"  # the exporter's own files, until they are in place
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        exported = staging / path.name
+        try:
+            _run_exporter(model, inputs, exported, opset, chosen, output_names, dynamic_batch,
+                          external_data=large or size > PROTOBUF_LIMIT)
+        except P2DError as exc:
+            if exporter != "auto" or chosen != "dynamo":
+                raise
+            record["exporter"], record["fallback"] = "torchscript", str(exc)
+            _run_exporter(model, inputs, exported, opset, "torchscript", output_names, dynamic_batch)
+        if record["exporter"] == "dynamo" and _data_file(exported).exists():
+            record.update(_move_streamed(exported, path))
+        else:
+            record.update(_rewrite(exported, path, slim and not large))
+            if slim and large:
+                record["onnxslim"] = {"applied": False, "skipped": "large model: onnxslim held ~9x the weights (ViT-B/16)"}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    check_onnx(path)
+    record["external_data"] = _data_file(path).exists()
+    return record
+
+
+def _data_file(path: Path) -> Path:
+    return path.parent / (path.name + ".data")
+
+
+def _move_streamed(exported: Path, path: Path) -> dict:
+    """dynamo wrote the weights to <name>.onnx.data beside the graph: move both, count nodes without the data."""
+    import onnx
+
+    os.replace(_data_file(exported), _data_file(path))
+    os.replace(exported, path)
+    proto = onnx.load(str(path), load_external_data=False)
+    nodes = len(proto.graph.node)
+    return {"nodes_exported": nodes, "nodes": nodes, "inputs": [i.name for i in proto.graph.input],
+            "outputs": [o.name for o in proto.graph.output],
+            "onnxslim": {"applied": False, "skipped": "large model: its weights stay in external data"}}
+
+
+def _rewrite(exported: Path, path: Path, slim: bool) -> dict:
+    """Load the exported file, onnxslim it where that removes nodes, save it (external data past 2 GB)."""
+    import onnx
+
+    proto = onnx.load(str(exported))
     nodes_exported = len(proto.graph.node)
-    record = {"exporter": exporter, "opset": opset, "nodes_exported": nodes_exported, "dynamic_batch": dynamic_batch,
-              "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
+    record = {"nodes_exported": nodes_exported, "inputs": [i.name for i in proto.graph.input],
+              "outputs": [o.name for o in proto.graph.output]}
     if slim:
         slimmed = _slim(proto)
         record["onnxslim"] = {"nodes_before": nodes_exported,
                               "nodes_after": len(slimmed.graph.node) if slimmed is not None else None}
-        if slimmed is not None and len(slimmed.graph.node) < nodes_exported:
+        record["onnxslim"]["applied"] = slimmed is not None and len(slimmed.graph.node) < nodes_exported
+        if record["onnxslim"]["applied"]:
             proto = slimmed
-            record["onnxslim"]["applied"] = True
-        else:
-            record["onnxslim"]["applied"] = False
+        del slimmed
     save_onnx(proto, path)
-    check_onnx(path)
     record["nodes"] = len(proto.graph.node)
-    record["external_data"] = (path.parent / (path.name + ".data")).exists()
     return record
 
 
 def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_names: list[str],
-                  dynamic_batch: bool = False) -> None:
+                  dynamic_batch: bool = False, external_data: bool = False) -> None:
+    """torch.onnx.export; dynamo with `external_data` streams the weights to <name>.onnx.data."""
     kwargs = dict(input_names=inputs.names, output_names=output_names, opset_version=opset,
                   dynamo=exporter == "dynamo")
+    if exporter == "dynamo":
+        kwargs["external_data"] = external_data
     if dynamic_batch:  # axis 0 of every input and output is the batch
         kwargs["dynamic_axes"] = {name: {0: "batch"} for name in inputs.names + output_names}
     if exporter == "torchscript":
@@ -112,11 +179,10 @@ def save_onnx(proto, path: Path) -> None:
     """Save, moving weights to `<name>.data` when the model would exceed protobuf's 2 GB limit."""
     import onnx
 
-    weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
-    data_file = path.parent / (path.name + ".data")
-    if data_file.exists():
-        data_file.unlink()
-    if weight_bytes > PROTOBUF_LIMIT:
+    stored = sum(len(t.raw_data) for t in proto.graph.initializer)
+    data_file = _data_file(path)
+    data_file.unlink(missing_ok=True)
+    if stored > PROTOBUF_LIMIT:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_file.name, size_threshold=1024)
     else:

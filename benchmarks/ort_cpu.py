@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import math
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -298,7 +297,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    from prune2deploy.peak_memory import process_peak_mb
+
+    return process_peak_mb()  # p2d resets the kernel's high-water mark per stage; this spans the resets
 
 
 def run_one(name: str, ratio: float, bench_seconds: float, spawned_at: float | None) -> dict:

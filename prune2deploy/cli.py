@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "per-epoch checkpoint (same command and --out)")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
-    p.add_argument("--exporter", default="torchscript", help="torch.onnx exporter: torchscript | dynamo")
+    p.add_argument("--exporter", default="auto",
+                   help="torch.onnx exporter: auto (default: dynamo with external data from 128 MB of weights, "
+                        "else torchscript) | torchscript | dynamo")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset; default 18")
     p.add_argument("--dynamic-batch", metavar="MIN,OPT,MAX",
                    help="export with a dynamic batch axis; TensorRT engines get this optimisation profile")

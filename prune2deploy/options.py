@@ -23,7 +23,7 @@ class CompileOptions:
     sparsity: str | None = None  # "2:4" (N:M) or None
     permute: bool = False
     dynamic_batch: str | None = None  # "MIN,OPT,MAX": batch axis dynamic in ONNX, a TensorRT profile
-    exporter: str = "torchscript"
+    exporter: str = "auto"  # auto: dynamo with external data from 128 MB of weights, else torchscript
     opset: int = 18
     slim: bool = True
     tolerance: float = 1e-3  # max relative error ONNX vs torch
@@ -76,8 +76,8 @@ class CompileOptions:
             raise user_error(f"unknown pruning mode {self.pruning_mode!r}", f"use one of {', '.join(PRUNING_MODES)}")
         if self.graph_budget_s <= 0 or self.graph_budget_gb <= 0:
             raise user_error("graph-budget-s and graph-budget-gb must be > 0")
-        if self.exporter not in ("torchscript", "dynamo"):
-            raise user_error(f"unknown exporter {self.exporter!r}", "use torchscript or dynamo")
+        if self.exporter not in ("auto", "torchscript", "dynamo"):
+            raise user_error(f"unknown exporter {self.exporter!r}", "use auto, torchscript or dynamo")
         for name in ("iterative_steps", "min_iters", "opset"):
             if getattr(self, name) < 1:
                 raise user_error(f"{name.replace('_', '-')} must be >= 1")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from .inputs import check_model_runs, random_like
 from .manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from .measure import count_macs_params
 from .options import CompileOptions
+from .peak_memory import process_peak_mb
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from .ownership import check_out_dir
 from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
@@ -276,8 +276,9 @@ def _evaluate_gates(gates: list, report: dict) -> list:
 
 def _finish_report(report: dict, progress, started: float) -> None:
     report["stages_s"] = dict(progress.times)
+    report["stages_peak_rss_mb"] = dict(progress.peaks_mb)
     report["wall_s"] = round(time.perf_counter() - started, 3)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["peak_rss_mb"] = process_peak_mb()
 
 
 def _driver(spec):

@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 from .errors import user_error
+from .peak_memory import PeakTracker
 from .watchdog import Limits, StageWatch, hint_for
 
 
@@ -19,12 +20,19 @@ class Progress:
         self.enabled = enabled
         self.limits = limits
         self.times: dict[str, float] = {}
+        self.memory = PeakTracker()
 
     def fresh(self) -> "Progress":
         """Same display and limits, empty timings (one per compile)."""
         p = Progress(self.enabled, self.stream, self.limits)
         p.times = {k: v for k, v in self.times.items() if k == "load"}
+        p.memory.peaks_mb = {k: v for k, v in self.memory.peaks_mb.items() if k == "load"}
         return p
+
+    @property
+    def peaks_mb(self) -> dict[str, float | None]:
+        """Peak resident memory of each stage in MB (None where the OS cannot say)."""
+        return self.memory.peaks_mb
 
     @contextmanager
     def stage(self, name: str, label: str):
@@ -33,6 +41,7 @@ class Progress:
             self.stream.write(f"  {label} ...")
             self.stream.flush()
         start = time.perf_counter()
+        self.memory.enter(name)
         watch = StageWatch(name, self.limits) if self.limits else None
         try:
             if watch:
@@ -52,6 +61,7 @@ class Progress:
             raise
         finally:
             self.times[name] = round(time.perf_counter() - start, 3)
+            self.memory.leave(name)
         if self.enabled:
             self.stream.write(f" {self.times[name]:.1f}s\n")
 

@@ -64,7 +64,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     autotune = false                               # --autotune
 
     [export]
-    exporter = "torchscript"                       # --exporter
+    exporter = "auto"                              # --exporter
     opset = 18                                     # --opset
     slim = true                                    # false = --no-slim
     tolerance = 1e-3                               # --tolerance

@@ -30,6 +30,8 @@ class ExportingDriver:
                                             exporter=opts.exporter, slim=opts.slim,
                                             dynamic_batch=opts.dynamic_batch is not None)
             artifacts[f"{name}.onnx"] = path
+            if exports[name]["external_data"]:
+                artifacts[f"{name}.onnx.data"] = path.parent / f"{path.name}.data"
         report["export"] = exports
         sparsity = ctx.records.get("sparsity")
         if sparsity:
