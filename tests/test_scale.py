@@ -110,3 +110,22 @@ def test_dynamo_failure_falls_back_to_torchscript(tmp_path, large_model_path, mo
     assert record["external_data"] and (tmp_path / "m.onnx.data").exists()  # past the lowered 2 GB limit
     assert record["onnxslim"]["applied"] is False
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+
+
+def test_snapshot_restore_drops_hooks_an_interrupted_trace_left():
+    """The graph budget interrupts torch-pruning's trace before it removes its hooks (ViT-L/16 on a busy
+    machine); the restored model must pickle again."""
+    from prune2deploy.passes.degrade import Snapshot
+
+    model = resnet_like()
+    model.fc.register_forward_hook(lambda *a: None)  # the user's own hook stays
+    snapshot = Snapshot(model)
+
+    def traced(module, inputs, outputs):  # a local function, as torch-pruning's _record_grad_fn
+        return None
+
+    for m in model.modules():
+        m.register_forward_hook(traced)
+    snapshot.restore()
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 1
+    torch.save(torch.nn.Sequential(*[c for c in model.children() if c is not model.fc]), io.BytesIO())

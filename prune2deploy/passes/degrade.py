@@ -2,11 +2,13 @@
 
 torch-pruning removes a group by replacing Parameters and setting width attributes; it never writes into
 a tensor it keeps. So a `Snapshot` of every module's own state (shallow: the same tensor objects) restores
-the model exactly, at no copying cost. `prune_group_by_group` tries each group torch-pruning proposes,
+the model exactly, at no copying cost. Hook tables are copied too: a trace interrupted by the graph budget
+leaves torch-pruning's forward hooks (local functions) behind, which would break torch.save of the model. `prune_group_by_group` tries each group torch-pruning proposes,
 checks the model still runs with unchanged output shapes, and rolls the group back when it does not.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch.nn as nn
@@ -21,14 +23,22 @@ class Snapshot:
     def restore(self) -> None:
         for m, state in self._states:
             m.__dict__.clear()
-            m.__dict__.update({k: (dict(v) if k in _DICTS else v) for k, v in state.items()})
+            m.__dict__.update({k: _copied(k, v) for k, v in state.items()})
 
 
 _DICTS = ("_parameters", "_buffers", "_modules")
 
 
+def _copied(key: str, value):
+    """Own copies of the tables a prune or a trace changes in place (hook tables keep their OrderedDict type:
+    hook handles hold weak references to them)."""
+    if key in _DICTS:
+        return dict(value)
+    return copy.copy(value) if "hook" in key and isinstance(value, dict) else value
+
+
 def _state(m: nn.Module) -> dict:
-    return {k: (dict(v) if k in _DICTS else v) for k, v in m.__dict__.items()}
+    return {k: _copied(k, v) for k, v in m.__dict__.items()}
 
 
 def group_name(group, model: nn.Module) -> str:
