@@ -276,6 +276,7 @@ def _evaluate_gates(gates: list, report: dict) -> list:
 
 def _finish_report(report: dict, progress, started: float) -> None:
     report["stages_s"] = dict(progress.times)
+    report["stages_cpu_s"] = dict(progress.cpu_times)  # load-independent: growth on a shared machine
     report["stages_peak_rss_mb"] = dict(progress.peaks_mb)
     report["wall_s"] = round(time.perf_counter() - started, 3)
     report["peak_rss_mb"] = process_peak_mb()

@@ -20,6 +20,7 @@ class Progress:
         self.enabled = enabled
         self.limits = limits
         self.times: dict[str, float] = {}
+        self.cpu_times: dict[str, float] = {}  # CPU seconds of the whole process (all threads) per stage
         self.memory = PeakTracker()
 
     def fresh(self) -> "Progress":
@@ -27,6 +28,7 @@ class Progress:
         p = Progress(self.enabled, self.stream, self.limits)
         p.times = {k: v for k, v in self.times.items() if k == "load"}
         p.memory.peaks_mb = {k: v for k, v in self.memory.peaks_mb.items() if k == "load"}
+        p.cpu_times = {k: v for k, v in self.cpu_times.items() if k == "load"}
         return p
 
     @property
@@ -40,7 +42,7 @@ class Progress:
         if self.enabled:
             self.stream.write(f"  {label} ...")
             self.stream.flush()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         self.memory.enter(name)
         watch = StageWatch(name, self.limits) if self.limits else None
         try:
@@ -61,6 +63,7 @@ class Progress:
             raise
         finally:
             self.times[name] = round(time.perf_counter() - start, 3)
+            self.cpu_times[name] = round(time.process_time() - cpu_start, 3)
             self.memory.leave(name)
         if self.enabled:
             self.stream.write(f" {self.times[name]:.1f}s\n")
