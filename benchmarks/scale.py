@@ -1,7 +1,8 @@
 """Scale: how memory and time grow with model size (issue 13). Not CI; ViT-H alone takes minutes and ~10 GB.
 
 Each model is one `p2d compile --ratio 0.5 --target ort-cpu --no-cache` subprocess, as a user runs it:
-torchvision ViT-B/16, ViT-L/16, ViT-H/14 and BERT-base/large-sized encoders (transformers' BertModel
+torchvision ViT-B/16, ViT-L/16, ViT-H/14 (classifier re-initialised: torchvision's zero head makes
+every output 0 and verification vacuous) and BERT-base/large-sized encoders (transformers' BertModel
 built from BertConfig, 1x128 tokens), all RANDOM weights (latency and memory do not depend on them; nothing
 downloads). Per model: parameters, FP32 weight bytes, p2d's own peak RSS (whole compile and per stage, the
 kernel's high-water mark reset per stage), peak / weights, wall time per stage, speedup, MAC reduction,
@@ -39,14 +40,43 @@ MAX_MEMORY_GB = 13  # what this machine lends the scale runs (24 GB shared by fo
 STAGE_TIMEOUT_S = 900
 TOKENS = ["--input", "input_ids:1x128:int64", "--input", "attention_mask:1x128:int64",
           "--input", "token_type_ids:1x128:int64"]
+IMAGE = ["--input-shape", "1,3,224,224"]
 MODELS = {  # name -> (p2d MODEL spec, input flags)
-    "vit_b_16": ("torchvision:vit_b_16", ["--input-shape", "1,3,224,224"]),
-    "vit_l_16": ("torchvision:vit_l_16", ["--input-shape", "1,3,224,224"]),
-    "vit_h_14": ("torchvision:vit_h_14", ["--input-shape", "1,3,224,224"]),
+    "vit_b_16": (f"{HERE}:vit_b_16", IMAGE),
+    "vit_l_16": (f"{HERE}:vit_l_16", IMAGE),
+    "vit_h_14": (f"{HERE}:vit_h_14", IMAGE),
     "bert_base": (f"{HERE}:bert_base", TOKENS),
     "bert_large": (f"{HERE}:bert_large", TOKENS),
 }
 VIT_SERIES = ("vit_b_16", "vit_l_16", "vit_h_14")
+
+
+def _vit(name: str):
+    """torchvision's ViT with random weights. torchvision zero-initialises the classifier, so every output
+    would be 0 and verification could see no error: the head gets ViT's own init (normal, std 0.02)."""
+    import torch
+
+    from prune2deploy.compat import import_optional
+
+    model = getattr(import_optional("torchvision").models, name)()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)
+    return model.eval()
+
+
+def vit_b_16():
+    """torchvision ViT-B/16 (86M parameters)."""
+    return _vit("vit_b_16")
+
+
+def vit_l_16():
+    """torchvision ViT-L/16 (304M parameters)."""
+    return _vit("vit_l_16")
+
+
+def vit_h_14():
+    """torchvision ViT-H/14 (632M parameters, 2.5 GB: past protobuf's 2 GB)."""
+    return _vit("vit_h_14")
 
 
 def _bert(hidden: int, layers: int, heads: int):
