@@ -105,11 +105,11 @@ class RssSampler(threading.Thread):
 
     def __init__(self, pid: int, every_s: float = 0.1):
         super().__init__(daemon=True)
-        self.pid, self.every_s, self.peak_mb, self._stop = pid, every_s, 0.0, threading.Event()
+        self.pid, self.every_s, self.peak_mb, self._done = pid, every_s, 0.0, threading.Event()
 
     def run(self) -> None:
         status = Path(f"/proc/{self.pid}/status")
-        while not self._stop.wait(self.every_s):
+        while not self._done.wait(self.every_s):
             try:
                 for line in status.read_text().splitlines():
                     if line.startswith("VmRSS:"):
@@ -118,7 +118,7 @@ class RssSampler(threading.Thread):
                 return
 
     def stop(self) -> float:
-        self._stop.set()
+        self._done.set()
         self.join()
         return round(self.peak_mb, 1)
 
