@@ -217,8 +217,8 @@ def main() -> None:
         if args.only in (None, "minilm"):
             result["minilm"] = minilm(args, work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
+    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
+        args.out.with_name(args.out.name + suffix).write_text(text)  # not with_suffix: "..._0.5_long" has a dot
     print(markdown(result))
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from .. import distributed
 from .checkpoints import Checkpoints, rebuild, structure
-from .distill import DistillLoss, FeatureMatcher
+from .distill import NO_FEATURES, DistillLoss, FeatureMatcher, matched_blocks
 
 METHODS = ("kd", "finetune", "none")
 
@@ -55,12 +55,14 @@ def _bar(total: int, enabled: bool):
 
 def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metric: Callable,
             config: RecoveryConfig, baseline: float, checkpoints: Checkpoints | None = None, stage: int = 0,
-            show_progress: bool = False) -> dict:
+            show_progress: bool = False, extra: dict | None = None) -> dict:
     """Train `student` towards `teacher` on `train` [(ExampleInputs, labels)]; keep the best weights on `val`.
 
     `metric(model, batches) -> float` is higher-is-better; `baseline` is its value before recovery (after BN
-    re-estimation); weights that never beat it are not kept. Returns the stage's record (curve, steps, ...).
+    re-estimation); weights that never beat it are not kept. `extra` (plain values) is saved with every
+    checkpoint, for the caller to read back on --resume. Returns the stage's record (curve, steps, ...).
     """
+    extra = extra or {}
     started = time.perf_counter()
     saved = checkpoints.load() if checkpoints else None
     saved = saved if saved and saved.get("stage") == stage else None
@@ -75,11 +77,13 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     if config.max_steps:
         total = min(total, config.max_steps)
     objective = DistillLoss(config.method, config.kd_alpha, config.kd_temperature, config.output_loss)
-    features = FeatureMatcher(student, teacher, config.features) if config.features else None
     torch.manual_seed(config.seed + 7919 * stage)
     if saved:
         rebuild(student, saved["structure"])
         student.load_state_dict(saved["state_dict"])
+    feature_names = matched_blocks(student, teacher, shard[0][0], config.features) if config.method == "kd" \
+        else [n for n in config.features if n != NO_FEATURES]
+    features = FeatureMatcher(student, teacher, feature_names) if feature_names else None
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total, max(1, round(config.warmup_fraction * total))))
@@ -132,7 +136,7 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                 waited += 1
             stop = stop or waited >= config.patience
             if checkpoints:
-                checkpoints.save({"stage": stage, "done": False, "epoch": epoch, "step": step, "waited": waited,
+                checkpoints.save({**extra, "stage": stage, "done": False, "epoch": epoch, "step": step, "waited": waited,
                                   "structure": structure(student), "state_dict": student.state_dict(),
                                   "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                                   "rng": torch.get_rng_state(), "best_metric": best_metric,
@@ -142,11 +146,11 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     student.load_state_dict(best_state)
     student.eval()
     record = {"stage": stage, "epochs": epoch, "steps": step, "best_epoch": best_epoch,
-              "metric_before": baseline, "metric_after": best_metric,
+              "metric_before": baseline, "metric_after": best_metric, "kd_features": feature_names,
               "wall_s": round(elapsed_before + time.perf_counter() - started, 3), "curve": curve,
               "world_size": distributed.world_size(), "resumed_from": resumed_from}
     if checkpoints:
-        checkpoints.save({"stage": stage, "done": True, "epoch": epoch, "structure": structure(student),
+        checkpoints.save({**extra, "stage": stage, "done": True, "epoch": epoch, "structure": structure(student),
                           "state_dict": student.state_dict(), "record": record})
     return record
 
@@ -159,7 +163,7 @@ def _step(model, teacher, inputs, labels, objective, features, method):
                 with torch.no_grad():
                     teacher_out = inputs.call(teacher)
             student_out = inputs.call(model)
-        return objective(student_out, teacher_out, labels, mask) + features.loss()
+        return objective(student_out, teacher_out, labels, mask) + features.loss(mask)
     if method == "kd":
         with torch.no_grad():
             teacher_out = inputs.call(teacher)
