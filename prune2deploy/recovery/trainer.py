@@ -1,5 +1,6 @@
 """The recovery loop: AdamW, linear warm-up then cosine decay, early stop on the validation metric, best
-checkpoint kept, per-epoch checkpoints, seeded and deterministic on CPU, DDP under torchrun."""
+checkpoint kept, a checkpoint per validation (each epoch, or every --eval-every steps), seeded and
+deterministic on CPU, DDP under torchrun."""
 from __future__ import annotations
 
 import copy
@@ -32,7 +33,8 @@ class RecoveryConfig:
     features: list[str] = field(default_factory=list)
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
-    patience: int = 2  # epochs without a better validation metric before stopping
+    patience: int = 2  # validations without a better metric before stopping
+    eval_every: int | None = None  # validate (and checkpoint) every this many steps too, not only per epoch
     seed: int = 0
 
 
@@ -88,7 +90,7 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total, max(1, round(config.warmup_fraction * total))))
     best_metric, best_state, best_epoch = baseline, copy.deepcopy(student.state_dict()), 0
-    curve, step, epoch, waited, elapsed_before = [], 0, 0, 0, 0.0
+    curve, step, epoch, offset, waited, elapsed_before = [], 0, 0, 0, 0, 0.0
     resumed_from = None
     if saved:  # the optimiser's state (with its current LR) first, then the schedule's position
         optimizer.load_state_dict(saved["optimizer"])
@@ -96,6 +98,7 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
         torch.set_rng_state(saved["rng"])
         best_metric, best_state, best_epoch = saved["best_metric"], saved["best_state"], saved["best_epoch"]
         curve, step, epoch, waited = saved["curve"], saved["step"], saved["epoch"], saved["waited"]
+        offset = saved.get("offset", 0)
         elapsed_before = saved["wall_s"]
         resumed_from = {"stage": stage, "epoch": epoch, "step": step}
 
@@ -110,14 +113,14 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                 config.seed * 100003 + stage * 1009 + epoch)).tolist()
             model.train()
             losses = []
-            for i in order:
+            for i in order[offset:]:
                 inputs, labels = shard[i]
                 loss = _step(model, teacher, inputs, labels, objective, features, config.method)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                step += 1
+                step, offset = step + 1, offset + 1
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{best_metric:.4g}")
@@ -125,18 +128,25 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                 if step >= total or distributed.any_rank(out_of_time):
                     stop = True
                     break
-            epoch += 1
+                if config.eval_every and step % config.eval_every == 0 and offset < per_epoch:
+                    break  # validate within the epoch; the next round continues at `offset`
+            if offset >= per_epoch or stop:
+                epoch, offset = epoch + 1, 0
             student.eval()
             value = float(metric(student, val))
-            curve.append({"stage": stage, "epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses)),
-                          "metric": value, "lr": optimizer.param_groups[0]["lr"]})
+            done_epochs = epoch + offset / per_epoch
+            curve.append({"stage": stage, "epoch": epoch if not offset else round(done_epochs, 3), "step": step,
+                          "loss": sum(losses) / max(1, len(losses)), "metric": value,
+                          "lr": optimizer.param_groups[0]["lr"]})
             if value > best_metric:
-                best_metric, best_state, best_epoch, waited = value, copy.deepcopy(student.state_dict()), epoch, 0
+                best_metric, best_state, best_epoch, waited = value, copy.deepcopy(student.state_dict()), \
+                    curve[-1]["epoch"], 0
             else:
                 waited += 1
             stop = stop or waited >= config.patience
             if checkpoints:
-                checkpoints.save({**extra, "stage": stage, "done": False, "epoch": epoch, "step": step, "waited": waited,
+                checkpoints.save({**extra, "stage": stage, "done": False, "epoch": epoch, "offset": offset,
+                                  "step": step, "waited": waited,
                                   "structure": structure(student), "state_dict": student.state_dict(),
                                   "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                                   "rng": torch.get_rng_state(), "best_metric": best_metric,
@@ -145,7 +155,7 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     del model
     student.load_state_dict(best_state)
     student.eval()
-    record = {"stage": stage, "epochs": epoch, "steps": step, "best_epoch": best_epoch,
+    record = {"stage": stage, "epochs": epoch + (1 if offset else 0), "steps": step, "best_epoch": best_epoch,
               "metric_before": baseline, "metric_after": best_metric, "kd_features": feature_names,
               "wall_s": round(elapsed_before + time.perf_counter() - started, 3), "curve": curve,
               "world_size": distributed.world_size(), "resumed_from": resumed_from}
