@@ -226,9 +226,14 @@ def test_encoders_match_every_kept_block_by_default_classifiers_none():
     mask = torch.ones(4, 12, dtype=torch.int64)
     mask[:2, 8:] = 0
     inputs = ExampleInputs((), {"input_ids": ids, "attention_mask": mask})
-    student = copy.deepcopy(teacher)
-    PruneChannels(0.5, round_to=8).run(student, CompileContext(inputs))
-    assert student.encoder.layers[0].linear1.out_features < 128  # the FFN shrank, the residual stream did not
+    narrowed = copy.deepcopy(teacher)  # global pruning narrows this model's residual stream: no block matches
+    PruneChannels(0.5, round_to=8).run(narrowed, CompileContext(inputs))
+    assert narrowed.encoder.layers[0](narrowed.embed(ids)).shape[-1] < 64
+    assert "encoder.layers.0" not in matched_blocks(narrowed, teacher, inputs, [])
+    student = copy.deepcopy(teacher)  # FFN hidden 128 -> 64 in every layer: the residual stream keeps its width
+    for layer in student.encoder.layers:
+        layer.linear1 = torch.nn.Linear(64, 64)
+        layer.linear2 = torch.nn.Linear(64, 64)
     blocks = [f"encoder.layers.{i}" for i in range(3)]
     assert matched_blocks(student, teacher, inputs, []) == blocks
     assert matched_blocks(student, teacher, inputs, ["none"]) == []

@@ -97,10 +97,12 @@ def matched_blocks(student: nn.Module, teacher: nn.Module, inputs, requested: li
     if not stack:
         return []
     names = [name for name, _ in stack]
-    shapes = {}
+    was_training = student.training
+    student.eval()  # no BatchNorm statistics change while looking at shapes
     with FeatureMatcher(student, teacher, names).capture() as matcher, torch.no_grad():
         inputs.call(student), inputs.call(teacher)
         shapes = {n: (matcher.student_feats.get(n), matcher.teacher_feats.get(n)) for n in names}
+    student.train(was_training)
     return [n for n, (s, t) in shapes.items() if s is not None and t is not None and s.shape == t.shape]
 
 
