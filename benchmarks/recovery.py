@@ -152,7 +152,7 @@ def minilm(args, work: Path) -> dict:
            "source": f"held out: the last {len(held_out)} sentences of gensim 4.4.0's lee_background.cor (300 ABC "
                      f"news articles); training: its other {len(train)}"
                      + (f" + {len(wiki)} Wikipedia sentences (gensim's enwiki-...-shortened.bz2)" if wiki else "")}
-    for method in ("none", "kd"):
+    for method in args.minilm_methods:
         options = CompileOptions(ratio=0.5, data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
                                  max_length=64, batch_size=32, recover=method, epochs=args.epochs,
                                  recover_minutes=args.minilm_minutes, eval_every=args.minilm_eval_every,
@@ -195,13 +195,13 @@ def markdown(result: dict) -> str:
                   f"held-out sentences ({m['source']})", "",
                   "| recovery | cosine to dense (held out) | nearest-neighbour agreement | MAC red. | speedup | "
                   "recovery steps, wall s |", "|---|---|---|---|---|---|"]
-        for method in ("none", "kd"):
+        for method in [k for k in ("none", "kd") if k in m]:
             x = m[method]
             rec = x["recovery"]
             cost = f"{rec['steps']}, {rec['wall_s']:.0f}" if rec else "-"
             lines.append(f"| {method} | {x['cosine']:.4f} | {x['nn_agreement']:.1%} | {x['mac_reduction']:.2f}x | "
                          f"{x['speedup']:.2f}x | {cost} |")
-        rec = m["kd"]["recovery"]
+        rec = m["kd"]["recovery"] if "kd" in m else None
         if rec:
             lines += ["", f"Recovery curve (validation cosine, p2d's metric, on the held-out sentences; after prune "
                       f"{m['kd']['after_prune']:.4f}; matched layers: {', '.join(m['kd'].get('kd_features') or [])}):",
@@ -219,6 +219,7 @@ def main() -> None:
     p.add_argument("--recover-minutes", type=float, default=3.0, help="MNIST recovery budget per ratio")
     p.add_argument("--minilm-minutes", type=float, default=20.0)
     p.add_argument("--minilm-train", choices=("lee", "lee+wiki"), default="lee+wiki")
+    p.add_argument("--minilm-methods", nargs="+", choices=("none", "kd"), default=["none", "kd"])
     p.add_argument("--minilm-eval-every", type=int, default=40, help="validation every N recovery steps")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=4.0)

@@ -261,3 +261,29 @@ def test_token_features_are_matched_per_token_without_padding():
     matcher.teacher_feats[names[0]] = torch.ones(2, 6, 4)
     matcher.teacher_feats[names[0]][0, 4:] = -1.0
     assert matcher.loss(None).item() == pytest.approx(4 * 2 * 4 / (2 * 6 * 4))  # no mask: MSE on every element
+
+
+def test_a_time_budget_replans_warmup_and_decay_into_the_steps_it_allows():
+    from prune2deploy.recovery.trainer import Schedule
+
+    plan = Schedule(total=1000, warmup_fraction=0.05)
+    assert plan(10) == pytest.approx(11 / 50)  # planned over 1000 steps: still warming up at step 10
+    plan.replan(step=5, planned=1000, seconds_per_step=2.0, seconds_left=90.0)  # 45 more steps fit
+    assert plan.total == 50 and plan(10) > 0.9 and plan(49) < 0.01  # decays to ~0 where the budget ends
+    plan.replan(step=5, planned=1000, seconds_per_step=0.001, seconds_left=90.0)
+    assert plan.total == 1000  # never beyond the epochs asked for
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plan.replan(step=0, planned=1000, seconds_per_step=1.0, seconds_left=20.0)
+    state = torch.optim.lr_scheduler.LambdaLR(optimizer, plan).state_dict()
+    restored = Schedule(total=1000, warmup_fraction=0.05)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, restored).load_state_dict(state)
+    assert restored.total == 20  # the plan travels in the checkpoint
+
+
+def test_recovery_under_a_time_budget_ends_with_a_decayed_lr(digits):
+    dense, train, val, example = digits
+    pruned = _pruned(dense, example)
+    record = recover(pruned, dense, train, val, top1, RecoveryConfig(epochs=50, minutes=0.1, lr=1e-3),
+                     baseline=0.0)
+    assert record["steps"] < 50 * len(train)  # the budget stopped it
+    assert record["curve"][-1]["lr"] < 0.2e-3  # planned over the steps the 6 s allowed, not 50 epochs

@@ -48,6 +48,25 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
+class Schedule:
+    """warmup_cosine over `total` steps, re-planned when a wall-clock budget will stop training sooner: the warm-up
+    and the decay to 0 then span the steps the budget allows, not epochs that will never run. A callable object,
+    so LambdaLR's state_dict (the checkpoint) keeps `total`."""
+
+    PROBE_STEPS = 5  # steps timed before the first plan
+
+    def __init__(self, total: int, warmup_fraction: float):
+        self.total, self.warmup_fraction = total, warmup_fraction
+
+    def __call__(self, step: int) -> float:
+        return warmup_cosine(self.total, max(1, round(self.warmup_fraction * self.total)))(step)
+
+    def replan(self, step: int, planned: int, seconds_per_step: float, seconds_left: float) -> None:
+        """Fit the schedule into the budget from the time a step (with its share of validation) has taken."""
+        reachable = step + max(1, int(seconds_left / max(seconds_per_step, 1e-9)))
+        self.total = distributed.min_over_ranks(min(planned, reachable))
+
+
 def _bar(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -87,8 +106,8 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
         else [n for n in config.features if n != NO_FEATURES]
     features = FeatureMatcher(student, teacher, feature_names) if feature_names else None
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total, max(1, round(config.warmup_fraction * total))))
+    plan = Schedule(total, config.warmup_fraction)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
     best_metric, best_state, best_epoch = baseline, copy.deepcopy(student.state_dict()), 0
     curve, step, epoch, offset, waited, elapsed_before = [], 0, 0, 0, 0, 0.0
     resumed_from = None
@@ -105,7 +124,14 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     model = distributed.wrap(student)
     teacher.eval()
     deadline = started + config.minutes * 60 - elapsed_before if config.minutes else None
-    stop = step >= total or waited >= config.patience
+    stop = step >= plan.total or waited >= config.patience
+    first_step = step
+
+    def fit_to_budget(bar):
+        if deadline is not None and step > first_step:
+            now = time.perf_counter()
+            plan.replan(step, total, (now - started) / (step - first_step), deadline - now)
+            bar.total = plan.total
     with _bar(total, show_progress) as bar:
         bar.update(step)
         while not stop and epoch < config.epochs:
@@ -124,8 +150,10 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{best_metric:.4g}")
+                if step - first_step == Schedule.PROBE_STEPS:
+                    fit_to_budget(bar)
                 out_of_time = deadline is not None and time.perf_counter() > deadline
-                if step >= total or distributed.any_rank(out_of_time):
+                if step >= plan.total or distributed.any_rank(out_of_time):  # plan.total <= total
                     stop = True
                     break
                 if config.eval_every and step % config.eval_every == 0 and offset < per_epoch:
@@ -144,6 +172,7 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
             else:
                 waited += 1
             stop = stop or waited >= config.patience
+            fit_to_budget(bar)  # validation takes time too: plan again with it
             if checkpoints:
                 checkpoints.save({**extra, "stage": stage, "done": False, "epoch": epoch, "offset": offset,
                                   "step": step, "waited": waited,
