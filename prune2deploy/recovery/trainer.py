@@ -158,12 +158,12 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                     break
                 if config.eval_every and step % config.eval_every == 0 and offset < per_epoch:
                     break  # validate within the epoch; the next round continues at `offset`
-            if offset >= per_epoch or stop:
+            done_epochs = epoch + 1 if offset >= per_epoch else round(epoch + offset / per_epoch, 3)
+            if offset >= per_epoch or stop:  # a stopped epoch counts as one in `epochs`; the curve says how much ran
                 epoch, offset = epoch + 1, 0
             student.eval()
             value = float(metric(student, val))
-            done_epochs = epoch + offset / per_epoch
-            curve.append({"stage": stage, "epoch": epoch if not offset else round(done_epochs, 3), "step": step,
+            curve.append({"stage": stage, "epoch": done_epochs, "step": step,
                           "loss": sum(losses) / max(1, len(losses)), "metric": value,
                           "lr": optimizer.param_groups[0]["lr"]})
             if value > best_metric:
