@@ -88,15 +88,16 @@ class Recover:
             return self._restored(saved, stage)
         if saved and saved.get("stage") == stage and "measured" in saved:
             measured = saved["measured"]  # measured before the kill; this process's model is not that one yet
+            pass_wall = saved["pass_wall_s"]  # when this step's training began (its own wall_s continues)
         else:
             after_prune = metric(model, val)
             bn_layers = recalibrate_bn(model, train)
             measured = {"after_prune": after_prune, "bn_layers": bn_layers,
                         "after_bn_recalibration": metric(model, val) if bn_layers else after_prune}
+            pass_wall = self.wall_before + time.perf_counter() - self.started
         record = {"stage": stage, **measured, "metric_after": measured["after_bn_recalibration"], "epochs": 0,
                   "steps": 0}
-        extra = {"measured": measured, "stages": self.stages,
-                 "pass_wall_s": self.wall_before + time.perf_counter() - self.started}
+        extra = {"measured": measured, "stages": self.stages, "pass_wall_s": pass_wall}
         record.update(recover(model, self.teacher, train, val, metric, self.config,
                               baseline=measured["after_bn_recalibration"], checkpoints=self.checkpoints, stage=stage,
                               show_progress=self.show_progress, extra=extra))
