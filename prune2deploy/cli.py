@@ -312,12 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "validation metric)")
     p.add_argument("--max-steps", type=int, help="recovery: optimiser steps at most")
     p.add_argument("--recover-minutes", type=float, help="recovery: wall-clock budget in minutes")
+    p.add_argument("--eval-every", type=int, metavar="STEPS", help="recovery: validate and checkpoint every STEPS "
+                   "steps too (large --data); default once per epoch")
     p.add_argument("--kd-alpha", type=float, help="weight of distillation vs cross-entropy on labels; default 0.7")
     p.add_argument("--kd-temperature", type=float, help="softmax temperature of distillation; default 2")
     p.add_argument("--kd-feature", action="append", metavar="LAYER",
-                   help="also match this layer's output to the dense model's (a layer pruning kept at full width)")
+                   help="also match this layer's output to the dense model's (a layer pruning kept at full width); "
+                   "default: every block of an encoder, none of a classifier; `none`: outputs only")
     p.add_argument("--resume", action="store_true", help="continue an interrupted recovery from its last "
-                   "per-epoch checkpoint (same command and --out)")
+                   "checkpoint (same command and --out)")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
     p.add_argument("--exporter", default="auto",

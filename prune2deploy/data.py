@@ -36,6 +36,7 @@ class Samples:
     n: int
     take: Callable[[Sequence[int]], Batch]
     unit: str = "sample"
+    lengths: Sequence[int] | None = None  # tokens per sample (text): batches group similar lengths
 
 
 def load_data(spec: str, model: nn.Module, example: ExampleInputs, options, *, what: str = "--data") -> list[Batch]:
@@ -76,10 +77,24 @@ def count_samples(batches: list[Batch]) -> int:
     return sum(int(inputs.tensors()[0].shape[0]) for inputs, _ in batches)
 
 
+LENGTH_GROUP = 50  # batches per length-sorted group (as transformers' group_by_length)
+
+
 def batches_of(samples: Samples, order: list[int], batch_size: int) -> list[Batch]:
     if samples.unit == "batch":
         return [samples.take([i]) for i in order]
+    if samples.lengths is not None:
+        order = grouped_by_length(order, samples.lengths, batch_size)
     return [samples.take(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def grouped_by_length(order: list[int], lengths: Sequence[int], batch_size: int) -> list[int]:
+    """`order` cut into groups of LENGTH_GROUP batches, each sorted by length (longest first): a batch pads to
+    its longest sentence, so similar lengths together halve the padded tokens of random batches of real text.
+    Which samples meet in a group still follows `order` (seeded); recovery shuffles the batches every epoch."""
+    group = LENGTH_GROUP * batch_size
+    return [i for start in range(0, len(order), group)
+            for i in sorted(order[start:start + group], key=lambda i: -lengths[i])]
 
 
 def read_samples(spec: str, model: nn.Module, example: ExampleInputs, options, what: str) -> Samples:

@@ -1,6 +1,7 @@
 """`text:FILE`: one sentence per line, tokenized with the `hf:` model's own tokenizer (offline).
 
-Each batch is padded to its longest sentence, truncated at --max-length tokens; the batch holds the
+Each batch is padded to its longest sentence, truncated at --max-length tokens; sentences of similar length
+are batched together (data.grouped_by_length), so little of a batch is padding. The batch holds the
 model's named inputs (those of --input / --example-inputs, e.g. input_ids and attention_mask).
 """
 from __future__ import annotations
@@ -38,7 +39,8 @@ def read_text(path: Path, model: nn.Module, example: ExampleInputs, options, wha
                              f"{', '.join(missing)}", "name the model's inputs as its tokenizer does")
         return ExampleInputs((), {n: encoded[n].to(dtypes[n]) for n in names}), None
 
-    return Samples(len(sentences), take)
+    lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=options.max_length)["input_ids"]]
+    return Samples(len(sentences), take, lengths=lengths)
 
 
 def _tokenizer(model: nn.Module, what: str, path: Path):

@@ -51,6 +51,15 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
+def min_over_ranks(value: int) -> int:
+    """The smallest of every rank's `value` (plans that depend on a rank's clock must agree)."""
+    if world_size() <= 1 or not dist.is_initialized():
+        return value
+    t = torch.tensor([int(value)])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model under DDP when distributed, else unchanged."""
     if not init():

@@ -55,6 +55,7 @@ class CompileOptions:
     lr: float = 5e-4  # AdamW peak LR (linear warm-up, cosine decay)
     epochs: int = 5
     max_steps: int | None = None
+    eval_every: int | None = None  # validate (and checkpoint) every N steps too; None: once per epoch
     recover_minutes: float | None = None  # wall-clock budget of the whole recovery
     kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs cross-entropy on labels
     kd_temperature: float = 2.0
@@ -130,8 +131,8 @@ class CompileOptions:
             raise user_error(f"unknown recovery method {self.recover!r}", f"use one of {', '.join(METHODS)}")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise user_error(f"lr {self.lr} is outside (0, 1)", "e.g. --lr 5e-4")
-        if self.epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
-            raise user_error("epochs and max-steps must be >= 1")
+        if self.epochs < 1 or any(v is not None and v < 1 for v in (self.max_steps, self.eval_every)):
+            raise user_error("epochs, max-steps and eval-every must be >= 1")
         if self.recover_minutes is not None and self.recover_minutes <= 0:
             raise user_error(f"recover-minutes {self.recover_minutes} must be > 0")
         if not 0.0 <= self.kd_alpha <= 1.0:

@@ -48,6 +48,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     epochs = 5                                     # --epochs
     max_steps = 1000                               # --max-steps
     minutes = 10                                   # --recover-minutes (wall-clock budget)
+    eval_every = 200                               # --eval-every (validate every N steps too)
     kd_alpha = 0.7                                 # --kd-alpha, in [0, 1]
     kd_temperature = 2.0                           # --kd-temperature
     kd_features = ["encoder.layer.5"]              # --kd-feature (repeatable): match these layers' outputs
@@ -171,6 +172,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("recover.epochs", "int", "epochs", "epochs"),
     Key("recover.max_steps", "int", "max_steps", "max_steps"),
     Key("recover.minutes", "float", "recover_minutes", "recover_minutes"),
+    Key("recover.eval_every", "int", "eval_every", "eval_every"),
     Key("recover.kd_alpha", "float", "kd_alpha", "kd_alpha"),
     Key("recover.kd_temperature", "float", "kd_temperature", "kd_temperature"),
     Key("recover.kd_features", "list", "kd_feature", "kd_features"),

@@ -170,9 +170,26 @@ def test_text_with_the_models_tokenizer(tmp_path):
     assert len(batches) == 2 and count_samples(batches) == 3  # the blank line is skipped
     first = batches[0][0].kwargs
     assert set(first) == {"input_ids", "attention_mask"} and first["input_ids"].shape == (2, 24)  # truncated
-    assert int(first["attention_mask"][0].sum()) < 24  # the short sentence is padded
+    # batched by length: the two longest sentences together, the fox's padded to the long one's 24 tokens
+    assert int(first["attention_mask"][0].sum()) == 24 and 8 < int(first["attention_mask"][1].sum()) < 24
     assert first["input_ids"][0, 0] == 101 and batches[1][1] is None  # [CLS]; no labels
-    assert batches[1][0].kwargs["input_ids"].shape[1] < 24  # each batch padded to its own longest
+    assert batches[1][0].kwargs["input_ids"].shape[1] == 6  # each batch padded to its own longest: [CLS] 4 [SEP]
+
+
+def test_grouped_by_length_keeps_the_samples_and_sorts_within_groups():
+    from prune2deploy.data import LENGTH_GROUP, grouped_by_length
+
+    lengths = [(7 * i) % 23 + 1 for i in range(300)]
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(0)).tolist()
+    grouped = grouped_by_length(order, lengths, batch_size=2)
+    group = 2 * LENGTH_GROUP
+    assert sorted(grouped) == list(range(300))
+    for start in range(0, 300, group):  # the same samples per group as `order`, longest first
+        assert set(grouped[start:start + group]) == set(order[start:start + group])
+        assert [lengths[i] for i in grouped[start:start + group]] == \
+            sorted((lengths[i] for i in order[start:start + group]), reverse=True)
+    padded = lambda o: sum(max(lengths[i] for i in o[k:k + 2]) * 2 for k in range(0, 300, 2))  # noqa: E731
+    assert padded(grouped) < 0.8 * padded(order)
 
 
 # --- the held-out split -------------------------------------------------------------------------

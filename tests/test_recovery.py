@@ -171,3 +171,130 @@ def test_feature_matching_on_kept_layers(digits):
         bad.loss()
     with pytest.raises(UserError, match="no layer of that name"):
         FeatureMatcher(pruned, dense, ["nope"])
+
+
+def test_eval_every_validates_within_epochs_and_resumes_there(digits, tmp_path):
+    dense, train, val, example = digits
+    config = RecoveryConfig(epochs=2, lr=1e-3, eval_every=5, patience=100)
+    full = _pruned(dense, example)
+    record = recover(full, dense, train, val, top1, config, baseline=0.0)
+    n = len(train)  # 22 batches: validations at 5, 10, 15, 20, the epoch's end, 25, ...
+    expected = sorted({s for s in range(5, 2 * n + 1, 5)} | {n, 2 * n})
+    assert [p["step"] for p in record["curve"]] == expected and record["epochs"] == 2
+    assert record["curve"][0]["epoch"] == round(5 / n, 3) and record["curve"][expected.index(n)]["epoch"] == 1
+
+    calls = {"n": 0}
+
+    def dies_at_the_third_validation(model, batch_list):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the checkpoint of step 10 (mid-epoch) was written
+        return top1(model, batch_list)
+
+    with pytest.raises(KeyboardInterrupt):
+        recover(_pruned(dense, example), dense, train, val, dies_at_the_third_validation, config, baseline=0.0,
+                checkpoints=Checkpoints(tmp_path))
+    resumed = copy.deepcopy(dense)
+    again = recover(resumed, dense, train, val, top1, config, baseline=0.0,
+                    checkpoints=Checkpoints(tmp_path, resume=True))
+    assert again["resumed_from"] == {"stage": 0, "epoch": 0, "step": 10}
+    assert [p["step"] for p in again["curve"]] == expected
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+class TokenEncoder(torch.nn.Module):
+    """Token ids -> [batch, tokens, 64] features (no classifier head), three transformer layers."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(50, 64)
+        layer = torch.nn.TransformerEncoderLayer(64, 8, 128, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
+
+
+def test_encoders_match_every_kept_block_by_default_classifiers_none():
+    from prune2deploy.recovery.distill import matched_blocks
+    from models import transformer_like
+
+    teacher = TokenEncoder().eval()
+    ids = torch.randint(0, 50, (4, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(4, 12, dtype=torch.int64)
+    mask[:2, 8:] = 0
+    inputs = ExampleInputs((), {"input_ids": ids, "attention_mask": mask})
+    narrowed = copy.deepcopy(teacher)  # global pruning narrows this model's residual stream: no block matches
+    PruneChannels(0.5, round_to=8).run(narrowed, CompileContext(inputs))
+    assert narrowed.encoder.layers[0](narrowed.embed(ids)).shape[-1] < 64
+    assert "encoder.layers.0" not in matched_blocks(narrowed, teacher, inputs, [])
+    student = copy.deepcopy(teacher)  # FFN hidden 128 -> 64 in every layer: the residual stream keeps its width
+    for layer in student.encoder.layers:
+        layer.linear1 = torch.nn.Linear(64, 64)
+        layer.linear2 = torch.nn.Linear(64, 64)
+    blocks = [f"encoder.layers.{i}" for i in range(3)]
+    assert matched_blocks(student, teacher, inputs, []) == blocks
+    assert matched_blocks(student, teacher, inputs, ["none"]) == []
+    assert matched_blocks(student, teacher, inputs, ["embed"]) == ["embed"]
+    classifier = transformer_like()
+    tokens = ExampleInputs((torch.randint(0, 100, (2, 16)),), {})
+    assert matched_blocks(copy.deepcopy(classifier), classifier, tokens, []) == []
+
+    batches_ = [(inputs, None)] * 3
+    record = recover(student, teacher, batches_, batches_, lambda m, b: 0.0, RecoveryConfig(epochs=1), baseline=-1.0)
+    assert record["kd_features"] == blocks and record["steps"] == 3
+
+
+def test_token_features_are_matched_per_token_without_padding():
+    teacher = TokenEncoder().eval()
+    student = copy.deepcopy(teacher)
+    names = ["encoder.layers.2"]
+    matcher = FeatureMatcher(student, teacher, names)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    matcher.student_feats[names[0]] = torch.ones(2, 6, 4)
+    matcher.teacher_feats[names[0]] = torch.ones(2, 6, 4)
+    matcher.teacher_feats[names[0]][0, 4:] = -1.0  # differs on padding only
+    assert matcher.loss(mask).item() == pytest.approx(0.0, abs=1e-6)  # cosine per real token
+    matcher.student_feats[names[0]] = torch.ones(2, 6, 4)
+    matcher.teacher_feats[names[0]] = torch.ones(2, 6, 4)
+    matcher.teacher_feats[names[0]][0, 4:] = -1.0
+    assert matcher.loss(None).item() == pytest.approx(4 * 2 * 4 / (2 * 6 * 4))  # no mask: MSE on every element
+
+
+def test_a_time_budget_replans_warmup_and_decay_into_the_steps_it_allows():
+    from prune2deploy.recovery.trainer import Schedule
+
+    plan = Schedule(total=1000, warmup_fraction=0.05)
+    assert plan(10) == pytest.approx(11 / 50)  # planned over 1000 steps: still warming up at step 10
+    plan.replan(step=5, planned=1000, seconds_per_step=2.0, seconds_left=90.0)  # 45 more steps fit
+    assert plan.total == 50 and plan(10) > 0.9 and plan(49) < 0.01  # decays to ~0 where the budget ends
+    plan.replan(step=5, planned=1000, seconds_per_step=0.001, seconds_left=90.0)
+    assert plan.total == 1000  # never beyond the epochs asked for
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    plan.replan(step=0, planned=1000, seconds_per_step=1.0, seconds_left=20.0)
+    state = torch.optim.lr_scheduler.LambdaLR(optimizer, plan).state_dict()
+    restored = Schedule(total=1000, warmup_fraction=0.05)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, restored).load_state_dict(state)
+    assert restored.total == 20  # the plan travels in the checkpoint
+
+
+def test_recovery_under_a_time_budget_ends_with_a_decayed_lr(digits, monkeypatch):
+    import types
+
+    from prune2deploy.recovery import trainer
+
+    ticks = {"n": 0}
+
+    def clock():  # a step costs one reading of the clock: 0.5 s, whatever the machine's load
+        ticks["n"] += 1
+        return 0.5 * ticks["n"]
+
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=clock))
+    dense, train, val, example = digits
+    pruned = _pruned(dense, example)
+    record = recover(pruned, dense, train, val, top1, RecoveryConfig(epochs=50, minutes=0.5, lr=1e-3),
+                     baseline=0.0)
+    assert 20 < record["steps"] < 60  # the 30 s budget, not 50 epochs of 22 steps
+    assert record["curve"][-1]["lr"] < 0.05e-3  # warm-up and decay fitted into those steps, not stopped at the peak

@@ -1,9 +1,10 @@
 """Recovery through the real CLI on scikit-learn's digits: report fields, interleaved iterative steps, gates,
-bad flags, --resume after kill -9, and a 2-process torchrun run where rank 0 alone writes."""
+bad flags, the progress bar on a pseudo-terminal, --resume after kill -9 (also between iterative steps), and a 2-process torchrun run where rank 0 alone writes."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,6 +105,81 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(digits_files, tm
     assert rec["resumed_from"]["stage"] == 0 and rec["resumed_from"]["epoch"] >= 1
     assert rec["curve"][0]["epoch"] == 1 and len(rec["curve"]) == rec["epochs"]  # the epochs before the kill too
     assert not list(tmpdir.glob("p2d-resume/*/recovery.pt")), "the checkpoint outlived a successful compile"
+
+
+def _run_on_a_terminal(cmd: list[str], cwd, env) -> tuple[int, str]:
+    """Run `cmd` with stdin/stdout/stderr on a pseudo-terminal (120 columns); (exit code, everything it wrote)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal_and_quiet_when_piped(digits_files, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    cmd = [sys.executable, "-m", "prune2deploy", *map(str, digits_files), "--ratio", "0.5", "--epochs", "2",
+           "--batch-size", "16"]
+    code, shown = _run_on_a_terminal(cmd + ["--out", "tty"], tmp_path, env)
+    assert code == 0, shown[-2000:]
+    bars = re.findall(r"recovery: +\d+%\|[^|\r\n]*\| *(\d+)/(\d+) \[[^\]]*loss=\d+\.\d+, val=[\d.]+\]", shown)
+    assert len(bars) > 2, shown[-2000:]  # redrawn in place as the steps go by
+    steps = json.loads((tmp_path / "tty" / "report.json").read_text())["recovery"]["steps"]
+    assert {int(total) for _, total in bars} == {steps} and max(int(done) for done, _ in bars) == steps
+    piped = subprocess.run(cmd + ["--out", "piped"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr
+    assert "loss=" not in piped.stderr + piped.stdout and "recovery: kd" in piped.stdout
+
+
+def test_resume_in_iterative_mode_reports_what_was_measured_before_the_kill(digits_files, tmp_path):
+    """Killed while recovering step 1 of 2: the resumed report carries step 0's record and step 1's after-prune
+    metric as measured before the kill (this process never re-creates those models), not blanks or new numbers."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir), "CI": "1"}
+    args = [*digits_files, "--ratio", "0.5", "--iterative-steps", "2", "--epochs", "2", "--out", "out"]
+    proc = subprocess.Popen([sys.executable, "-m", "prune2deploy", *map(str, args)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    saved, deadline = None, time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        files = list(tmpdir.glob("p2d-resume/*/recovery.pt"))
+        state = torch.load(files[0], weights_only=True) if files else None
+        if state and state["stage"] == 1:
+            proc.send_signal(signal.SIGKILL)
+            saved = state
+            break
+        time.sleep(0.1)
+    proc.wait()
+    assert saved is not None, "the compile never reached a checkpoint of the second step"
+    assert not (tmp_path / "out").exists()
+    resumed = subprocess.run([sys.executable, "-m", "prune2deploy", *map(str, args), "--resume"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    rec, acc = report["recovery"], report["accuracy"]
+    first = saved["stages"][0]
+    assert rec["stages"][0]["restored"] and rec["stages"][0]["after_prune"] == first["after_prune"]
+    assert rec["stages"][0]["curve"] == first["curve"] and rec["stages"][0]["steps"] == first["steps"] > 0
+    assert acc["after_prune"] == saved["measured"]["after_prune"]
+    assert acc["after_bn_recalibration"] == saved["measured"]["after_bn_recalibration"]
+    assert rec["resumed_from"]["stage"] == 1 and rec["wall_s"] > saved["pass_wall_s"]
+    assert {p["stage"] for p in rec["curve"]} == {0, 1}
+    assert acc["pruned"] == rec["pruned"] >= acc["after_bn_recalibration"]
 
 
 def test_torchrun_two_processes_rank_0_alone_writes(digits_files, tmp_path):

@@ -45,9 +45,10 @@ class Recover:
             method=method, lr=options.lr, epochs=options.epochs, max_steps=options.max_steps,
             minutes=options.recover_minutes / steps if options.recover_minutes else None,
             kd_alpha=options.kd_alpha, kd_temperature=options.kd_temperature, features=list(options.kd_features),
-            seed=options.seed)
+            eval_every=options.eval_every, seed=options.seed)
         self.stages: list[dict] = []
         self.started = None
+        self.wall_before = 0.0  # --resume: the pass's wall time before the kill, from the checkpoint
 
     def between_steps(self, model: nn.Module, step: int) -> None:
         """PruneChannels' per-step hook: recover after every pruning step but the last."""
@@ -63,7 +64,7 @@ class Recover:
         resumed = next((s["resumed_from"] for s in self.stages if s.get("resumed_from")), None)
         return {"method": self.method, "epochs": sum(s.get("epochs", 0) for s in self.stages),
                 "steps": sum(s.get("steps", 0) for s in self.stages),
-                "wall_s": round(time.perf_counter() - self.started, 3), "world_size": distributed.world_size(),
+                "wall_s": round(self.wall_before + time.perf_counter() - self.started, 3), "world_size": distributed.world_size(),
                 "resumed_from": resumed, "curve": curve, "stages": self.stages,
                 "after_prune": last["after_prune"], "after_bn_recalibration": last["after_bn_recalibration"],
                 "pruned": last["metric_after"], "bn_layers": last["bn_layers"],
@@ -80,19 +81,38 @@ class Recover:
     def _stage(self, model: nn.Module, stage: int) -> dict:
         metric, train, val = self.data.metric, self.data.train, self.data.val
         saved = self.checkpoints.load() if self.checkpoints else None
+        if saved and "measured" in saved:  # the pass's time before the kill: earlier steps + this step's training
+            trained = saved["record"]["wall_s"] if saved["done"] else saved["wall_s"]
+            self.wall_before = saved["pass_wall_s"] + trained
         if saved and saved.get("stage", -1) > stage:  # --resume: this step was recovered before the kill
-            return {"stage": stage, "skipped": "resumed past it", "epochs": 0, "steps": 0,
-                    "resumed_from": {"stage": saved["stage"], "epoch": saved.get("epoch")},
-                    "after_prune": None, "after_bn_recalibration": None, "metric_after": None, "bn_layers": 0}
-        after_prune = metric(model, val)
-        bn_layers = recalibrate_bn(model, train)
-        after_bn = metric(model, val) if bn_layers else after_prune
-        record = {"stage": stage, "after_prune": after_prune, "after_bn_recalibration": after_bn,
-                  "bn_layers": bn_layers, "metric_after": after_bn, "epochs": 0, "steps": 0}
-        record.update(recover(model, self.teacher, train, val, metric, self.config, baseline=after_bn,
-                              checkpoints=self.checkpoints, stage=stage, show_progress=self.show_progress))
-        record["after_prune"], record["after_bn_recalibration"] = after_prune, after_bn
+            return self._restored(saved, stage)
+        if saved and saved.get("stage") == stage and "measured" in saved:
+            measured = saved["measured"]  # measured before the kill; this process's model is not that one yet
+            pass_wall = saved["pass_wall_s"]  # when this step's training began (its own wall_s continues)
+        else:
+            after_prune = metric(model, val)
+            bn_layers = recalibrate_bn(model, train)
+            measured = {"after_prune": after_prune, "bn_layers": bn_layers,
+                        "after_bn_recalibration": metric(model, val) if bn_layers else after_prune}
+            pass_wall = self.wall_before + time.perf_counter() - self.started
+        record = {"stage": stage, **measured, "metric_after": measured["after_bn_recalibration"], "epochs": 0,
+                  "steps": 0}
+        extra = {"measured": measured, "stages": self.stages, "pass_wall_s": pass_wall}
+        record.update(recover(model, self.teacher, train, val, metric, self.config,
+                              baseline=measured["after_bn_recalibration"], checkpoints=self.checkpoints, stage=stage,
+                              show_progress=self.show_progress, extra=extra))
+        record.update(measured)
         return record
+
+    @staticmethod
+    def _restored(saved: dict, stage: int) -> dict:
+        """The record of a step recovered before the kill, as it was measured then (from the checkpoint)."""
+        earlier = saved.get("stages") or []
+        if stage < len(earlier):
+            return {**earlier[stage], "restored": "from the recovery checkpoint (--resume)"}
+        return {"stage": stage, "skipped": "resumed past it", "epochs": 0, "steps": 0,  # a checkpoint without history
+                "resumed_from": {"stage": saved["stage"], "epoch": saved.get("epoch")},
+                "after_prune": None, "after_bn_recalibration": None, "metric_after": None, "bn_layers": 0}
 
 
 def recovery_pass(model: nn.Module, inputs, options, data, out_dir: Path, show_progress: bool) -> Recover | None:

@@ -4,8 +4,10 @@ Classifiers (first output 2-D class scores): Hinton's KL on temperature-softened
 gradient scale does not depend on T, mixed with cross-entropy on labels when there are labels:
     loss = kd_alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - kd_alpha) * CE(s, labels)
 Other outputs (encoders, detectors, ...): every float output is matched to the teacher's, by cosine distance
-over the last axis (default) or MSE. Optionally, named intermediate layers whose output shapes pruning kept
-are matched by MSE as well (FeatureMatcher).
+over the last axis (default) or MSE. Intermediate layers whose output shapes pruning kept are matched as well
+(FeatureMatcher): token features [batch, tokens, hidden] like the output (cosine per token, padding
+excluded), others by MSE. Which layers: --kd-feature names them; by default (`matched_blocks`) an encoder's
+every block (each layer's hidden state: the residual stream keeps its width), none for a classifier.
 """
 from __future__ import annotations
 
@@ -79,8 +81,46 @@ class DistillLoss:
         return torch.stack(losses).mean()
 
 
+NO_FEATURES = "none"  # --kd-feature none: match the outputs only
+
+
+def matched_blocks(student: nn.Module, teacher: nn.Module, inputs, requested: list[str]) -> list[str]:
+    """The layers to match: `requested` (--kd-feature), none for `none` or a classifier, else the blocks of the
+    model's longest stack of like blocks (e.g. encoder.layer.0..5) whose output shape pruning kept."""
+    if requested:
+        return [] if requested == [NO_FEATURES] else list(requested)
+    with torch.no_grad():
+        first = [t for _, t in flatten_outputs(inputs.call(teacher)) if t.dtype.is_floating_point]
+    if not first or is_classifier_output(first[0]):
+        return []
+    stack = max(_block_stacks(teacher), key=len, default=[])
+    if not stack:
+        return []
+    names = [name for name, _ in stack]
+    was_training = student.training
+    student.eval()  # no BatchNorm statistics change while looking at shapes
+    with FeatureMatcher(student, teacher, names).capture() as matcher, torch.no_grad():
+        inputs.call(student), inputs.call(teacher)
+        shapes = {n: (matcher.student_feats.get(n), matcher.teacher_feats.get(n)) for n in names}
+    student.train(was_training)
+    return [n for n, (s, t) in shapes.items() if s is not None and t is not None and s.shape == t.shape]
+
+
+def _block_stacks(model: nn.Module) -> list[list[tuple[str, nn.Module]]]:
+    """Containers of two or more blocks of one class (transformer layers, residual stages' blocks)."""
+    from ..passes.block_local import CONTAINERS, is_block
+
+    stacks = []
+    for name, m in model.named_modules():
+        children = list(m.named_children())
+        if type(m) in CONTAINERS and len(children) >= 2 and len({type(c) for _, c in children}) == 1 \
+                and is_block(children[0][1]):
+            stacks.append([(f"{name}.{child}" if name else child, c) for child, c in children])
+    return stacks
+
+
 class FeatureMatcher:
-    """MSE between the outputs of named layers in student and teacher (layers whose width pruning kept)."""
+    """Distance between the outputs of named layers in student and teacher (layers whose width pruning kept)."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, names: list[str]):
         s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
@@ -111,7 +151,9 @@ class FeatureMatcher:
             for h in handles:
                 h.remove()
 
-    def loss(self) -> torch.Tensor:
+    def loss(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over the layers: cosine per token for [batch, tokens, hidden] features (`mask`: the attention
+        mask, padding excluded), MSE for any other shape."""
         terms = []
         for name in self.names:
             s, t = self.student_feats.get(name), self.teacher_feats.get(name)
@@ -121,7 +163,8 @@ class FeatureMatcher:
                 raise user_error(f"--kd-feature {name}: pruning changed its output shape "
                                  f"{list(t.shape)} -> {list(s.shape)}",
                                  "match a layer pruning kept at full width (e.g. a block output or the last layer)")
-            terms.append(F.mse_loss(s.float(), t.detach().float()))
+            tokens = s.dim() == 3 and mask is not None and tuple(mask.shape) == tuple(s.shape[:2])
+            terms.append(output_loss(s, t.detach(), "cosine", mask) if tokens else F.mse_loss(s.float(), t.detach().float()))
         self.student_feats.clear()
         self.teacher_feats.clear()
         return torch.stack(terms).mean() if terms else torch.zeros(())

@@ -1,5 +1,6 @@
 """The recovery loop: AdamW, linear warm-up then cosine decay, early stop on the validation metric, best
-checkpoint kept, per-epoch checkpoints, seeded and deterministic on CPU, DDP under torchrun."""
+checkpoint kept, a checkpoint per validation (each epoch, or every --eval-every steps), seeded and
+deterministic on CPU, DDP under torchrun."""
 from __future__ import annotations
 
 import copy
@@ -14,7 +15,7 @@ import torch.nn as nn
 
 from .. import distributed
 from .checkpoints import Checkpoints, rebuild, structure
-from .distill import DistillLoss, FeatureMatcher
+from .distill import NO_FEATURES, DistillLoss, FeatureMatcher, matched_blocks
 
 METHODS = ("kd", "finetune", "none")
 
@@ -32,7 +33,8 @@ class RecoveryConfig:
     features: list[str] = field(default_factory=list)
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
-    patience: int = 2  # epochs without a better validation metric before stopping
+    patience: int = 2  # validations without a better metric before stopping
+    eval_every: int | None = None  # validate (and checkpoint) every this many steps too, not only per epoch
     seed: int = 0
 
 
@@ -46,6 +48,25 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
+class Schedule:
+    """warmup_cosine over `total` steps, re-planned when a wall-clock budget will stop training sooner: the warm-up
+    and the decay to 0 then span the steps the budget allows, not epochs that will never run. A callable object,
+    so LambdaLR's state_dict (the checkpoint) keeps `total`."""
+
+    PROBE_STEPS = 5  # steps timed before the first plan
+
+    def __init__(self, total: int, warmup_fraction: float):
+        self.total, self.warmup_fraction = total, warmup_fraction
+
+    def __call__(self, step: int) -> float:
+        return warmup_cosine(self.total, max(1, round(self.warmup_fraction * self.total)))(step)
+
+    def replan(self, step: int, planned: int, seconds_per_step: float, seconds_left: float) -> None:
+        """Fit the schedule into the budget from the time a step (with its share of validation) has taken."""
+        reachable = step + max(1, int(seconds_left / max(seconds_per_step, 1e-9)))
+        self.total = distributed.min_over_ranks(min(planned, reachable))
+
+
 def _bar(total: int, enabled: bool):
     from tqdm import tqdm
 
@@ -55,12 +76,14 @@ def _bar(total: int, enabled: bool):
 
 def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metric: Callable,
             config: RecoveryConfig, baseline: float, checkpoints: Checkpoints | None = None, stage: int = 0,
-            show_progress: bool = False) -> dict:
+            show_progress: bool = False, extra: dict | None = None) -> dict:
     """Train `student` towards `teacher` on `train` [(ExampleInputs, labels)]; keep the best weights on `val`.
 
     `metric(model, batches) -> float` is higher-is-better; `baseline` is its value before recovery (after BN
-    re-estimation); weights that never beat it are not kept. Returns the stage's record (curve, steps, ...).
+    re-estimation); weights that never beat it are not kept. `extra` (plain values) is saved with every
+    checkpoint, for the caller to read back on --resume. Returns the stage's record (curve, steps, ...).
     """
+    extra = extra or {}
     started = time.perf_counter()
     saved = checkpoints.load() if checkpoints else None
     saved = saved if saved and saved.get("stage") == stage else None
@@ -75,16 +98,18 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     if config.max_steps:
         total = min(total, config.max_steps)
     objective = DistillLoss(config.method, config.kd_alpha, config.kd_temperature, config.output_loss)
-    features = FeatureMatcher(student, teacher, config.features) if config.features else None
     torch.manual_seed(config.seed + 7919 * stage)
     if saved:
         rebuild(student, saved["structure"])
         student.load_state_dict(saved["state_dict"])
+    feature_names = matched_blocks(student, teacher, shard[0][0], config.features) if config.method == "kd" \
+        else [n for n in config.features if n != NO_FEATURES]
+    features = FeatureMatcher(student, teacher, feature_names) if feature_names else None
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total, max(1, round(config.warmup_fraction * total))))
+    plan = Schedule(total, config.warmup_fraction)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
     best_metric, best_state, best_epoch = baseline, copy.deepcopy(student.state_dict()), 0
-    curve, step, epoch, waited, elapsed_before = [], 0, 0, 0, 0.0
+    curve, step, epoch, offset, waited, elapsed_before = [], 0, 0, 0, 0, 0.0
     resumed_from = None
     if saved:  # the optimiser's state (with its current LR) first, then the schedule's position
         optimizer.load_state_dict(saved["optimizer"])
@@ -92,13 +117,21 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
         torch.set_rng_state(saved["rng"])
         best_metric, best_state, best_epoch = saved["best_metric"], saved["best_state"], saved["best_epoch"]
         curve, step, epoch, waited = saved["curve"], saved["step"], saved["epoch"], saved["waited"]
+        offset = saved.get("offset", 0)
         elapsed_before = saved["wall_s"]
         resumed_from = {"stage": stage, "epoch": epoch, "step": step}
 
     model = distributed.wrap(student)
     teacher.eval()
     deadline = started + config.minutes * 60 - elapsed_before if config.minutes else None
-    stop = step >= total or waited >= config.patience
+    stop = step >= plan.total or waited >= config.patience
+    first_step = step
+
+    def fit_to_budget(bar):
+        if deadline is not None and step > first_step:
+            now = time.perf_counter()
+            plan.replan(step, total, (now - started) / (step - first_step), deadline - now)
+            bar.total = plan.total
     with _bar(total, show_progress) as bar:
         bar.update(step)
         while not stop and epoch < config.epochs:
@@ -106,33 +139,43 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                 config.seed * 100003 + stage * 1009 + epoch)).tolist()
             model.train()
             losses = []
-            for i in order:
+            for i in order[offset:]:
                 inputs, labels = shard[i]
                 loss = _step(model, teacher, inputs, labels, objective, features, config.method)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                step += 1
+                step, offset = step + 1, offset + 1
                 losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{best_metric:.4g}")
+                if step - first_step == Schedule.PROBE_STEPS:
+                    fit_to_budget(bar)
                 out_of_time = deadline is not None and time.perf_counter() > deadline
-                if step >= total or distributed.any_rank(out_of_time):
+                if step >= plan.total or distributed.any_rank(out_of_time):  # plan.total <= total
                     stop = True
                     break
-            epoch += 1
+                if config.eval_every and step % config.eval_every == 0 and offset < per_epoch:
+                    break  # validate within the epoch; the next round continues at `offset`
+            done_epochs = epoch + 1 if offset >= per_epoch else round(epoch + offset / per_epoch, 3)
+            if offset >= per_epoch or stop:  # a stopped epoch counts as one in `epochs`; the curve says how much ran
+                epoch, offset = epoch + 1, 0
             student.eval()
             value = float(metric(student, val))
-            curve.append({"stage": stage, "epoch": epoch, "step": step, "loss": sum(losses) / max(1, len(losses)),
-                          "metric": value, "lr": optimizer.param_groups[0]["lr"]})
+            curve.append({"stage": stage, "epoch": done_epochs, "step": step,
+                          "loss": sum(losses) / max(1, len(losses)), "metric": value,
+                          "lr": optimizer.param_groups[0]["lr"]})
             if value > best_metric:
-                best_metric, best_state, best_epoch, waited = value, copy.deepcopy(student.state_dict()), epoch, 0
+                best_metric, best_state, best_epoch, waited = value, copy.deepcopy(student.state_dict()), \
+                    curve[-1]["epoch"], 0
             else:
                 waited += 1
             stop = stop or waited >= config.patience
+            fit_to_budget(bar)  # validation takes time too: plan again with it
             if checkpoints:
-                checkpoints.save({"stage": stage, "done": False, "epoch": epoch, "step": step, "waited": waited,
+                checkpoints.save({**extra, "stage": stage, "done": False, "epoch": epoch, "offset": offset,
+                                  "step": step, "waited": waited,
                                   "structure": structure(student), "state_dict": student.state_dict(),
                                   "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                                   "rng": torch.get_rng_state(), "best_metric": best_metric,
@@ -141,12 +184,12 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     del model
     student.load_state_dict(best_state)
     student.eval()
-    record = {"stage": stage, "epochs": epoch, "steps": step, "best_epoch": best_epoch,
-              "metric_before": baseline, "metric_after": best_metric,
+    record = {"stage": stage, "epochs": epoch + (1 if offset else 0), "steps": step, "best_epoch": best_epoch,
+              "metric_before": baseline, "metric_after": best_metric, "kd_features": feature_names,
               "wall_s": round(elapsed_before + time.perf_counter() - started, 3), "curve": curve,
               "world_size": distributed.world_size(), "resumed_from": resumed_from}
     if checkpoints:
-        checkpoints.save({"stage": stage, "done": True, "epoch": epoch, "structure": structure(student),
+        checkpoints.save({**extra, "stage": stage, "done": True, "epoch": epoch, "structure": structure(student),
                           "state_dict": student.state_dict(), "record": record})
     return record
 
@@ -159,7 +202,7 @@ def _step(model, teacher, inputs, labels, objective, features, method):
                 with torch.no_grad():
                     teacher_out = inputs.call(teacher)
             student_out = inputs.call(model)
-        return objective(student_out, teacher_out, labels, mask) + features.loss()
+        return objective(student_out, teacher_out, labels, mask) + features.loss(mask)
     if method == "kd":
         with torch.no_grad():
             teacher_out = inputs.call(teacher)
