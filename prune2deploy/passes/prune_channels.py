@@ -191,13 +191,8 @@ class PruneChannels:
         except (GraphTooCostly, Exception) as exc:
             if isinstance(exc, P2DError):
                 raise
-            why = str(exc) if isinstance(exc, GraphTooCostly) else \
-                f"torch-pruning cannot trace the whole model ({first_line(exc)})"
             snapshot.restore()
-            if self.mode == "global":
-                raise user_error(f"global pruning is not possible: {why}",
-                                 "use --pruning-mode auto (block-local), or --ignore the layers involved") from exc
-            return {"fallback": why}
+            return {"fallback": whole_graph_failure(exc, self.mode)}
         check = self._checker(model, inputs, attention)
         try:
             pruned = self._steps(model, pruner, ctx, None, attention)[0]
@@ -216,7 +211,7 @@ class PruneChannels:
                 first = skipped[0]
                 return {"fallback": f"the whole model's graph could prune nothing ({first['group']}: {first['reason']})"}
         heads = attention.fix_up(model)
-        return {"mode": "global graph", "skipped": skipped, "pruned": pruned > 0, "kept": _names(model, kept),
+        return {"mode": "global graph", "skipped": attention.kept + skipped, "pruned": pruned > 0, "kept": _names(model, kept),
                 "attention_kind": attention.kind, "heads": heads}
 
     def _prune_block_local(self, model, ctx, ignored) -> dict:
@@ -239,8 +234,12 @@ class PruneChannels:
             kinds.append(attention.kind)
             kept.extend(f"{prefix}.{n}" for n in _names(block, block_kept))
 
+        from .attention import plan_attention
+
+        whole = plan_attention(model)  # attention whose heads stay is reported, never traced
+        held = {id(m): item["reason"] for m, item in zip(whole.kept_modules, whole.kept)}
         record = prune_blocks(model, ctx.example_inputs, prune_one, self.graph_budget_s / BLOCK_BUDGET_SHARE,
-                              self.graph_budget_gb)
+                              self.graph_budget_gb, held)
         kinds = [k for k in dict.fromkeys(kinds) if k != "none"]
         return {"mode": "block-local", "skipped": record["skipped"] + skipped, "pruned": sum(pruned) > 0,
                 "blocks": record["blocks"], "split_blocks": record["split"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
@@ -276,6 +275,16 @@ class PruneChannels:
                     if after != before and after % self.round_to:
                         raise P2DError(f"{layer['name']}: pruned {side} width {after} is not a multiple of "
                                        f"round_to={self.round_to}")
+
+
+def whole_graph_failure(exc: BaseException, mode: str) -> str:
+    """Why the whole model's graph could not be used (budget or tracing); mode "global" refuses instead."""
+    why = str(exc) if isinstance(exc, GraphTooCostly) else \
+        f"torch-pruning cannot trace the whole model ({first_line(exc)})"
+    if mode == "global":
+        raise user_error(f"global pruning is not possible: {why}",
+                         "use --pruning-mode auto (block-local), or --ignore the layers involved") from exc
+    return why
 
 
 class _Call:
