@@ -1,6 +1,7 @@
 """Zoo: does `p2d compile <library>:<name> --ratio 0.5` work on what users bring? (not CI; long)
 
-Every torchvision classification model that builds here and a dozen timm models, RANDOM weights
+One torchvision classification model per family (the smallest; `--all-torchvision` for every one that
+builds here, 80 today, hours on a laptop) and a dozen timm models, RANDOM weights
 (`weights=None` / `pretrained=False`; nothing downloads), batch 1, target ort-cpu. Each model is one
 `p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb and --stage-timeout:
 
@@ -14,9 +15,11 @@ Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin) and 
 the other torchvision models get --size (default 224; smaller sizes run faster; the table says which).
 
 Usage: python benchmarks/zoo.py [--models torchvision:resnet18,timm:vit_tiny_patch16_224] [--size 224]
-       [--bench-seconds 2] [--limit N] [--quick]
-Writes benchmarks/results/zoo.json and zoo.md (rows are appended to the JSON as they finish, so an
-interrupted sweep keeps what it measured).
+       [--bench-seconds 2] [--limit N] [--quick] [--all-torchvision] [--resume]
+Writes benchmarks/results/zoo.json and zoo.md (rows are written as they finish, so an interrupted sweep
+keeps what it measured; `--resume` runs only the models that have no row yet). Each row records the
+commit of the p2d that compiled it (`git describe --always --dirty` of the imported package, or
+$ZOO_COMMIT when it runs from an exported snapshot).
 """
 from __future__ import annotations
 
@@ -41,19 +44,40 @@ TIMM_MODELS = (
     "convnext_atto", "efficientnet_b0", "mobilenetv3_small_100", "regnety_002", "resnet18", "levit_128s",
     "mobilevit_xxs", "ghostnet_100", "cait_xxs24_224", "densenet121",
 )
+TORCHVISION_FAMILIES = (  # the smallest member of each torchvision classification family
+    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet", "inception_v3",
+    "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "regnet_y_400mf",
+    "resnet18", "resnet50", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "swin_v2_t",
+    "vgg11", "vit_b_16", "wide_resnet50_2",
+)
 FIXED_224 = ("vit_", "maxvit_", "swin_")  # torchvision models whose input size is part of the architecture
 QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tiny_patch16_224",
          "torchvision:swin_t")
 
 
-def torchvision_models() -> list[str]:
+def torchvision_models(every: bool = False) -> list[str]:
     sys.path.insert(0, str(REPO))
     from prune2deploy.compat import import_torchvision
 
     tv = import_torchvision()
     if tv is None:
         return []
-    return [f"torchvision:{n}" for n in sorted(tv.models.list_models(module=tv.models))]
+    names = sorted(tv.models.list_models(module=tv.models))
+    return [f"torchvision:{n}" for n in names if every or n in TORCHVISION_FAMILIES]
+
+
+def p2d_commit() -> str:
+    """The commit of the p2d the compiles import (a snapshot run sets $ZOO_COMMIT)."""
+    if os.environ.get("ZOO_COMMIT"):
+        return os.environ["ZOO_COMMIT"]
+    import prune2deploy
+
+    where = Path(prune2deploy.__file__).resolve().parent
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=where, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except Exception:
+        return "unknown"
 
 
 def input_size(spec: str, size: int) -> int:
@@ -80,7 +104,8 @@ def run_one(spec: str, size: int, bench_seconds: float) -> dict:
             proc.kill()
             stdout, stderr = proc.communicate()
         wall = time.perf_counter() - started
-        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1)}
+        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1),
+               "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M UTC")}
         report_path = out / "report.json"
         report = json.loads(report_path.read_text()) if report_path.exists() else None
         row["peak_rss_mb"] = report.get("peak_rss_mb") if report else None  # the compile process's own
@@ -91,10 +116,11 @@ def run_one(spec: str, size: int, bench_seconds: float) -> dict:
 def _classify(code: int | None, report: dict | None, stderr: str) -> dict:
     lines = [line for line in stderr.splitlines() if line.startswith(("error:", "internal error:"))]
     if code == 0 and report:
-        skipped = report.get("skipped", [])
+        kept = [s for s in report.get("skipped", []) if "attention heads kept" in s["reason"]]
+        skipped = [s for s in report.get("skipped", []) if s not in kept]  # groups that broke the model
         mode = report.get("pruning_mode")
         status = "degraded" if skipped else ("compiled block-local" if mode == "block-local" else "compiled")
-        return {"status": status, "pruning_mode": mode, "skipped": len(skipped),
+        return {"status": status, "pruning_mode": mode, "skipped": len(skipped), "attention_kept": len(kept),
                 "skipped_groups": [f"{s['group']}: {s['reason']}" for s in skipped][:10],
                 "mac_reduction": report.get("mac_reduction"), "speedup": report.get("speedup"),
                 "verified": report["verification"]["passed"],
@@ -106,19 +132,20 @@ def _classify(code: int | None, report: dict | None, stderr: str) -> dict:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"Zoo sweep {meta['date']} on {meta['machine']} (ratio 0.5, ort-cpu, random weights, "
-           f"benchmark {meta['bench_seconds']} s per compile)", "",
-           "| model | input | status | mode | skipped groups | MAC reduction | speedup | verified | wall s | peak RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           f"benchmark {meta['bench_seconds']} s per compile; p2d {', '.join(meta.get('commits', ['?']))})", "",
+           "| model | input | status | mode | skipped groups | attention kept | MAC reduction | speedup | verified "
+           "| wall s | peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = (lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-")
         out.append(f"| {r['model']} | {r['input']} | {r['status']} | {r.get('pruning_mode') or '-'} | "
-                   f"{r.get('skipped', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
+                   f"{r.get('skipped', '-')} | {r.get('attention_kept', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
                    f"{fmt(r.get('speedup'), '{:.2f}x')} | {r.get('verified', '-')} | {r['wall_s']} | "
                    f"{r.get('peak_rss_mb') or '-'} |")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    ok = sum(v for k, v in counts.items() if k in ("compiled", "compiled block-local", "degraded"))
+    ok = sum(1 for r in rows if r["status"] in ("compiled", "compiled block-local", "degraded") and r.get("verified"))
     out += ["", f"{ok}/{len(rows)} compile with verified numerics ("
             + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")"]
     notes = [f"- {r['model']}: {r['message']}" for r in rows if r.get("message")]
@@ -132,19 +159,27 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-seconds", type=float, default=2.0)
     ap.add_argument("--limit", type=int, help="only the first N models")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    ap.add_argument("--all-torchvision", action="store_true", help="every torchvision model, not one per family")
+    ap.add_argument("--resume", action="store_true", help="keep the rows in OUT/zoo.json, run the missing models")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     models = (args.models.split(",") if args.models else list(QUICK) if args.quick
-              else torchvision_models() + [f"timm:{n}" for n in TIMM_MODELS])
+              else torchvision_models(args.all_torchvision) + [f"timm:{n}" for n in TIMM_MODELS])
     models = models[:args.limit] if args.limit else models
+    commit = p2d_commit()
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "bench_seconds": args.bench_seconds, "size": args.size}
+            "bench_seconds": args.bench_seconds, "size": args.size, "commits": [commit]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for spec in models:
-        row = run_one(spec, args.size, args.bench_seconds)
+    if args.resume and (out / "zoo.json").exists():
+        previous = json.loads((out / "zoo.json").read_text())
+        meta = {**previous["meta"], "commits": list(dict.fromkeys(previous["meta"].get("commits", []) + [commit]))}
+        rows = previous["rows"]
+    done = {r["model"] for r in rows}
+    for spec in [m for m in models if m not in done]:
+        row = {**run_one(spec, args.size, args.bench_seconds), "commit": commit}
         rows.append(row)
         print(json.dumps(row), flush=True)
         (out / "zoo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
