@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-from prune2deploy.errors import P2DError
+from prune2deploy.errors import P2DError, UserError
 from prune2deploy.outputs import flatten_outputs
 
 DEFAULT_OPSET = 18
@@ -59,11 +61,18 @@ def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_n
         model = _KeywordCall(model, inputs.names).train(was_training)
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _no_mha_fastpath():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _no_native_stdout(), _no_mha_fastpath():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(path), **kwargs)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        unsupported = re.search(r"Unsupported: ONNX export of operator (\w+)(, [^.]*)?", first)
+        if unsupported:  # a limitation of ONNX for this model at this shape, not a p2d failure
+            what = unsupported.group(0).removeprefix("Unsupported: ONNX export of ")
+            raise UserError(f"ONNX cannot express this model's {what} (torch.onnx.export, {exporter})",
+                            "an --input-shape the layer supports (adaptive pooling: a multiple of its output "
+                            "size, e.g. 224 for torchvision AlexNet/VGG), --exporter dynamo, or another --opset") \
+                from exc
         raise P2DError(f"torch.onnx.export ({exporter}) failed: {first[:300]}",
                        "try --exporter dynamo or torchscript, or --opset another version") from exc
     finally:
@@ -79,6 +88,22 @@ class _KeywordCall(torch.nn.Module):
 
     def forward(self, *args):
         return tuple(t for _, t in flatten_outputs(self.model(**dict(zip(self.names, args)))))
+
+
+@contextlib.contextmanager
+def _no_native_stdout():
+    """The TorchScript exporter prints its whole IR graph from C++ when an operator is unsupported."""
+    for stream in (sys.stdout, sys.__stdout__):
+        if stream is not None:
+            stream.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager

@@ -6,12 +6,13 @@ builds here, 80 today, hours on a laptop) and a dozen timm models, RANDOM weight
 `p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb and --stage-timeout:
 
   * status: compiled (whole-model graph, nothing skipped), compiled block-local, degraded (groups left
-    unpruned, listed in report.json `skipped`), refused (exit 2, one line), internal error (exit 1),
-    killed (ran past the row's time limit);
+    unpruned because pruning them broke the model, listed in report.json `skipped`; attention whose heads
+    are kept is counted apart), refused (exit 2, one line), failed (exit 1, p2d's own error line),
+    internal error (exit 1, an unexpected exception), killed (ran past the row's time limit);
   * MAC reduction, speedup (dense p50 / pruned p50 from p2d's interleaved benchmark), verification
     (ONNX vs torch), wall time and peak RSS of the compile process.
 
-Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin) and every timm model get 224;
+Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin, AlexNet, VGG) and every timm model get 224;
 the other torchvision models get --size (default 224; smaller sizes run faster; the table says which).
 
 Usage: python benchmarks/zoo.py [--models torchvision:resnet18,timm:vit_tiny_patch16_224] [--size 224]
@@ -50,7 +51,9 @@ TORCHVISION_FAMILIES = (  # the smallest member of each torchvision classificati
     "resnet18", "resnet50", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "swin_v2_t",
     "vgg11", "vit_b_16", "wide_resnet50_2",
 )
-FIXED_224 = ("vit_", "maxvit_", "swin_")  # torchvision models whose input size is part of the architecture
+# torchvision models whose input size is part of the architecture (AlexNet/VGG: adaptive pooling to 6x6/7x7,
+# which ONNX can only express for a multiple of it; p2d refuses 128 with that hint)
+FIXED_224 = ("vit_", "maxvit_", "swin_", "alexnet", "vgg")
 QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tiny_patch16_224",
          "torchvision:swin_t")
 
@@ -125,8 +128,8 @@ def _classify(code: int | None, report: dict | None, stderr: str) -> dict:
                 "mac_reduction": report.get("mac_reduction"), "speedup": report.get("speedup"),
                 "verified": report["verification"]["passed"],
                 "max_rel_err": report["verification"]["max_rel_err"]}
-    status = {2: "refused", 1: "internal error"}.get(code, "killed")
     last = lines[-1] if lines else (stderr.strip().splitlines() or [""])[-1]
+    status = {2: "refused", 1: "internal error" if last.startswith("internal error:") else "failed"}.get(code, "killed")
     return {"status": status, "message": last[:300]}
 
 
