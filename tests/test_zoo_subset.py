@@ -76,7 +76,8 @@ def test_tiny_maxvit_keeps_its_attention_and_prunes_the_rest(tv):
 def test_tiny_cait_keeps_talking_heads_and_prunes_the_mlps():
     """CaiT's talking-heads and class attention derive the head size from the input width; pruning their
     heads breaks them (and torch-pruning's own walk raises on them), so they stay and the MLPs are pruned."""
-    cait = import_or_skip("timm.models.cait")
+    import_or_skip("timm")
+    from timm.models import cait
     torch.manual_seed(0)
     model = cait.Cait(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4,
                       num_classes=10).eval()
@@ -89,6 +90,24 @@ def test_tiny_cait_keeps_talking_heads_and_prunes_the_mlps():
     assert after["blocks.0.attn.qkv"] == before["blocks.0.attn.qkv"]
     assert after["blocks.0.attn.proj_l"] == before["blocks.0.attn.proj_l"]
     assert after["blocks.0.mlp.fc1"]["out"] == before["blocks.0.mlp.fc1"]["out"] // 2  # 128 -> 64
+    assert reduction > 1.2
+
+
+def test_tiny_timm_swin_fits_the_whole_graph_with_its_attention_kept():
+    """timm's WindowAttention keeps its heads and is left out of the graph: the rest fits the whole-model
+    graph (the real Swin-T: 22 s instead of a walk that did not end in 10 minutes)."""
+    import_or_skip("timm")
+    from timm.models import swin_transformer as swin
+    torch.manual_seed(0)
+    model = swin.SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=32, depths=(2,),
+                                 num_heads=(2,), num_classes=10).eval()
+    before = layer_widths(model)
+    record, reduction = _prune(model, torch.randn(1, 3, 32, 32))
+    after = layer_widths(model)
+    assert record["pruning_mode"] == "global graph"
+    assert [s["group"] for s in record["skipped"]] == ["layers.0.blocks.0.attn", "layers.0.blocks.1.attn"]
+    assert after["layers.0.blocks.0.attn.qkv"]["out"] == before["layers.0.blocks.0.attn.qkv"]["out"]
+    assert after["layers.0.blocks.0.mlp.fc1"]["out"] < before["layers.0.blocks.0.mlp.fc1"]["out"]
     assert reduction > 1.2
 
 
