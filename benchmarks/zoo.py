@@ -3,7 +3,7 @@
 One torchvision classification model per family (the smallest; `--all-torchvision` for every one that
 builds here, 80 today, hours on a laptop) and a dozen timm models, RANDOM weights
 (`weights=None` / `pretrained=False`; nothing downloads), batch 1, target ort-cpu. Each model is one
-`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb and --stage-timeout:
+`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb (3 GB) and --stage-timeout:
 
   * status: compiled (whole-model graph, nothing skipped), compiled block-local, degraded (groups left
     unpruned because pruning them broke the model, listed in report.json `skipped`; attention whose heads
@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ROW_TIMEOUT_S = 600
-MAX_MEMORY_GB = 6
+MAX_MEMORY_GB = 3  # the per-process share of the shared 24 GB development machine
 STAGE_TIMEOUT_S = 240
 TIMM_MODELS = (
     "vit_tiny_patch16_224", "deit_tiny_patch16_224", "vit_small_patch16_224", "swin_tiny_patch4_window7_224",
