@@ -16,9 +16,10 @@ Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin, Alex
 the other torchvision models get --size (default 224; smaller sizes run faster; the table says which).
 
 Usage: python benchmarks/zoo.py [--models torchvision:resnet18,timm:vit_tiny_patch16_224] [--size 224]
-       [--bench-seconds 2] [--limit N] [--quick] [--all-torchvision] [--resume]
+       [--bench-seconds 2] [--limit N] [--quick] [--all-torchvision] [--resume] [--merge OTHER/zoo.json]
 Writes benchmarks/results/zoo.json and zoo.md (rows are written as they finish, so an interrupted sweep
-keeps what it measured; `--resume` runs only the models that have no row yet). Each row records the
+keeps what it measured; `--resume` runs only the models that have no row yet; chunks run in parallel
+with their own --out are joined with `--merge`). Each row records the
 commit of the p2d that compiled it (`git describe --always --dirty` of the imported package, or
 $ZOO_COMMIT when it runs from an exported snapshot).
 """
@@ -155,6 +156,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
 
+def merge(out: Path, others: list[Path]) -> int:
+    """OUT/zoo.json gets the rows (and commits) of `others` for models it has no row for."""
+    sweep = json.loads((out / "zoo.json").read_text())
+    for other in others:
+        chunk = json.loads(other.read_text())
+        done = {r["model"] for r in sweep["rows"]}
+        sweep["rows"] += [r for r in chunk["rows"] if r["model"] not in done]
+        sweep["meta"]["commits"] = list(dict.fromkeys(sweep["meta"].get("commits", []) +
+                                                      chunk["meta"].get("commits", [])))
+    (out / "zoo.json").write_text(json.dumps(sweep, indent=2) + "\n")
+    (out / "zoo.md").write_text(markdown(sweep["rows"], sweep["meta"]))
+    print(markdown(sweep["rows"], sweep["meta"]))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated LIB:NAME (default: all torchvision + the timm list)")
@@ -164,8 +180,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
     ap.add_argument("--all-torchvision", action="store_true", help="every torchvision model, not one per family")
     ap.add_argument("--resume", action="store_true", help="keep the rows in OUT/zoo.json, run the missing models")
+    ap.add_argument("--merge", metavar="ZOO_JSON", action="append",
+                    help="add the rows of another sweep's zoo.json (a chunk run in parallel) to OUT and stop")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(Path(args.out), [Path(m) for m in args.merge])
     models = (args.models.split(",") if args.models else list(QUICK) if args.quick
               else torchvision_models(args.all_torchvision) + [f"timm:{n}" for n in TIMM_MODELS])
     models = models[:args.limit] if args.limit else models
