@@ -16,6 +16,7 @@ from prune2deploy.outputs import flatten_outputs
 
 DEFAULT_OPSET = 18
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # leave headroom under protobuf's 2 GB
+SLIM_MAX_WEIGHT_BYTES = 256 * 1024**2  # larger models are not slimmed (VGG-11's dense export: 3.4 GB with it)
 
 
 def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT_OPSET,
@@ -31,7 +32,12 @@ def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT
     nodes_exported = len(proto.graph.node)
     record = {"exporter": exporter, "opset": opset, "nodes_exported": nodes_exported, "dynamic_batch": dynamic_batch,
               "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output]}
-    if slim:
+    weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
+    if slim and weight_bytes > SLIM_MAX_WEIGHT_BYTES:
+        record["onnxslim"] = {"applied": False, "reason": f"weights of {weight_bytes / 1024**2:.0f} MB: onnxslim "
+                              "holds three copies of them; skipped to bound memory (the runtimes optimise "
+                              "the graph themselves)"}
+    elif slim:
         slimmed = _slim(proto)
         record["onnxslim"] = {"nodes_before": nodes_exported,
                               "nodes_after": len(slimmed.graph.node) if slimmed is not None else None}
@@ -40,9 +46,11 @@ def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT
             record["onnxslim"]["applied"] = True
         else:
             record["onnxslim"]["applied"] = False
+        del slimmed
     save_onnx(proto, path)
-    check_onnx(path)
     record["nodes"] = len(proto.graph.node)
+    del proto  # check_onnx loads the file again
+    check_onnx(path)
     record["external_data"] = (path.parent / (path.name + ".data")).exists()
     return record
 

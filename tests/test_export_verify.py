@@ -91,3 +91,13 @@ def test_operator_onnx_cannot_express_is_one_line(p2d, tmp_path):
     assert_user_error(r, "ONNX cannot express this model's operator adaptive_avg_pool2d", "--input-shape")
     assert r.stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_large_weights_skip_onnxslim(tmp_path, monkeypatch):
+    import prune2deploy.backends.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "SLIM_MAX_WEIGHT_BYTES", 1024)
+    model, x = resnet_like().eval(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
+    record = export_onnx(model, x, tmp_path / "m.onnx")
+    assert record["onnxslim"]["applied"] is False and "to bound memory" in record["onnxslim"]["reason"]
+    assert verify_onnx(model, OrtRunner(tmp_path / "m.onnx"), [x], tolerance=1e-4)["passed"]

@@ -135,3 +135,16 @@ def test_shufflenet_global_mode_is_one_line(tv, p2d, tmp_path):
             "--no-benchmark", "--pruning-mode", "global")
     assert_user_error(r, "global pruning is not possible", "ZeroDivisionError", "--pruning-mode auto")
     assert not (tmp_path / "out").exists()
+
+
+def test_ghostnet_group_that_misaligns_a_width_is_rolled_back():
+    """torch-pruning loses track of GhostNet's concat-then-slice and leaves conv_stem 2 channels wide (off
+    --round-to 8), which once ended the compile; now that is a broken group like any other."""
+    timm = import_or_skip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("ghostnet_100", pretrained=False, num_classes=10).eval()
+    record, reduction = _prune(model, torch.randn(1, 3, 64, 64))  # round_to 8; ensure checks every width
+    for layer in record["layers"]:
+        for side in ("in", "out"):
+            assert layer[f"{side}_after"] == layer[f"{side}_before"] or layer[f"{side}_after"] % 8 == 0
+    assert reduction > 1.1

@@ -246,8 +246,10 @@ class PruneChannels:
                 "heads": heads}
 
     def _checker(self, module, inputs, attention):
-        """check() -> why `module` is broken now (fails to run, output shapes changed), or None."""
+        """check() -> why `module` is broken now (fails to run, output shapes changed, a pruned width off
+        --round-to: torch-pruning lost track of a slice, as in GhostNet's concat-then-slice), or None."""
         shapes_before = output_shapes(_forward(module, inputs))
+        widths_before = layer_widths(module)
 
         def check() -> str | None:
             try:
@@ -255,7 +257,9 @@ class PruneChannels:
                 shapes = output_shapes(_forward(module, inputs))
             except Exception as exc:
                 return f"the pruned model no longer runs: {first_line(exc)}"
-            return None if shapes == shapes_before else f"output shapes changed: {shapes_before} -> {shapes}"
+            if shapes != shapes_before:
+                return f"output shapes changed: {shapes_before} -> {shapes}"
+            return misaligned_width(widths_before, layer_widths(module), self.round_to)
         return check
 
     def ensure(self, model: nn.Module, ctx) -> None:
@@ -268,13 +272,24 @@ class PruneChannels:
             raise P2DError(f"pruning changed the output shapes: {self._shapes_before} -> {shapes_after}",
                            "--ignore the layer that produces that output")
         record = ctx.records.get(self.name, {})
-        if self.round_to:
-            for layer in record.get("layers", []):
-                for side in ("in", "out"):
-                    after, before = layer[f"{side}_after"], layer[f"{side}_before"]
-                    if after != before and after % self.round_to:
-                        raise P2DError(f"{layer['name']}: pruned {side} width {after} is not a multiple of "
-                                       f"round_to={self.round_to}")
+        layers = record.get("layers", [])
+        off = misaligned_width({x["name"]: {"in": x["in_before"], "out": x["out_before"]} for x in layers},
+                               {x["name"]: {"in": x["in_after"], "out": x["out_after"]} for x in layers},
+                               self.round_to)
+        if off:
+            raise P2DError(off)
+
+
+def misaligned_width(before: dict, after: dict, round_to: int | None) -> str | None:
+    """The first layer whose pruned width is not a multiple of round_to, said in words; None if all are."""
+    if not round_to:
+        return None
+    for name, widths in after.items():
+        for side in ("in", "out"):
+            width = widths[side]
+            if name in before and width != before[name][side] and width % round_to:
+                return f"{name}: pruned {side} width {width} is not a multiple of round_to={round_to}"
+    return None
 
 
 def whole_graph_failure(exc: BaseException, mode: str) -> str:
