@@ -34,7 +34,7 @@ from .verify import fidelity
 
 
 FIDELITY_RANDOM_SETS = 15  # without calibration data: the example inputs plus this many random sets
-FIDELITY_BUDGET_S = 20.0  # ... as many of them as fit in this time (at least 4 sets)
+FIDELITY_BUDGET_S = 20.0  # ... as many of them as fit in this time (at least 2 sets)
 
 
 @dataclass

@@ -50,7 +50,7 @@ def verify_onnx(torch_model, runner, input_sets: list, tolerance: float) -> dict
 
 
 def fidelity(dense, pruned, input_sets: list, calibrated: bool = False, budget_s: float | None = None,
-             min_sets: int = 4) -> dict:
+             min_sets: int = 2) -> dict:
     """How close the pruned model stays to the dense one: cosine similarity, and top-1 agreement for classifiers.
 
     With `budget_s`, sets after the first `min_sets` are left out once that much time has gone (large models
