@@ -5,13 +5,15 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-from prune2deploy.errors import P2DError
+from prune2deploy.errors import P2DError, UserError
 from prune2deploy.outputs import flatten_outputs
 
 DEFAULT_OPSET = 18
@@ -27,6 +29,7 @@ EXPORTERS = ("auto", "torchscript", "dynamo")
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters and buffers (what ONNX stores as initializers)."""
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+SLIM_MAX_WEIGHT_BYTES = 256 * 1024**2  # larger models are not slimmed (VGG-11's dense export: 3.4 GB with it)
 
 
 def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT_OPSET,
@@ -96,7 +99,12 @@ def _rewrite(exported: Path, path: Path, slim: bool) -> dict:
     nodes_exported = len(proto.graph.node)
     record = {"nodes_exported": nodes_exported, "inputs": [i.name for i in proto.graph.input],
               "outputs": [o.name for o in proto.graph.output]}
-    if slim:
+    weight_bytes = sum(len(t.raw_data) for t in proto.graph.initializer)
+    if slim and weight_bytes > SLIM_MAX_WEIGHT_BYTES:
+        record["onnxslim"] = {"applied": False, "reason": f"weights of {weight_bytes / 1024**2:.0f} MB: onnxslim "
+                              "holds three copies of them; skipped to bound memory (the runtimes optimise "
+                              "the graph themselves)"}
+    elif slim:
         slimmed = _slim(proto)
         record["onnxslim"] = {"nodes_before": nodes_exported,
                               "nodes_after": len(slimmed.graph.node) if slimmed is not None else None}
@@ -106,6 +114,8 @@ def _rewrite(exported: Path, path: Path, slim: bool) -> dict:
         del slimmed
     save_onnx(proto, path)
     record["nodes"] = len(proto.graph.node)
+    del proto  # check_onnx loads the file again
+    _return_freed_memory()
     return record
 
 
@@ -126,11 +136,18 @@ def _run_exporter(model, inputs, path: Path, opset: int, exporter: str, output_n
         model = _KeywordCall(model, inputs.names).train(was_training)
     chatter = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _no_mha_fastpath():
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _no_native_stdout(), _no_mha_fastpath():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, args, str(path), **kwargs)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        unsupported = re.search(r"Unsupported: ONNX export of operator (\w+)(, [^.]*)?", first)
+        if unsupported:  # a limitation of ONNX for this model at this shape, not a p2d failure
+            what = unsupported.group(0).removeprefix("Unsupported: ONNX export of ")
+            raise UserError(f"ONNX cannot express this model's {what} (torch.onnx.export, {exporter})",
+                            "an --input-shape the layer supports (adaptive pooling: a multiple of its output "
+                            "size, e.g. 224 for torchvision AlexNet/VGG), --exporter dynamo, or another --opset") \
+                from exc
         raise P2DError(f"torch.onnx.export ({exporter}) failed: {first[:300]}",
                        "try --exporter dynamo or torchscript, or --opset another version") from exc
     finally:
@@ -149,6 +166,22 @@ class _KeywordCall(torch.nn.Module):
 
 
 @contextlib.contextmanager
+def _no_native_stdout():
+    """The TorchScript exporter prints its whole IR graph from C++ when an operator is unsupported."""
+    for stream in (sys.stdout, sys.__stdout__):
+        if stream is not None:
+            stream.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def _no_mha_fastpath():
     """nn.TransformerEncoderLayer's inference fast path is a fused op ONNX cannot express."""
     mha = getattr(torch.backends, "mha", None)
@@ -161,6 +194,19 @@ def _no_mha_fastpath():
         yield
     finally:
         mha.set_fastpath_enabled(previous)
+
+
+def _return_freed_memory() -> None:
+    """Hand the export's freed heap back to the OS (glibc keeps it otherwise, and the next export, the
+    pruned model's, would count it against --max-memory-gb: Swin-V2-T went over 3 GB that way)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _slim(proto):

@@ -1,22 +1,27 @@
 """Zoo: does `p2d compile <library>:<name> --ratio 0.5` work on what users bring? (not CI; long)
 
-Every torchvision classification model that builds here and a dozen timm models, RANDOM weights
+One torchvision classification model per family (the smallest; `--all-torchvision` for every one that
+builds here, 80 today, hours on a laptop) and a dozen timm models, RANDOM weights
 (`weights=None` / `pretrained=False`; nothing downloads), batch 1, target ort-cpu. Each model is one
-`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb and --stage-timeout:
+`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb (3 GB) and --stage-timeout:
 
   * status: compiled (whole-model graph, nothing skipped), compiled block-local, degraded (groups left
-    unpruned, listed in report.json `skipped`), refused (exit 2, one line), internal error (exit 1),
-    killed (ran past the row's time limit);
+    unpruned because pruning them broke the model, listed in report.json `skipped`; attention whose heads
+    are kept is counted apart), refused (exit 2, one line), failed (exit 1, p2d's own error line),
+    internal error (exit 1, an unexpected exception), killed (ran past the row's time limit);
   * MAC reduction, speedup (dense p50 / pruned p50 from p2d's interleaved benchmark), verification
     (ONNX vs torch), wall time and peak RSS of the compile process.
 
-Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin) and every timm model get 224;
+Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin, AlexNet, VGG) and every timm model get 224;
 the other torchvision models get --size (default 224; smaller sizes run faster; the table says which).
 
 Usage: python benchmarks/zoo.py [--models torchvision:resnet18,timm:vit_tiny_patch16_224] [--size 224]
-       [--bench-seconds 2] [--limit N] [--quick]
-Writes benchmarks/results/zoo.json and zoo.md (rows are appended to the JSON as they finish, so an
-interrupted sweep keeps what it measured).
+       [--bench-seconds 2] [--limit N] [--quick] [--all-torchvision] [--resume] [--merge OTHER/zoo.json]
+Writes benchmarks/results/zoo.json and zoo.md (rows are written as they finish, so an interrupted sweep
+keeps what it measured; `--resume` runs only the models that have no row yet; chunks run in parallel
+with their own --out are joined with `--merge`). Each row records the
+commit of the p2d that compiled it (`git describe --always --dirty` of the imported package, or
+$ZOO_COMMIT when it runs from an exported snapshot).
 """
 from __future__ import annotations
 
@@ -34,26 +39,49 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 ROW_TIMEOUT_S = 600
-MAX_MEMORY_GB = 6
+MAX_MEMORY_GB = 3  # the per-process share of the shared 24 GB development machine
 STAGE_TIMEOUT_S = 240
 TIMM_MODELS = (
     "vit_tiny_patch16_224", "deit_tiny_patch16_224", "vit_small_patch16_224", "swin_tiny_patch4_window7_224",
     "convnext_atto", "efficientnet_b0", "mobilenetv3_small_100", "regnety_002", "resnet18", "levit_128s",
     "mobilevit_xxs", "ghostnet_100", "cait_xxs24_224", "densenet121",
 )
-FIXED_224 = ("vit_", "maxvit_", "swin_")  # torchvision models whose input size is part of the architecture
+TORCHVISION_FAMILIES = (  # the smallest member of each torchvision classification family
+    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet", "inception_v3",
+    "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "regnet_y_400mf",
+    "resnet18", "resnet50", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "swin_v2_t",
+    "vgg11", "vit_b_16", "wide_resnet50_2",
+)
+# torchvision models whose input size is part of the architecture (AlexNet/VGG: adaptive pooling to 6x6/7x7,
+# which ONNX can only express for a multiple of it; p2d refuses 128 with that hint)
+FIXED_224 = ("vit_", "maxvit_", "swin_", "alexnet", "vgg")
 QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tiny_patch16_224",
          "torchvision:swin_t")
 
 
-def torchvision_models() -> list[str]:
+def torchvision_models(every: bool = False) -> list[str]:
     sys.path.insert(0, str(REPO))
     from prune2deploy.compat import import_torchvision
 
     tv = import_torchvision()
     if tv is None:
         return []
-    return [f"torchvision:{n}" for n in sorted(tv.models.list_models(module=tv.models))]
+    names = sorted(tv.models.list_models(module=tv.models))
+    return [f"torchvision:{n}" for n in names if every or n in TORCHVISION_FAMILIES]
+
+
+def p2d_commit() -> str:
+    """The commit of the p2d the compiles import (a snapshot run sets $ZOO_COMMIT)."""
+    if os.environ.get("ZOO_COMMIT"):
+        return os.environ["ZOO_COMMIT"]
+    import prune2deploy
+
+    where = Path(prune2deploy.__file__).resolve().parent
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=where, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except Exception:
+        return "unknown"
 
 
 def input_size(spec: str, size: int) -> int:
@@ -80,7 +108,8 @@ def run_one(spec: str, size: int, bench_seconds: float) -> dict:
             proc.kill()
             stdout, stderr = proc.communicate()
         wall = time.perf_counter() - started
-        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1)}
+        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1),
+               "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M UTC")}
         report_path = out / "report.json"
         report = json.loads(report_path.read_text()) if report_path.exists() else None
         row["peak_rss_mb"] = report.get("peak_rss_mb") if report else None  # the compile process's own
@@ -91,38 +120,55 @@ def run_one(spec: str, size: int, bench_seconds: float) -> dict:
 def _classify(code: int | None, report: dict | None, stderr: str) -> dict:
     lines = [line for line in stderr.splitlines() if line.startswith(("error:", "internal error:"))]
     if code == 0 and report:
-        skipped = report.get("skipped", [])
+        kept = [s for s in report.get("skipped", []) if "attention heads kept" in s["reason"]]
+        skipped = [s for s in report.get("skipped", []) if s not in kept]  # groups that broke the model
         mode = report.get("pruning_mode")
         status = "degraded" if skipped else ("compiled block-local" if mode == "block-local" else "compiled")
-        return {"status": status, "pruning_mode": mode, "skipped": len(skipped),
+        return {"status": status, "pruning_mode": mode, "skipped": len(skipped), "attention_kept": len(kept),
                 "skipped_groups": [f"{s['group']}: {s['reason']}" for s in skipped][:10],
                 "mac_reduction": report.get("mac_reduction"), "speedup": report.get("speedup"),
                 "verified": report["verification"]["passed"],
                 "max_rel_err": report["verification"]["max_rel_err"]}
-    status = {2: "refused", 1: "internal error"}.get(code, "killed")
     last = lines[-1] if lines else (stderr.strip().splitlines() or [""])[-1]
+    status = {2: "refused", 1: "internal error" if last.startswith("internal error:") else "failed"}.get(code, "killed")
     return {"status": status, "message": last[:300]}
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"Zoo sweep {meta['date']} on {meta['machine']} (ratio 0.5, ort-cpu, random weights, "
-           f"benchmark {meta['bench_seconds']} s per compile)", "",
-           "| model | input | status | mode | skipped groups | MAC reduction | speedup | verified | wall s | peak RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           f"benchmark {meta['bench_seconds']} s per compile; p2d {', '.join(meta.get('commits', ['?']))})", "",
+           "| model | input | status | mode | skipped groups | attention kept | MAC reduction | speedup | verified "
+           "| wall s | peak RSS MB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = (lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-")
         out.append(f"| {r['model']} | {r['input']} | {r['status']} | {r.get('pruning_mode') or '-'} | "
-                   f"{r.get('skipped', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
+                   f"{r.get('skipped', '-')} | {r.get('attention_kept', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
                    f"{fmt(r.get('speedup'), '{:.2f}x')} | {r.get('verified', '-')} | {r['wall_s']} | "
                    f"{r.get('peak_rss_mb') or '-'} |")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    ok = sum(v for k, v in counts.items() if k in ("compiled", "compiled block-local", "degraded"))
+    ok = sum(1 for r in rows if r["status"] in ("compiled", "compiled block-local", "degraded") and r.get("verified"))
     out += ["", f"{ok}/{len(rows)} compile with verified numerics ("
             + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")"]
     notes = [f"- {r['model']}: {r['message']}" for r in rows if r.get("message")]
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
+
+
+def merge(out: Path, others: list[Path]) -> int:
+    """OUT/zoo.json gets the rows (and commits) of `others` for models it has no row for."""
+    sweep = json.loads((out / "zoo.json").read_text())
+    for other in others:
+        chunk = json.loads(other.read_text())
+        done = {r["model"] for r in sweep["rows"]}
+        sweep["rows"] += [r for r in chunk["rows"] if r["model"] not in done]
+        sweep["meta"]["commits"] = list(dict.fromkeys(sweep["meta"].get("commits", []) +
+                                                      chunk["meta"].get("commits", [])))
+    (out / "zoo.json").write_text(json.dumps(sweep, indent=2) + "\n")
+    (out / "zoo.md").write_text(markdown(sweep["rows"], sweep["meta"]))
+    print(markdown(sweep["rows"], sweep["meta"]))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -132,19 +178,31 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-seconds", type=float, default=2.0)
     ap.add_argument("--limit", type=int, help="only the first N models")
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
+    ap.add_argument("--all-torchvision", action="store_true", help="every torchvision model, not one per family")
+    ap.add_argument("--resume", action="store_true", help="keep the rows in OUT/zoo.json, run the missing models")
+    ap.add_argument("--merge", metavar="ZOO_JSON", action="append",
+                    help="add the rows of another sweep's zoo.json (a chunk run in parallel) to OUT and stop")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(Path(args.out), [Path(m) for m in args.merge])
     models = (args.models.split(",") if args.models else list(QUICK) if args.quick
-              else torchvision_models() + [f"timm:{n}" for n in TIMM_MODELS])
+              else torchvision_models(args.all_torchvision) + [f"timm:{n}" for n in TIMM_MODELS])
     models = models[:args.limit] if args.limit else models
+    commit = p2d_commit()
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "bench_seconds": args.bench_seconds, "size": args.size}
+            "bench_seconds": args.bench_seconds, "size": args.size, "commits": [commit]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for spec in models:
-        row = run_one(spec, args.size, args.bench_seconds)
+    if args.resume and (out / "zoo.json").exists():
+        previous = json.loads((out / "zoo.json").read_text())
+        meta = {**previous["meta"], "commits": list(dict.fromkeys(previous["meta"].get("commits", []) + [commit]))}
+        rows = previous["rows"]
+    done = {r["model"] for r in rows}
+    for spec in [m for m in models if m not in done]:
+        row = {**run_one(spec, args.size, args.bench_seconds), "commit": commit}
         rows.append(row)
         print(json.dumps(row), flush=True)
         (out / "zoo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

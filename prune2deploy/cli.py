@@ -194,25 +194,38 @@ def cmd_cache(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    """Show MODEL's params, MACs and prunable groups (the layers torch-pruning prunes together) with widths."""
+    """Show MODEL's params, MACs, the pruning mode a compile would use and what it would prune: the prunable
+    groups (the layers torch-pruning prunes together) with widths, or the blocks pruned one by one."""
     from .errors import user_error
     from .inputs import build_example_inputs, check_model_runs
     from .inspect_model import inspect_model
     from .loading import load_model
+    from .options import CompileOptions
 
     if not args.model:
         raise user_error("no model given", "p2d inspect MODEL --input-shape ...")
+    CompileOptions(pruning_mode=args.pruning_mode, graph_budget_s=args.graph_budget_s,
+                   graph_budget_gb=args.graph_budget_gb).validate()
     loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
     inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs)
     check_model_runs(loaded.model, inputs)
-    info = inspect_model(loaded.model, inputs)
+    info = inspect_model(loaded.model, inputs, args.pruning_mode, args.graph_budget_s, args.graph_budget_gb)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"{loaded.name}: {info['params']:,} params, {info['macs']:,} MACs")
+    reason = f" ({info['pruning_mode_reason']})" if info["pruning_mode_reason"] else ""
+    print(f"pruning mode: {info['pruning_mode']}{reason}")
     if info["attention"]:
         print(f"attention ({info['attention_kind']}): " + ", ".join(
             f"{a['name']} {a['heads']} heads" for a in info["attention"]))
+    for item in info["attention_kept"]:
+        print(f"left unpruned: {item['group']}: {item['reason']}")
+    if info["blocks"] is not None:
+        print(f"{len(info['blocks'])} blocks pruned one by one (their outputs keep their width):")
+        for name in info["blocks"]:
+            print(f"  {name}")
+        return 0
     print(f"{len(info['groups'])} prunable groups (root layer: width; layers in the group):")
     for g in info["groups"]:
         print(f"  {g['root']}: {g['width']}; {', '.join(g['layers'])}")
@@ -284,13 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterative-steps", type=int, default=1, help="prune in N steps; default 1")
     p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
-    p.add_argument("--pruning-mode", default="auto", metavar="MODE",
-                   help="auto (default): the whole model's dependency graph, block by block when that is too "
-                        "costly or cannot be built | global: refuse instead | block-local")
-    p.add_argument("--graph-budget-s", type=float, default=30.0, metavar="S",
-                   help="seconds the whole model's graph may take (each block's: a third); default 30")
-    p.add_argument("--graph-budget-gb", type=float, default=4.0, metavar="GB",
-                   help="GB of memory a dependency graph may grow by; default 4")
+    _add_graph_args(p)
     p.add_argument("--data", metavar="SPEC", help="real samples: FILE.pt, FILE.npz, module:callable, file.py:callable, "
                    "text:FILE or images:DIR; a --val-split of it is held out for the accuracy metric")
     p.add_argument("--val-data", metavar="SPEC", help="validation samples (same forms); default: held out of --data")
@@ -381,10 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("inspect", cmd_inspect)
     _add_model_args(p)
+    _add_graph_args(p)
 
     p = command("targets", cmd_targets)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
+
+
+def _add_graph_args(p) -> None:
+    """How the dependency graph is built: compile and inspect take the same flags."""
+    p.add_argument("--pruning-mode", default="auto", metavar="MODE",
+                   help="auto (default): the whole model's dependency graph, block by block when that is too "
+                        "costly or cannot be built | global: refuse instead | block-local")
+    p.add_argument("--graph-budget-s", type=float, default=30.0, metavar="S",
+                   help="seconds the whole model's graph may take (each block's: a third); default 30")
+    p.add_argument("--graph-budget-gb", type=float, default=4.0, metavar="GB",
+                   help="GB of memory a dependency graph may grow by; default 4")
 
 
 def _quiet_libraries() -> None:

@@ -34,6 +34,7 @@ from .verify import fidelity
 
 
 FIDELITY_RANDOM_SETS = 15  # without calibration data: the example inputs plus this many random sets
+FIDELITY_BUDGET_S = 20.0  # ... as many of them as fit in this time (at least 2 sets)
 
 
 @dataclass
@@ -204,9 +205,11 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     with progress.stage("fidelity", "comparing pruned to dense"):
         extra = [random_like(inputs, seed=options.seed + 100 + i) for i in range(FIDELITY_RANDOM_SETS)]
         fidelity_sets = [inputs] + [b for b, _ in calib_batches] + (extra if not calib_batches else check_sets[1:])
-        report["fidelity"] = fidelity(model, models["pruned"], fidelity_sets, bool(calib_batches))
+        budget = None if calib_batches else FIDELITY_BUDGET_S  # real data is always compared in full
+        report["fidelity"] = fidelity(model, models["pruned"], fidelity_sets, bool(calib_batches), budget)
         if "pruned_2to4" in models:
-            report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets, bool(calib_batches))
+            report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets, bool(calib_batches),
+                                               budget)
     report["verification"] = driver.verify(models, artifacts, check_sets, options, progress)
     report["warnings"].extend(getattr(driver, "warnings", []))
     save_reference(work / REFERENCE, check_sets, models)

@@ -1,6 +1,8 @@
 """Numerical checks: an ONNX file against its torch model, and the pruned model against the dense one."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -47,10 +49,19 @@ def verify_onnx(torch_model, runner, input_sets: list, tolerance: float) -> dict
             "passed": all(e["max_rel_err"] <= tolerance for e in per_output.values())}
 
 
-def fidelity(dense, pruned, input_sets: list, calibrated: bool = False) -> dict:
-    """How close the pruned model stays to the dense one: cosine similarity, and top-1 agreement for classifiers."""
+def fidelity(dense, pruned, input_sets: list, calibrated: bool = False, budget_s: float | None = None,
+             min_sets: int = 2) -> dict:
+    """How close the pruned model stays to the dense one: cosine similarity, and top-1 agreement for classifiers.
+
+    With `budget_s`, sets after the first `min_sets` are left out once that much time has gone (large models
+    on a slow CPU); the result says how many sets were used.
+    """
     cosines, agree, total, classifier = [], 0, 0, True
+    started, used = time.perf_counter(), 0
     for inputs in input_sets:
+        if budget_s is not None and used >= min_sets and time.perf_counter() - started > budget_s:
+            break
+        used += 1
         with torch.no_grad():
             a = flatten_outputs(inputs.call(dense))[0][1].float()
             b = flatten_outputs(inputs.call(pruned))[0][1].float()
@@ -62,7 +73,7 @@ def fidelity(dense, pruned, input_sets: list, calibrated: bool = False) -> dict:
         else:
             classifier = False
     result = {"cosine_mean": float(np.mean(cosines)), "cosine_min": float(np.min(cosines)),
-              "samples": len(cosines), "output": "first output",
+              "samples": len(cosines), "input_sets": f"{used} of {len(input_sets)}", "output": "first output",
               "inputs": "example inputs and calibration data" if calibrated
                         else "example + random inputs; --calib-data gives real ones"}
     result["top1_agreement"] = agree / total if classifier and total else None

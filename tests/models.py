@@ -161,3 +161,21 @@ class DigitsCNN(nn.Module):
 def digits_cnn() -> nn.Module:
     torch.manual_seed(0)
     return DigitsCNN().eval()
+
+
+class _OddAdaptivePool(nn.Module):
+    """Adaptive pooling to 3x3 from a 4x4 map: ONNX (torchscript exporter) cannot express it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(3)
+        self.fc = nn.Linear(16 * 9, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def odd_adaptive_pool() -> nn.Module:
+    torch.manual_seed(0)
+    return _OddAdaptivePool().eval()

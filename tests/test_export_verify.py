@@ -79,3 +79,25 @@ def test_large_models_go_to_external_data(tmp_path, monkeypatch):
     assert (tmp_path / "big.onnx").stat().st_size < 100_000
     assert onnx_bytes(tmp_path / "big.onnx") > 2_000_000
     assert verify_onnx(model, OrtRunner(tmp_path / "big.onnx"), [x], tolerance=1e-4)["passed"]
+
+
+def test_operator_onnx_cannot_express_is_one_line(p2d, tmp_path):
+    """AlexNet/VGG at 128x128 pool adaptively to a size that does not divide the map: a limitation of
+    ONNX at that shape, named in one line with what to do, and nothing of the exporter's IR dump."""
+    from helpers import MODELS, assert_user_error
+
+    r = p2d("compile", f"{MODELS}:odd_adaptive_pool", "--input-shape", "1,3,4,4", "--out", "out",
+            "--no-benchmark", "--no-cache")
+    assert_user_error(r, "ONNX cannot express this model's operator adaptive_avg_pool2d", "--input-shape")
+    assert r.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_large_weights_skip_onnxslim(tmp_path, monkeypatch):
+    import prune2deploy.backends.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "SLIM_MAX_WEIGHT_BYTES", 1024)
+    model, x = resnet_like().eval(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
+    record = export_onnx(model, x, tmp_path / "m.onnx")
+    assert record["onnxslim"]["applied"] is False and "to bound memory" in record["onnxslim"]["reason"]
+    assert verify_onnx(model, OrtRunner(tmp_path / "m.onnx"), [x], tolerance=1e-4)["passed"]

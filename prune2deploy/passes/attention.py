@@ -7,6 +7,11 @@ Three families are recognised by duck-typing, none needs a user patch:
 * ``torch-mha`` ``nn.MultiheadAttention`` (torchvision ViT, ``nn.TransformerEncoderLayer``);
 * ``timm-vit``  timm-style ``Attention`` (one fused ``qkv`` Linear, ``num_heads``, ``head_dim``, ``proj``).
 
+Any other module with a head count (``num_heads``/``n_heads``: CaiT's talking-heads and class attention,
+Swin's window attention, MaxViT's relative-position attention) keeps its heads: its layers are ignored,
+since removing heads behind the back of a forward p2d does not know is not safe (most derive the head
+size from the input width). ``plan.kept`` lists them with the reason; the rest of the model is pruned.
+
 Call order in the pruning pass::
 
     plan = plan_attention(model)
@@ -65,6 +70,8 @@ class AttentionPlan:
     ignored_layers: list = field(default_factory=list)
     kind: str = "none"
     blocks: list = field(default_factory=list)
+    kept: list = field(default_factory=list)  # [{"group": name, "reason": why}]: attention whose heads stay
+    kept_modules: list = field(default_factory=list)
 
     def pruner_kwargs(self, head_ratio: float) -> dict:
         """Keyword arguments for ``tp.pruner.BasePruner``; ``ignored_layers`` is NOT included (merge it)."""
@@ -134,6 +141,10 @@ def plan_attention(model: nn.Module) -> AttentionPlan:
     """Find the attention blocks of ``model`` and what torch-pruning needs to remove their heads."""
     blocks = [b for name, m in model.named_modules() if (b := _detect(name, m)) is not None]
     plan = AttentionPlan(blocks=blocks)
+    for name, m in _unsupported_attention(model, blocks):
+        plan.kept.append({"group": name, "reason": f"{type(m).__name__}: attention heads kept ({KEPT_WHY})"})
+        plan.kept_modules.append(m)
+        plan.ignored_layers += [x for x in m.modules() if isinstance(x, PRUNABLE_IN_ATTENTION)]
     if not blocks:
         return plan
     plan.kind = ",".join(dict.fromkeys(b.kind for b in blocks))
@@ -177,6 +188,31 @@ def _detect(name: str, m: nn.Module) -> _Block | None:
         head_dim = int(getattr(m, "head_dim", m.qkv.out_features // (3 * m.num_heads)))
         return _Block(name, m, "timm-vit", m.num_heads, head_dim)
     return None
+
+
+HEAD_COUNTS = ("num_heads", "n_heads")
+PRUNABLE_IN_ATTENTION = (nn.Linear, nn.modules.conv._ConvNd)
+KEPT_WHY = "p2d removes heads of timm Attention, nn.MultiheadAttention and BERT-style attention only"
+
+
+def _has_head_count(m: nn.Module) -> bool:
+    return any(isinstance(getattr(m, a, None), int) and not isinstance(getattr(m, a), bool) for a in HEAD_COUNTS)
+
+
+def _unsupported_attention(model: nn.Module, blocks: list) -> list[tuple[str, nn.Module]]:
+    """Innermost modules with a head count and prunable layers that are not (in, or around) a supported block."""
+    supported = {id(b.module) for b in blocks}
+    inside_supported = {id(x) for b in blocks for x in b.module.modules()}
+    found = []
+    for name, m in model.named_modules():
+        if id(m) in inside_supported or not _has_head_count(m):
+            continue
+        inner = [x for x in m.modules() if x is not m]
+        if any(id(x) in supported or _has_head_count(x) for x in inner):
+            continue  # a block around attention (torchvision ViT's EncoderBlock keeps a num_heads copy)
+        if any(isinstance(x, PRUNABLE_IN_ATTENTION) for x in inner):
+            found.append((name, m))
+    return found
 
 
 def _residual_widths(blocks: list) -> set[int]:

@@ -55,11 +55,16 @@ def capture_block_inputs(model: nn.Module, inputs, modules: list[nn.Module]) -> 
 PruneOne = Callable[[nn.Module, tuple, dict], None]  # prunes (block, its args, its kwargs) in place
 
 
-def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float, budget_gb: float) -> dict:
+def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float, budget_gb: float,
+                 held: dict[int, str] | None = None) -> dict:
     """Prune every block of `model` with `prune_one`, each under its own graph budget; returns the record.
 
     The first block of a type that runs past the budget sends every block of that type to its parts.
+    `held` (id(module) -> why) are modules to leave whole (attention whose heads stay): they are reported
+    as skipped and never traced, and a block holding one is pruned by its other parts.
     """
+    held = held or {}
+    holders = _holders(model, held)
     names = {id(m): n for n, m in model.named_modules()}
     calls = capture_block_inputs(model, inputs, [m for m in model.modules() if prunable_count(m) >= 2])
     done, skipped, split = [], [], []  # split: blocks pruned by their parts instead, and why
@@ -67,7 +72,10 @@ def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float,
 
     def visit(module: nn.Module, is_root: bool) -> None:
         name = names.get(id(module), "")
-        if not is_root and is_block(module):
+        if id(module) in held:
+            skipped.append({"group": name, "reason": held[id(module)]})
+            return
+        if not is_root and is_block(module) and id(module) not in holders:
             if type(module) in costly:
                 reason = costly[type(module)]
             else:
@@ -86,6 +94,32 @@ def prune_blocks(model: nn.Module, inputs, prune_one: PruneOne, budget_s: float,
 
     visit(model, True)
     return {"blocks": done, "skipped": skipped, "split": split}
+
+
+def _holders(model: nn.Module, held: dict) -> set[int]:
+    return {id(m) for m in model.modules() if any(id(x) in held for x in m.modules())}
+
+
+def first_blocks(model: nn.Module, held: dict[int, str] | None = None) -> dict:
+    """What block-local pruning traces first, without tracing: {"blocks": names, "held": [{group, reason}]}.
+
+    A block that runs past its budget or breaks is then split into its parts (not predicted here).
+    """
+    held = held or {}
+    holders, names = _holders(model, held), {id(m): n for n, m in model.named_modules()}
+    blocks, kept = [], []
+
+    def visit(module: nn.Module, is_root: bool) -> None:
+        if id(module) in held:
+            kept.append({"group": names[id(module)], "reason": held[id(module)]})
+        elif not is_root and is_block(module) and id(module) not in holders:
+            blocks.append(names[id(module)])
+        else:
+            for child in module.children():
+                visit(child, False)
+
+    visit(model, True)
+    return {"blocks": blocks, "held": kept}
 
 
 def _try_block(block, call, prune_one, budget_s, budget_gb) -> tuple[str | None, bool]:

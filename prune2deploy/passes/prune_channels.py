@@ -191,13 +191,8 @@ class PruneChannels:
         except (GraphTooCostly, Exception) as exc:
             if isinstance(exc, P2DError):
                 raise
-            why = str(exc) if isinstance(exc, GraphTooCostly) else \
-                f"torch-pruning cannot trace the whole model ({first_line(exc)})"
             snapshot.restore()
-            if self.mode == "global":
-                raise user_error(f"global pruning is not possible: {why}",
-                                 "use --pruning-mode auto (block-local), or --ignore the layers involved") from exc
-            return {"fallback": why}
+            return {"fallback": whole_graph_failure(exc, self.mode)}
         check = self._checker(model, inputs, attention)
         try:
             pruned = self._steps(model, pruner, ctx, None, attention)[0]
@@ -216,7 +211,7 @@ class PruneChannels:
                 first = skipped[0]
                 return {"fallback": f"the whole model's graph could prune nothing ({first['group']}: {first['reason']})"}
         heads = attention.fix_up(model)
-        return {"mode": "global graph", "skipped": skipped, "pruned": pruned > 0, "kept": _names(model, kept),
+        return {"mode": "global graph", "skipped": attention.kept + skipped, "pruned": pruned > 0, "kept": _names(model, kept),
                 "attention_kind": attention.kind, "heads": heads}
 
     def _prune_block_local(self, model, ctx, ignored) -> dict:
@@ -239,16 +234,22 @@ class PruneChannels:
             kinds.append(attention.kind)
             kept.extend(f"{prefix}.{n}" for n in _names(block, block_kept))
 
+        from .attention import plan_attention
+
+        whole = plan_attention(model)  # attention whose heads stay is reported, never traced
+        held = {id(m): item["reason"] for m, item in zip(whole.kept_modules, whole.kept)}
         record = prune_blocks(model, ctx.example_inputs, prune_one, self.graph_budget_s / BLOCK_BUDGET_SHARE,
-                              self.graph_budget_gb)
+                              self.graph_budget_gb, held)
         kinds = [k for k in dict.fromkeys(kinds) if k != "none"]
         return {"mode": "block-local", "skipped": record["skipped"] + skipped, "pruned": sum(pruned) > 0,
                 "blocks": record["blocks"], "split_blocks": record["split"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
                 "heads": heads}
 
     def _checker(self, module, inputs, attention):
-        """check() -> why `module` is broken now (fails to run, output shapes changed), or None."""
+        """check() -> why `module` is broken now (fails to run, output shapes changed, a pruned width off
+        --round-to: torch-pruning lost track of a slice, as in GhostNet's concat-then-slice), or None."""
         shapes_before = output_shapes(_forward(module, inputs))
+        widths_before = layer_widths(module)
 
         def check() -> str | None:
             try:
@@ -256,7 +257,9 @@ class PruneChannels:
                 shapes = output_shapes(_forward(module, inputs))
             except Exception as exc:
                 return f"the pruned model no longer runs: {first_line(exc)}"
-            return None if shapes == shapes_before else f"output shapes changed: {shapes_before} -> {shapes}"
+            if shapes != shapes_before:
+                return f"output shapes changed: {shapes_before} -> {shapes}"
+            return misaligned_width(widths_before, layer_widths(module), self.round_to)
         return check
 
     def ensure(self, model: nn.Module, ctx) -> None:
@@ -269,13 +272,34 @@ class PruneChannels:
             raise P2DError(f"pruning changed the output shapes: {self._shapes_before} -> {shapes_after}",
                            "--ignore the layer that produces that output")
         record = ctx.records.get(self.name, {})
-        if self.round_to:
-            for layer in record.get("layers", []):
-                for side in ("in", "out"):
-                    after, before = layer[f"{side}_after"], layer[f"{side}_before"]
-                    if after != before and after % self.round_to:
-                        raise P2DError(f"{layer['name']}: pruned {side} width {after} is not a multiple of "
-                                       f"round_to={self.round_to}")
+        layers = record.get("layers", [])
+        off = misaligned_width({x["name"]: {"in": x["in_before"], "out": x["out_before"]} for x in layers},
+                               {x["name"]: {"in": x["in_after"], "out": x["out_after"]} for x in layers},
+                               self.round_to)
+        if off:
+            raise P2DError(off)
+
+
+def misaligned_width(before: dict, after: dict, round_to: int | None) -> str | None:
+    """The first layer whose pruned width is not a multiple of round_to, said in words; None if all are."""
+    if not round_to:
+        return None
+    for name, widths in after.items():
+        for side in ("in", "out"):
+            width = widths[side]
+            if name in before and width != before[name][side] and width % round_to:
+                return f"{name}: pruned {side} width {width} is not a multiple of round_to={round_to}"
+    return None
+
+
+def whole_graph_failure(exc: BaseException, mode: str) -> str:
+    """Why the whole model's graph could not be used (budget or tracing); mode "global" refuses instead."""
+    why = str(exc) if isinstance(exc, GraphTooCostly) else \
+        f"torch-pruning cannot trace the whole model ({first_line(exc)})"
+    if mode == "global":
+        raise user_error(f"global pruning is not possible: {why}",
+                         "use --pruning-mode auto (block-local), or --ignore the layers involved") from exc
+    return why
 
 
 class _Call:
