@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch.nn as nn
 
 from ..measure import count_macs_params
@@ -75,10 +76,14 @@ def _monotone(row: dict[int, float]) -> dict[int, float]:
     return out
 
 
+def default_grid(groups: list[Group]) -> dict[str, list[int]]:
+    return {g.name: g.grid(GRID) for g in groups}
+
+
 def measure_table(model: nn.Module, inputs, groups: list[Group], options, timer: Timer | None,
                   grid_widths: dict[str, list[int]] | None = None, progress=None) -> CostTable:
     """A latency table (timer given) or a MACs table (timer None) over each group's grid widths."""
-    grid_widths = grid_widths or {g.name: g.grid(GRID) for g in groups}
+    grid_widths = grid_widths or default_grid(groups)
     table = CostTable("latency" if timer else "macs", "ms" if timer else "MACs", 0.0,
                       widths={g.name: g.width for g in groups},
                       measured_by=getattr(timer, "description", "count_ops_and_params") if timer else
@@ -129,7 +134,25 @@ class OrtTimer:
                             slim=self.options.slim)
                 calls[name] = OrtRunner(path, self.options.threads).timed_call(feed)
             samples = time_interleaved(calls, warmup=3, min_iters=10, budget_s=self.seconds)
-        return {name: sorted(s)[len(s) // 2] for name, s in samples.items()}
+        return paired_p50(samples)
+
+
+def paired_p50(samples: dict[str, list[float]], reference: str = "dense") -> dict[str, float]:
+    """p50 of the reference; every other variant as that times the median of its per-round ratio to the reference.
+
+    Rounds of time_interleaved run every variant back to back, so a round's ratio cancels what slows the machine
+    for longer than a round (other processes on shared cores); the ratio's median is far steadier than p50 / p50.
+    """
+    ref = samples[reference]
+    ref_p50 = float(np.median(ref))
+    return {name: ref_p50 if name == reference else ref_p50 * float(np.median(np.asarray(s) / np.asarray(ref)))
+            for name, s in samples.items()}
+
+
+def device_name() -> str:
+    from prune2deploy.backends.ort import device_description
+
+    return device_description()
 
 
 def table_key(model: nn.Module, inputs, groups: list[Group], grid_widths: dict, options, device: str) -> str:
