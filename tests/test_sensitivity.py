@@ -62,3 +62,41 @@ def test_cli_sensitivity_and_bad_ratios(p2d, tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     assert_user_error(p2d("sensitivity", model, "--input-shape", "1,3,8,8", "--out", "mine", "--macs"), "--out")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_process_pool_scores_like_this_process():
+    from prune2deploy.search.executor import ProcessPoolExecutor, make_executor
+
+    model, inputs = build(), ExampleInputs((torch.randn(2, 3, 8, 8),), {})
+    inline = measure_sensitivity(model, inputs, CompileOptions(round_to=4).validate(), None, (0.5,), macs=True)
+    pooled = measure_sensitivity(model, inputs, CompileOptions(round_to=4, workers=2).validate(), None, (0.5,),
+                                 macs=True)
+    assert isinstance(make_executor(2), ProcessPoolExecutor)
+    flat = [[(p["kept"], p["saved"], p["score"]) for p in r["points"]] for r in inline["groups"]]
+    assert [[(p["kept"], p["saved"], pytest.approx(p["score"], abs=1e-6)) for p in r["points"]]
+            for r in pooled["groups"]] == flat  # one torch thread per worker: float sums differ in the last bits
+
+
+def test_ray_executor_scores_like_this_process():
+    """--ray-address local: a Ray instance started for the run (the model class must import on the workers)."""
+    pytest.importorskip("ray")
+    from prune2deploy.examples.mnist_cnn import build as mnist
+
+    inputs = ExampleInputs((torch.randn(2, 1, 28, 28),), {})
+    inline = measure_sensitivity(mnist(), inputs, CompileOptions(round_to=8).validate(), None, (0.5,), macs=True)
+    remote = measure_sensitivity(mnist(), inputs, CompileOptions(round_to=8, ray_address="local").validate(), None,
+                                 (0.5,), macs=True)
+    assert [(r["name"], [p["kept"] for p in r["points"]]) for r in remote["groups"]] == \
+        [(r["name"], [p["kept"] for p in r["points"]]) for r in inline["groups"]]
+    assert [p["score"] for r in remote["groups"] for p in r["points"]] == \
+        pytest.approx([p["score"] for r in inline["groups"] for p in r["points"]], abs=1e-6)
+
+
+def test_ray_address_without_ray_is_one_line(p2d):
+    try:
+        import ray  # noqa: F401
+        pytest.skip("ray is installed here")
+    except ImportError:
+        pass
+    assert_user_error(p2d("sensitivity", f"{MODELS}:two_paths", "--input-shape", "1,3,8,8", "--out", "o", "--macs",
+                          "--ray-address", "auto"), "--ray-address needs ray", "prune2deploy[ray]")
