@@ -64,7 +64,9 @@ def budget_markdown(report: dict) -> list[str]:
         return []
     s = b["search"]
     lines = ["", f"## Budget: {b['kind']} {_fmt(b['kind'], b['requested'])}", "",
-             f"Achieved {_fmt(b['kind'], b['achieved'])} in the final benchmark; the search measured "
+             f"Achieved {_fmt(b['kind'], b['achieved'])} "
+             f"{'(MACs counted on the pruned model)' if b['kind'] == 'macs_fraction' else 'in the final benchmark'}"
+             f"; the search measured "
              f"{b['search_measured']['fraction']:.3f} of the dense cost. {len(b['steps'])} greedy steps "
              f"(slice {s['slice']:g} of dense), {s['candidates_scored']} candidates scored on {s['metric']} "
              f"({s['validation_samples']} samples; dense {s['dense_score']:.4g}, searched widths "
