@@ -38,6 +38,7 @@ import prune2deploy  # noqa: E402
 from prune2deploy.backends.ort import OrtRunner  # noqa: E402
 from prune2deploy.context import CompileContext, ExampleInputs  # noqa: E402
 from prune2deploy.examples import mnist_cnn  # noqa: E402
+from prune2deploy.measure import count_macs_params  # noqa: E402
 from prune2deploy.options import CompileOptions  # noqa: E402
 from prune2deploy.passes.prune_channels import PruneChannels  # noqa: E402
 from prune2deploy.search.latency_table import OrtTimer, paired_p50  # noqa: E402
@@ -68,19 +69,36 @@ def side_by_side(paths: dict, example, seconds: float) -> dict:
     return {"p50_ms": p50, "speedup": {n: p50["dense"] / v for n, v in p50.items() if n != "dense"}}
 
 
+def uniform_at_same_macs(dense, example, searched) -> dict:
+    """The uniform ratio whose pruned model's MAC count is closest to the searched model's (counted, exact)."""
+    options = CompileOptions(round_to=8)
+    macs = {"dense": count_macs_params(dense, example)[0], "searched": count_macs_params(searched, example)[0]}
+    for r in UNIFORM_RATIOS:
+        m = copy.deepcopy(dense)
+        PruneChannels(r, round_to=8).run(m, CompileContext(example, options))
+        macs[f"{r:.2f}"] = count_macs_params(m, example)[0]
+    ratio = min(UNIFORM_RATIOS, key=lambda r: abs(macs[f"{r:.2f}"] - macs["searched"]))
+    return {"ratio": ratio, "searched_macs": macs["searched"], "uniform_macs": macs[f"{ratio:.2f}"],
+            "dense_macs": macs["dense"], "candidates": macs}
+
+
 def compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
     started = time.perf_counter()
+    goal = {"macs_fraction": 1 / budget} if args.kind == "macs" else {"target_speedup": budget}
     searched = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_searched", model_name=name,
-                                    use_cache=False, cache_dir=work / "cache", target_speedup=budget,
-                                    budget_step=args.budget_step, **options)
+                                    use_cache=False, cache_dir=work / "cache", budget_step=args.budget_step,
+                                    **goal, **options)
     search_wall = time.perf_counter() - started
-    match = uniform_at_same_latency(dense, example, searched.pruned, args.match_seconds)
+    match = uniform_at_same_macs(dense, example, searched.pruned) if args.kind == "macs" else \
+        uniform_at_same_latency(dense, example, searched.pruned, args.match_seconds)
     uniform = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_uniform", model_name=name,
                                    use_cache=False, ratio=match["ratio"], **options)
     side = side_by_side({"dense": searched.out_dir / "dense.onnx", "searched": searched.out_dir / "pruned.onnx",
                          "uniform": uniform.out_dir / "pruned.onnx"}, example, args.side_seconds)
     b = searched.report["budget"]
-    row = {"model": name, "budget": budget, "achieved": b["achieved"], "achieved_over_requested": b["achieved"] / budget,
+    achieved = 1 / b["achieved"] if args.kind == "macs" else b["achieved"]  # as a reduction: dense / pruned
+    row = {"model": name, "kind": args.kind, "budget": budget, "achieved": achieved,
+           "achieved_over_requested": achieved / budget,
            "met": b["met"], "steps": len(b["steps"]), "candidates_scored": b["search"]["candidates_scored"],
            "candidates_timed": b["search"]["candidates_timed"], "search_s": b["search"]["wall_s"],
            "compile_s": round(search_wall, 1), "search_metric": b["search"]["metric"],
@@ -96,7 +114,13 @@ def mnist(args, work: Path) -> dict:
     files = write_mnist(work / "data")
     split = {k: torch.load(files[f"{k}.pt"]) for k in ("train", "test")}
     (train_x, train_y), (test_x, test_y) = ((split[k]["inputs"], split[k]["labels"]) for k in ("train", "test"))
-    dense = mnist_cnn.train(mnist_cnn.build(), train_x, train_y, epochs=args.train_epochs, lr=1e-3)
+    saved = HERE / "data" / f"mnist_cnn_{args.train_epochs}ep.pt"  # benchmarks/data/ is git-ignored
+    dense = mnist_cnn.build()
+    if saved.exists():
+        dense.load_state_dict(torch.load(saved, weights_only=True))
+    else:
+        dense = mnist_cnn.train(dense, train_x, train_y, epochs=args.train_epochs, lr=1e-3)
+        torch.save(dense.state_dict(), saved)
     dense_test = mnist_cnn.top1(dense, test_x, test_y)
     print(f"MNIST CNN: {args.train_epochs} epochs, test top-1 {dense_test:.2f}%", flush=True)
     example = ExampleInputs((test_x[:args.mnist_batch],), {})
@@ -153,28 +177,33 @@ def cnn(args, work: Path) -> dict:
     return out
 
 
+def _macs(row) -> str:
+    return f"{row['mac_reduction']['searched']:.2f}x / {row['mac_reduction']['uniform']:.2f}x"
+
+
 def _pct(v):
     return f"{v:.2f}%"
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Latency budgets on ort-cpu ({result['when']}, {result['machine']}; load average at start "
+    lines = [f"# Budgets ({result['args']['kind']}) on ort-cpu ({result['when']}, {result['machine']}; load average at start "
              f"{result['load_at_start']}: shared machine, timings noisy)", "",
-             "| model | budget | achieved (final benchmark) | achieved / requested | side by side: searched / uniform "
-             "speedup | uniform ratio | metric | searched | uniform | search s | steps | scored | timed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | budget (x less latency or MACs) | achieved | achieved / requested | side by side: searched / uniform "
+             "speedup | MAC reduction searched / uniform | uniform ratio | metric | searched | uniform | search s | steps | "
+             "scored | timed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, metric, fmt in (("mnist", "test_top1", _pct), ("minilm", "cosine", lambda v: f"{v:.4f}")):
         for r in (result.get(key) or {}).get("rows", []):
             s = r["side_by_side"]["speedup"]
             lines.append(f"| {r['model']} | {r['budget']:g}x | {r['achieved']:.2f}x | {r['achieved_over_requested']:.2f} "
-                         f"| {s['searched']:.2f}x / {s['uniform']:.2f}x | {r['uniform_ratio']:.2f} | {metric} | "
+                         f"| {s['searched']:.2f}x / {s['uniform']:.2f}x | {_macs(r)} | {r['uniform_ratio']:.2f} | {metric} | "
                          f"{fmt(r['searched'][metric])} | {fmt(r['uniform'][metric])} | {r['search_s']:.0f} | "
                          f"{r['steps']} | {r['candidates_scored']} | {r['candidates_timed']} |")
     for name, rows in (result.get("cnn") or {}).items():
         for r in rows:
             s = r["side_by_side"]["speedup"]
             lines.append(f"| {name} | {r['budget']:g}x | {r['achieved']:.2f}x | {r['achieved_over_requested']:.2f} | "
-                         f"{s['searched']:.2f}x / {s['uniform']:.2f}x | {r['uniform_ratio']:.2f} | fidelity cosine | "
+                         f"{s['searched']:.2f}x / {s['uniform']:.2f}x | {_macs(r)} | {r['uniform_ratio']:.2f} | fidelity cosine | "
                          f"{r['searched']['fidelity_cosine']:.4f} | {r['uniform']['fidelity_cosine']:.4f} | "
                          f"{r['search_s']:.0f} | {r['steps']} | {r['candidates_scored']} | {r['candidates_timed']} |")
     return "\n".join(lines) + "\n"
@@ -184,6 +213,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", choices=("mnist", "minilm", "cnn"), action="append")
     p.add_argument("--budgets", type=float, nargs="+", default=[2.0, 3.0])
+    p.add_argument("--kind", choices=("speedup", "macs"), default="speedup",
+                   help="speedup: --target-speedup S on ort-cpu; macs: --macs-fraction 1/S, uniform matched on MACs")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50"])
     p.add_argument("--budget-step", type=float, default=0.05)
     p.add_argument("--train-epochs", type=int, default=2)

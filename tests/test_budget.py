@@ -120,7 +120,9 @@ def test_budget_compile_on_macs_reports_allocation(tmp_path):
     assert "## Budget: macs_fraction" in md and "| a | channels | 32 |" in md
     assert (tmp_path / "out" / "allocation.png").exists() == (budget["plot"] == "allocation.png")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["budget"]["search"]["metric"].startswith("fidelity to dense, random inputs")
+    search = report["budget"]["search"]
+    assert search["metric"].startswith("fidelity to dense, random inputs")
+    assert search["dense_score"] == pytest.approx(1.0) and search["final_score"] < 1.0  # scored before pruning
 
 
 def test_unreachable_budget_names_the_best_reached(tmp_path):

@@ -101,6 +101,7 @@ class BudgetPrune:
             fraction_target = result.estimated_cost / table.dense * requested / measured["fraction"]
         else:
             self._unreachable(measured, f"after {MAX_ROUNDS} rounds of allocation")
+        scores = {"dense_score": scorer.dense(), "final_score": scorer(widths)}  # before `model` is pruned in place
         self._final = pass_for(groups, widths, opts)
         record = self._final.run(model, ctx)
         record["budget"] = {
@@ -111,8 +112,7 @@ class BudgetPrune:
             "search": {"wall_s": round(time.perf_counter() - started, 3), "candidates_scored": scored,
                        "candidates_timed": (0 if hit else table.candidates_timed) + len(rounds) * bool(timer),
                        "table_cached": hit, "table_key": key, "rounds": rounds, "executor": executor.description,
-                       "slice": opts.budget_step, **scorer.describe(), "dense_score": scorer.dense(),
-                       "final_score": scorer(widths)},
+                       "slice": opts.budget_step, **scorer.describe(), **scores},
             "table": table.to_dict(),
         }
         return record
