@@ -37,6 +37,7 @@ from recovery import embeddings, neighbour_agreement  # noqa: E402
 import prune2deploy  # noqa: E402
 from prune2deploy.backends.ort import OrtRunner  # noqa: E402
 from prune2deploy.context import CompileContext, ExampleInputs  # noqa: E402
+from prune2deploy.errors import UserError  # noqa: E402
 from prune2deploy.examples import mnist_cnn  # noqa: E402
 from prune2deploy.measure import count_macs_params  # noqa: E402
 from prune2deploy.options import CompileOptions  # noqa: E402
@@ -83,6 +84,15 @@ def uniform_at_same_macs(dense, example, searched) -> dict:
 
 
 def compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
+    """One budget; a budget p2d refuses (unreachable) is a row with its one-line error."""
+    try:
+        return _compare(name, dense, example, options, budget, work, args, evaluate)
+    except UserError as exc:
+        print(json.dumps({"model": name, "budget": budget, "error": exc.one_line()}), flush=True)
+        return {"model": name, "kind": args.kind, "budget": budget, "error": exc.one_line()}
+
+
+def _compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
     started = time.perf_counter()
     goal = {"macs_fraction": 1 / budget} if args.kind == "macs" else {"target_speedup": budget}
     searched = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_searched", model_name=name,
@@ -194,6 +204,9 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, metric, fmt in (("mnist", "test_top1", _pct), ("minilm", "cosine", lambda v: f"{v:.4f}")):
         for r in (result.get(key) or {}).get("rows", []):
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 11)
+                continue
             s = r["side_by_side"]["speedup"]
             lines.append(f"| {r['model']} | {r['budget']:g}x | {r['achieved']:.2f}x | {r['achieved_over_requested']:.2f} "
                          f"| {s['searched']:.2f}x / {s['uniform']:.2f}x | {_macs(r)} | {r['uniform_ratio']:.2f} | {metric} | "
