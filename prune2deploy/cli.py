@@ -54,6 +54,10 @@ def cmd_compile(args) -> int:
 
     gates = [parse_gate(g) for g in args.gate or []]
     options = {t: compile_options(args, t).validate() for t in args.targets}  # flags first: fail fast
+    from .passes.budget import refuse_ratio_with_budget
+
+    refuse_ratio_with_budget(next(iter(options.values())),
+                             {f for f in ("ratio", "head_ratio") if args.sources.get(f) != "default"})
     protected = {**input_paths(args), "the cache directory": args.cache_dir or default_cache_dir()}
     if args.out:  # without --out, the directory is named after the model: checked once it is loaded
         _check_outputs(args, Path(args.out), protected, bool(gates))
@@ -129,6 +133,52 @@ def _print_target(report: dict, out_dir, gate_results, as_json: bool) -> str:
     if gate_results:
         md += ["", gate_markdown(gate_results)]
     return "\n".join(md)
+
+
+def cmd_sensitivity(args) -> int:
+    """Prune one group at a time (channel groups; attention heads and FFN blocks in transformers) at each of
+    --ratios; measure --metric on validation data (without data: fidelity to the dense model on random inputs,
+    labelled as such) and the latency saved on ort-cpu (or --macs). Writes DIR/sensitivity.json, sensitivity.md
+    (a table, most fragile group first) and sensitivity.png (with matplotlib: metric vs ratio per group, and
+    latency saved vs ratio). Latency tables are cached in --cache-dir.
+    """
+    from pathlib import Path
+
+    from .errors import user_error
+    from .inputs import build_example_inputs
+    from .loading import load_model
+    from .options import CompileOptions
+    from .progress import Progress
+    from .search.sensitivity import parse_ratios, sensitivity
+
+    if not args.model:
+        raise user_error("no model given", "p2d sensitivity MODEL --input-shape ... --out DIR")
+    ratios = parse_ratios(args.ratios)
+    fields = {k: getattr(args, k) for k in ("data", "val_data", "val_split", "calib_data", "metric", "batch_size",
+                                            "max_length", "image_size", "image_mean", "image_std", "round_to",
+                                            "threads", "workers", "ray_address") if getattr(args, k) is not None}
+    options = CompileOptions(criterion=args.criterion, ignore=list(args.ignore or []), seed=args.seed, **fields)
+    options.validate()
+    protected = {label: path for label, path in input_paths(args).items()}
+    from .ownership import check_out_dir
+
+    check_out_dir(Path(args.out), protected)
+    loaded = load_model(args.model, args.weights, tuple(args.trust or ()), args.trust_pickle)
+    inputs = build_example_inputs(loaded.model, args.input_shape, args.input or [], args.example_inputs,
+                                  seed=args.seed)
+    result = sensitivity(loaded.model, inputs, args.out, options, ratios, args.macs, args.cache_dir, protected,
+                         Progress(enabled=False if args.json else None))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{loaded.name}: {len(result['groups'])} groups, metric {result['metric']} (dense "
+          f"{result['dense_score']:.4g}), {result['cost']} saved in {result['unit']}; most fragile first:")
+    for row in result["groups"]:
+        worst = row["points"][-1]
+        print(f"  {row['name']:<45} mean drop {row['mean_drop']:.4g}; at {worst['ratio']:g}: "
+              f"{worst['score']:.4g}, saves {worst['saved']:.3g} {result['unit']}")
+    print(f"wrote {args.out}/ (sensitivity.json, sensitivity.md, sensitivity.png, manifest.json)")
+    return 0
 
 
 def cmd_build(args) -> int:
@@ -266,6 +316,24 @@ def _add_model_args(p):
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def _add_data_args(p):
+    """--data, --val-data and the flags that read them (compile and sensitivity)."""
+    p.add_argument("--data", metavar="SPEC", help="real samples: FILE.pt, FILE.npz, module:callable, file.py:callable, "
+                   "text:FILE or images:DIR; a --val-split of it is held out for the accuracy metric")
+    p.add_argument("--val-data", metavar="SPEC", help="validation samples (same forms); default: held out of --data")
+    p.add_argument("--val-split", type=float, help="fraction of --data held out (seeded) when no --val-data; "
+                   "default 0.1")
+    p.add_argument("--calib-data", metavar="SPEC", help="samples for taylor/hessian (same forms); default: the "
+                   "first batches of --data")
+    p.add_argument("--metric", help="top1 | cosine | module:callable(model, batches) -> float; default top1 "
+                   "with labels and class scores, else cosine to the dense model")
+    p.add_argument("--batch-size", type=int, help="samples per batch of data; default 32")
+    p.add_argument("--max-length", type=int, help="text: tokens per sentence at most; default 128")
+    p.add_argument("--image-size", metavar="H[,W]", help="images: resize to this (default: the input's size)")
+    p.add_argument("--image-mean", metavar="M[,M,M]", help="images: per-channel mean after scaling to [0, 1]")
+    p.add_argument("--image-std", metavar="S[,S,S]", help="images: per-channel std after the mean")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p2d", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"p2d {__version__}")
@@ -298,20 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
     _add_graph_args(p)
-    p.add_argument("--data", metavar="SPEC", help="real samples: FILE.pt, FILE.npz, module:callable, file.py:callable, "
-                   "text:FILE or images:DIR; a --val-split of it is held out for the accuracy metric")
-    p.add_argument("--val-data", metavar="SPEC", help="validation samples (same forms); default: held out of --data")
-    p.add_argument("--val-split", type=float, help="fraction of --data held out (seeded) when no --val-data; "
-                   "default 0.1")
-    p.add_argument("--calib-data", metavar="SPEC", help="samples for taylor/hessian (same forms); default: the "
-                   "first batches of --data")
-    p.add_argument("--metric", help="top1 | cosine | module:callable(model, batches) -> float; default top1 "
-                   "with labels and class scores, else cosine to the dense model")
-    p.add_argument("--batch-size", type=int, help="samples per batch of data; default 32")
-    p.add_argument("--max-length", type=int, help="text: tokens per sentence at most; default 128")
-    p.add_argument("--image-size", metavar="H[,W]", help="images: resize to this (default: the input's size)")
-    p.add_argument("--image-mean", metavar="M[,M,M]", help="images: per-channel mean after scaling to [0, 1]")
-    p.add_argument("--image-std", metavar="S[,S,S]", help="images: per-channel std after the mean")
+    _add_data_args(p)
     p.add_argument("--recover", help="kd | finetune | none: distil the pruned model from the dense one on --data "
                    "(after BatchNorm re-estimation); default kd with --data, else none")
     p.add_argument("--lr", type=float, help="recovery: AdamW peak learning rate (warm-up, cosine decay); default 5e-4")
@@ -328,6 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: every block of an encoder, none of a classifier; `none`: outputs only")
     p.add_argument("--resume", action="store_true", help="continue an interrupted recovery from its last "
                    "checkpoint (same command and --out)")
+    p.add_argument("--target-speedup", type=float, metavar="X", help="budget instead of --ratio: per-group widths "
+                   "searched until dense p50 / pruned p50 on the target reaches X (latency measured on ort-cpu)")
+    p.add_argument("--latency-ms", type=float, metavar="L", help="budget: the pruned model's p50 on the target")
+    p.add_argument("--macs-fraction", type=float, metavar="F", help="budget: pruned MACs / dense MACs, in (0, 1)")
+    p.add_argument("--budget-step", type=float, help="budget search: cost removed per greedy step, as a fraction "
+                   "of the dense cost; default 0.05")
+    p.add_argument("--workers", type=int, help="budget search: processes scoring candidates (local pool); default 1")
+    p.add_argument("--ray-address", metavar="ADDR", help="budget search: score candidates on this Ray cluster "
+                   "(pip install 'prune2deploy[ray]')")
     p.add_argument("--sparsity", metavar="N:M", help="lay out N:M sparse weights, e.g. 2:4")
     p.add_argument("--permute", action="store_true", help="search channel permutations before N:M masking")
     p.add_argument("--exporter", default="auto",
@@ -366,6 +430,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--cache-max-gb", type=float, help="evict least-recently-used cache entries beyond this "
                    "size (default 10)")
+
+    p = command("sensitivity", cmd_sensitivity)
+    _add_model_args(p)
+    _add_data_args(p)
+    p.add_argument("--out", metavar="DIR", required=True, help="output directory (new, empty or written by p2d)")
+    p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                   help="ratios removed from each group, comma-separated; default 0.1,...,0.9")
+    p.add_argument("--macs", action="store_true", help="MACs saved instead of latency measured on ort-cpu")
+    p.add_argument("--round-to", type=int, help="kept widths are multiples of N (default: ort-cpu's, 8)")
+    p.add_argument("--criterion", default="l1", help="l1 | l2 | bn-scale | random (which channels go)")
+    p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
+    p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=1, help="processes scoring candidates; default 1")
+    p.add_argument("--ray-address", metavar="ADDR", help="score candidates on this Ray cluster")
+    p.add_argument("--seed", type=int, default=0, help="seed for the data split and random inputs")
+    p.add_argument("--cache-dir", help="where latency tables are cached (default ~/.cache/prune2deploy)")
 
     p = command("build", cmd_build)
     p.add_argument("out_dir", metavar="OUT_DIR", help="a directory prepared by p2d compile --target trt-*")

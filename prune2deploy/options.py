@@ -61,6 +61,13 @@ class CompileOptions:
     kd_temperature: float = 2.0
     kd_features: list[str] = field(default_factory=list)  # layers whose outputs are matched too (MSE)
     resume: bool = False  # continue an interrupted recovery from its last checkpoint
+    # budget (passes/budget.py, search/): per-group widths instead of one ratio; at most one of the three
+    target_speedup: float | None = None  # dense p50 / pruned p50 on the target
+    latency_ms: float | None = None  # pruned p50 on the target
+    macs_fraction: float | None = None  # pruned MACs / dense MACs
+    budget_step: float = 0.05  # cost removed per greedy step, as a fraction of the dense cost
+    workers: int = 1  # candidate scoring: processes of a local pool (1: this process)
+    ray_address: str | None = None  # candidate scoring on a Ray cluster instead
 
     def validate(self) -> "CompileOptions":
         from .targets import TARGETS
@@ -99,6 +106,7 @@ class CompileOptions:
                              "e.g. 0.05: a layer goes 2:4 only when it is at least 5% faster")
         self._validate_data()
         self._validate_recovery()
+        self._validate_budget()
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:
@@ -140,6 +148,31 @@ class CompileOptions:
                              "the weight of distillation; 1 - kd-alpha weighs cross-entropy on labels")
         if self.kd_temperature <= 0:
             raise user_error(f"kd-temperature {self.kd_temperature} must be > 0")
+
+    def _validate_budget(self) -> None:
+        given = [f"--{n.replace('_', '-')}" for n in ("target_speedup", "latency_ms", "macs_fraction")
+                 if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise user_error(f"two budgets at once ({' and '.join(given)})", "give one of --target-speedup, "
+                             "--latency-ms, --macs-fraction")
+        if self.target_speedup is not None and not self.target_speedup > 1.0:
+            raise user_error(f"target-speedup {self.target_speedup} must be > 1", "e.g. --target-speedup 2.5")
+        if self.latency_ms is not None and not self.latency_ms > 0:
+            raise user_error(f"latency-ms {self.latency_ms} must be > 0", "the pruned model's p50 on the target")
+        if self.macs_fraction is not None and not 0.0 < self.macs_fraction < 1.0:
+            raise user_error(f"macs-fraction {self.macs_fraction} is outside (0, 1)", "e.g. 0.4 keeps 40% of the MACs")
+        if not 0.0 < self.budget_step <= 0.5:
+            raise user_error(f"budget-step {self.budget_step} is outside (0, 0.5]", "e.g. 0.05 (5% of dense per step)")
+        if self.workers < 1:
+            raise user_error(f"workers {self.workers} must be >= 1")
+        if given and self.target != "ort-cpu" and self.macs_fraction is None:
+            raise user_error(f"{given[0]} is measured on ort-cpu only so far (target {self.target})",
+                             "use --macs-fraction on this target, or --target ort-cpu")
+        if given and self.iterative_steps > 1:
+            raise user_error(f"{given[0]} prunes in one step to the searched widths; --iterative-steps is for --ratio")
+
+    def budget_given(self) -> bool:
+        return any(getattr(self, n) is not None for n in ("target_speedup", "latency_ms", "macs_fraction"))
 
     def batch_profile(self) -> tuple[int, int, int] | None:
         """--dynamic-batch MIN,OPT,MAX as integers (1 <= MIN <= OPT <= MAX)."""

@@ -25,10 +25,12 @@ from .options import CompileOptions
 from .peak_memory import process_peak_mb
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from .ownership import check_out_dir
+from .passes.budget import budget_pass, refuse_ratio_with_budget
 from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
 from .passes.recover import add_to_report, recovery_pass
 from .progress import Progress
 from .report import render_markdown
+from .search.summary import add_budget, finish_budget
 from .targets import TARGETS
 from .verify import fidelity
 
@@ -97,7 +99,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     with progress.stage("data", "loading data"):
         data = prepare_data(options, model, inputs, calib_batches)
     resolve_layers(model, options.ignore)
-    prune = PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
+    refuse_ratio_with_budget(options, {k for k in ("ratio", "head_ratio") if k in option_overrides})
+    prune = budget_pass(options, data, cache_dir, progress) or PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
                           options.round_to, options.ignore, options.head_ratio, options.pruning_mode,
                           options.graph_budget_s, options.graph_budget_gb)
     recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled)
@@ -146,6 +149,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
                           [p.name for p in work.glob("*.timing.cache")] + [p.name for p in work.glob("*.build.json")])
         else:
             report["status"] = "complete"
+        finish_budget(report)
         gate_results = _evaluate_gates(gates or [], report)
         _finish_report(report, progress, started)
         write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
@@ -191,6 +195,7 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     report["pruning_mode"], report["skipped"] = ctx.records["prune_channels"]["pruning_mode"], \
         ctx.records["prune_channels"]["skipped"]
     report["warnings"].extend(skipped_warnings(ctx.records["prune_channels"]))
+    recovered.update(add_budget(report, ctx.records["prune_channels"], work))
 
     artifacts = {**driver.build(models, ctx, work, progress, report), **recovered}
     for name in models:

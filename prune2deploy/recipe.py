@@ -54,6 +54,14 @@ Schema (every key optional; the flag each one stands for is on the right):
     kd_features = ["encoder.layer.5"]              # --kd-feature (repeatable): match these layers' outputs
     resume = false                                 # --resume
 
+    [budget]                     # at most one of the first three; none: uniform --ratio
+    target_speedup = 2.0                           # --target-speedup (dense p50 / pruned p50 on the target)
+    latency_ms = 10.0                              # --latency-ms (pruned p50 on the target)
+    macs_fraction = 0.4                            # --macs-fraction (pruned MACs / dense MACs)
+    step = 0.05                                    # --budget-step (cost removed per greedy step, of dense)
+    workers = 1                                    # --workers (local process pool scoring candidates)
+    ray_address = "auto"                           # --ray-address (score candidates on a Ray cluster)
+
     [sparsity]
     pattern = "2:4"                                # --sparsity
     permute = false                                # --permute (needs pattern)
@@ -177,6 +185,12 @@ SCHEMA: tuple[Key, ...] = (
     Key("recover.kd_temperature", "float", "kd_temperature", "kd_temperature"),
     Key("recover.kd_features", "list", "kd_feature", "kd_features"),
     Key("recover.resume", "bool", "resume", "resume"),
+    Key("budget.target_speedup", "float", "target_speedup", "target_speedup"),
+    Key("budget.latency_ms", "float", "latency_ms", "latency_ms"),
+    Key("budget.macs_fraction", "float", "macs_fraction", "macs_fraction"),
+    Key("budget.step", "float", "budget_step", "budget_step"),
+    Key("budget.workers", "int", "workers", "workers"),
+    Key("budget.ray_address", "str", "ray_address", "ray_address"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),
     Key("sparsity.permute", "bool", "permute", "permute"),
     Key("sparsity.margin", "float", "sparsity_margin", "sparsity_margin"),
@@ -439,6 +453,10 @@ def _check_together(values: dict[str, Any], where: _Locator) -> None:
     given = [p for p in values if p.startswith("inputs.")]
     if len(given) > 1:
         raise user_error(f"{where(given[1])}: [inputs] takes one of shape, named, file; got {', '.join(given)}")
+    budgets = [p for p in ("budget.target_speedup", "budget.latency_ms", "budget.macs_fraction") if p in values]
+    if len(budgets) > 1 or (budgets and {"prune.ratio", "prune.head_ratio"} & set(values)):
+        other = budgets[1] if len(budgets) > 1 else next(p for p in ("prune.ratio", "prune.head_ratio") if p in values)
+        raise user_error(f"{where(other)}: {budgets[0]} and {other} both set the widths", "keep one of them")
     if values.get("sparsity.permute") and not values.get("sparsity.pattern"):
         raise user_error(f"{where('sparsity.permute')}: sparsity.permute = true needs sparsity.pattern",
                          'e.g. pattern = "2:4"')

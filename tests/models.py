@@ -179,3 +179,27 @@ class _OddAdaptivePool(nn.Module):
 def odd_adaptive_pool() -> nn.Module:
     torch.manual_seed(0)
     return _OddAdaptivePool().eval()
+
+
+class TwoPaths(nn.Module):
+    """fragile: every channel carries the output (large weights downstream); free: its channels are nearly unused
+    (the layer after it reads them with weights 1000x smaller)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fragile = nn.Conv2d(3, 16, 3, padding=1)
+        self.free = nn.Conv2d(3, 16, 3, padding=1)
+        self.read_fragile = nn.Conv2d(16, 8, 1)
+        self.read_free = nn.Conv2d(16, 8, 1)
+        with torch.no_grad():
+            self.read_free.weight.mul_(1e-3)
+
+    def forward(self, x):
+        y = self.read_fragile(torch.relu(self.fragile(x))) + self.read_free(torch.relu(self.free(x)))
+        return y.flatten(1)
+
+
+def two_paths() -> nn.Module:
+    """Sensitivity tests: one group carries the output, the other is nearly unused."""
+    return TwoPaths().eval()

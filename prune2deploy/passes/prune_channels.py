@@ -152,10 +152,14 @@ class PruneChannels:
             pruning_ratio=self.ratio, global_pruning=self.global_pruning,
             iterative_steps=self.iterative_steps, round_to=self.round_to,
             ignored_layers=ignored + list(attention.ignored_layers),
-            **attention.pruner_kwargs(self.head_ratio))
+            **self.pruner_kwargs(attention))
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
         return attention, pruner, kept
+
+    def pruner_kwargs(self, attention) -> dict:
+        """BasePruner's attention keywords; search.prune_to adds per-group ratios here."""
+        return attention.pruner_kwargs(self.head_ratio)
 
     def _steps(self, module, pruner, ctx, check, attention=None) -> tuple[int, list[dict]]:
         """All pruning steps; group by group with rollback when `check` is given.

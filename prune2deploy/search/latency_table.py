@@ -1,0 +1,182 @@
+"""Cost tables: what each group saves at each kept width, measured (never inferred from MACs), cached.
+
+A latency table times, for every group, the dense model and the model with only that group narrowed to each
+grid width, interleaved in one loop on the target (ort-cpu: the exported ONNX in onnxruntime, as the benchmark
+does). A group's saving is dense p50 x (1 - variant p50 / dense p50), so drift between groups cancels. Between
+grid widths the saving is interpolated linearly; noise that makes a narrower width look slower is evened out by
+a running maximum (a narrower width never saves less). A MACs table counts MACs of the same variants instead.
+The model's estimated cost is dense minus the sum of the groups' savings (NetAdapt's look-up table); the budget
+pass then measures the real model and corrects for what the sum misses.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch.nn as nn
+
+from ..measure import count_macs_params
+from ..outdir import write_atomic
+from .groups import Group
+from .prune_to import pruned_copy
+
+GRID = (0.75, 0.5, 0.25, 0.0)  # kept fractions measured per group (0.0: the group's smallest allowed width)
+TIMING_SECONDS = 2.0  # per group: dense and its grid variants interleaved
+Timer = Callable[[dict], dict]  # {name: nn.Module} -> {name: p50 ms}, timed together
+
+
+@dataclass
+class CostTable:
+    kind: str  # "latency" | "macs"
+    unit: str  # "ms" | "MACs"
+    dense: float
+    saved: dict[str, dict[int, float]] = field(default_factory=dict)  # group -> {kept width: cost saved}
+    widths: dict[str, int] = field(default_factory=dict)  # group -> dense width
+    measured_by: str = ""
+    candidates_timed: int = 0
+
+    def saved_at(self, group: str, width: int) -> float:
+        """Cost saved by narrowing `group` to `width`: measured, or interpolated between measured widths."""
+        points = sorted({self.widths[group]: 0.0, **self.saved[group]}.items())
+        if width >= points[-1][0]:
+            return 0.0
+        if width <= points[0][0]:
+            return points[0][1]
+        for (w0, s0), (w1, s1) in zip(points, points[1:]):
+            if w0 <= width <= w1:
+                return s0 + (s1 - s0) * (width - w0) / (w1 - w0)
+        raise AssertionError("unreachable")
+
+    def estimate(self, widths: dict[str, int]) -> float:
+        return self.dense - sum(self.saved_at(g, w) for g, w in widths.items() if g in self.saved)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "unit": self.unit, "dense": self.dense, "measured_by": self.measured_by,
+                "candidates_timed": self.candidates_timed, "widths": self.widths,
+                "saved": {g: {str(w): s for w, s in row.items()} for g, row in self.saved.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CostTable":
+        return cls(d["kind"], d["unit"], d["dense"], {g: {int(w): s for w, s in row.items()}
+                                                     for g, row in d["saved"].items()},
+                   d["widths"], d["measured_by"], d.get("candidates_timed", 0))
+
+
+def _monotone(row: dict[int, float]) -> dict[int, float]:
+    """Running maximum from wide to narrow: a narrower width never saves less than a wider one."""
+    out, best = {}, 0.0
+    for w in sorted(row, reverse=True):
+        best = max(best, row[w])
+        out[w] = best
+    return out
+
+
+def default_grid(groups: list[Group]) -> dict[str, list[int]]:
+    return {g.name: g.grid(GRID) for g in groups}
+
+
+def measure_table(model: nn.Module, inputs, groups: list[Group], options, timer: Timer | None,
+                  grid_widths: dict[str, list[int]] | None = None, progress=None) -> CostTable:
+    """A latency table (timer given) or a MACs table (timer None) over each group's grid widths."""
+    grid_widths = grid_widths or default_grid(groups)
+    table = CostTable("latency" if timer else "macs", "ms" if timer else "MACs", 0.0,
+                      widths={g.name: g.width for g in groups},
+                      measured_by=getattr(timer, "description", "count_ops_and_params") if timer else
+                      "torch-pruning count_ops_and_params")
+    dense_refs = []
+    for i, group in enumerate(groups):
+        if progress:
+            progress(i, len(groups), group.name)
+        variants = {str(w): pruned_copy(model, inputs, groups, {group.name: w}, options)
+                    for w in grid_widths[group.name]}
+        if timer:
+            p50 = timer({"dense": model, **variants})
+            dense_refs.append(p50["dense"])
+            row = {int(w): p50["dense"] * (1 - p50[w] / p50["dense"]) for w in variants}
+            table.candidates_timed += len(variants)
+        else:
+            dense = count_macs_params(model, inputs)[0]
+            dense_refs.append(dense)
+            row = {int(w): dense - count_macs_params(m, inputs)[0] for w, m in variants.items()}
+        table.saved[group.name] = _monotone(row)
+    table.dense = sorted(dense_refs)[len(dense_refs) // 2] if dense_refs else 0.0
+    if timer:  # rows were measured against their own dense timing: express them against the median
+        for g, d in zip(groups, dense_refs):
+            table.saved[g.name] = {w: s * table.dense / d for w, s in table.saved[g.name].items()}
+    return table
+
+
+class OrtTimer:
+    """Time models on ort-cpu: export each to ONNX (a private temporary folder), run them interleaved."""
+
+    description = "onnxruntime (ort-cpu), interleaved p50"
+
+    def __init__(self, inputs, options, seconds: float = TIMING_SECONDS):
+        self.inputs, self.options, self.seconds = inputs, options, seconds
+
+    def __call__(self, models: dict) -> dict:
+        from prune2deploy.backends.onnx_export import export_onnx
+        from prune2deploy.backends.ort import OrtRunner
+
+        from ..timing import time_interleaved
+
+        feed = self.inputs.as_feed()
+        with tempfile.TemporaryDirectory(prefix="p2d-latency-") as tmp:
+            calls = {}
+            for name, model in models.items():
+                path = Path(tmp) / f"m{len(calls)}.onnx"
+                export_onnx(model, self.inputs, path, opset=self.options.opset, exporter=self.options.exporter,
+                            slim=self.options.slim)
+                calls[name] = OrtRunner(path, self.options.threads).timed_call(feed)
+            samples = time_interleaved(calls, warmup=3, min_iters=10, budget_s=self.seconds)
+        return paired_p50(samples)
+
+
+def paired_p50(samples: dict[str, list[float]], reference: str = "dense") -> dict[str, float]:
+    """p50 of the reference; every other variant as that times the median of its per-round ratio to the reference.
+
+    Rounds of time_interleaved run every variant back to back, so a round's ratio cancels what slows the machine
+    for longer than a round (other processes on shared cores); the ratio's median is far steadier than p50 / p50.
+    """
+    ref = samples[reference]
+    ref_p50 = float(np.median(ref))
+    return {name: ref_p50 if name == reference else ref_p50 * float(np.median(np.asarray(s) / np.asarray(ref)))
+            for name, s in samples.items()}
+
+
+def device_name() -> str:
+    from prune2deploy.backends.ort import device_description
+
+    return device_description()
+
+
+def table_key(model: nn.Module, inputs, groups: list[Group], grid_widths: dict, options, device: str) -> str:
+    """Latency depends on the architecture, the input shapes, the widths and the machine, not on weights."""
+    from ..manifest import tool_versions
+
+    h = hashlib.sha256()
+    for part in (repr(model), [(n, str(t.dtype), tuple(t.shape)) for n, t in zip(inputs.names, inputs.tensors())],
+                 [g.to_dict() for g in groups], grid_widths, options.target, options.threads, options.opset,
+                 options.exporter, options.slim, options.criterion, device, tool_versions()):
+        h.update(repr(part).encode())
+    return h.hexdigest()[:32]
+
+
+def cached_table(cache_dir: Path | None, key: str, measure: Callable[[], CostTable]) -> tuple[CostTable, bool]:
+    """The table stored under `key` in `cache_dir/latency-tables/`, else measured now and stored; (table, hit)."""
+    path = Path(cache_dir) / "latency-tables" / f"{key}.json" if cache_dir else None
+    if path and path.is_file():
+        try:
+            return CostTable.from_dict(json.loads(path.read_text())), True
+        except (ValueError, KeyError):
+            pass  # a damaged entry is measured again and replaced
+    table = measure()
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(table.to_dict(), indent=1))
+    return table, False
