@@ -189,10 +189,7 @@ def import_callable(spec: str):
         if target.endswith(".py"):
             if not Path(target).exists():
                 raise user_error(f"file not found: {target}")
-            module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_spec.name] = module  # so objects it defines pickle by reference
-            module_spec.loader.exec_module(module)
+            module = _import_file(Path(target))
         else:
             module = importlib.import_module(target)
     except UserError:
@@ -203,6 +200,20 @@ def import_callable(spec: str):
     if found is None:
         raise user_error(f"{target} has no attribute {attr}")
     return found
+
+
+def _import_file(path: Path):
+    """Import `path` as a module named after its stem, registered so objects it defines pickle by reference.
+    A module already imported from the same file is reused: executing it again would make a second copy of
+    its classes, and objects of the first copy would no longer pickle."""
+    loaded = sys.modules.get(path.stem)
+    if loaded is not None and getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path.resolve():
+        return loaded
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def _load_from_callable(spec: str) -> LoadedModel:

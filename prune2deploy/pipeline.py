@@ -100,9 +100,9 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         data = prepare_data(options, model, inputs, calib_batches)
     resolve_layers(model, options.ignore)
     refuse_ratio_with_budget(options, {k for k in ("ratio", "head_ratio") if k in option_overrides})
-    prune = budget_pass(options, data, cache_dir, progress) or PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
-                          options.round_to, options.ignore, options.head_ratio, options.pruning_mode,
-                          options.graph_budget_s, options.graph_budget_gb)
+    prune = budget_pass(options, data, cache_dir, progress) or PruneChannels(
+        options.ratio, options.criterion, options.global_pruning, options.iterative_steps, options.round_to,
+        options.ignore, options.head_ratio, options.pruning_mode, options.graph_budget_s, options.graph_budget_gb)
     recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled)
     if not distributed.is_main():  # torchrun: the other ranks only help recover; rank 0 exports and writes
         _prune_and_recover(model, CompileContext(inputs, options, data.calib), prune, recover, progress)

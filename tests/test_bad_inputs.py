@@ -43,13 +43,17 @@ def test_pickle_with_untrusted_class(p2d, tmp_path):
     import sys
 
     sys.path.insert(0, str(MODELS.parent))
+    before = sys.modules.get("models")  # other test files hold its classes: put it back, or they stop pickling
     try:
         import models  # tests/models.py as a top-level module, the way a user's own code would be
 
         torch.save(models.mobilenet_like(), tmp_path / "custom.pt")
     finally:
         sys.path.remove(str(MODELS.parent))
-        sys.modules.pop("models", None)
+        if before is None:
+            sys.modules.pop("models", None)
+        else:
+            sys.modules["models"] = before
     r = p2d("compile", "custom.pt", "--input-shape", "1,3,32,32", "--out", "out")
     assert_user_error(r, "references class models.InvertedResidual (and 2 more)", "--trust models")
     _no_output(tmp_path)

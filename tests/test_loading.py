@@ -86,3 +86,18 @@ def test_hf_directory():
 def test_hf_not_a_model_dir(tmp_path):
     with pytest.raises(UserError, match="not a transformers model directory"):
         load_model(f"hf:{tmp_path}")
+
+
+def test_file_callable_imported_once_so_its_objects_keep_pickling(tmp_path):
+    """Naming the same file.py twice (model, then --data) reuses the module: a second execution would make a
+    second copy of its classes, and objects built from the first would no longer pickle."""
+    from prune2deploy.loading import import_callable
+
+    src = tmp_path / "p2d_once_module.py"
+    src.write_text("import torch.nn as nn\n\nclass Net(nn.Linear):\n    pass\n\ndef build():\n    return Net(2, 2)\n")
+    try:
+        first = import_callable(f"{src}:build")()
+        assert import_callable(f"{src}:build") is sys.modules["p2d_once_module"].build
+        torch.save(first, tmp_path / "net.pt")  # raises PicklingError if the module was executed again
+    finally:
+        sys.modules.pop("p2d_once_module", None)
