@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plots import no_matplotlib, pyplot, save
+
 PLOT = "recovery.png"
-NO_MATPLOTLIB = "no recovery.png: matplotlib is not installed (pip install 'prune2deploy[plot]')"
+NO_MATPLOTLIB = no_matplotlib(PLOT)
 
 
 def _fmt(value, unit: str) -> str:
@@ -39,12 +41,8 @@ def recovery_markdown(report: dict) -> list[str]:
 
 def write_plot(record: dict, metric_name: str, path: Path) -> str:
     """recovery.png of the per-epoch loss and validation metric; the note to report when matplotlib is absent."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return NO_MATPLOTLIB
     curve = record["curve"]
     x = list(range(1, len(curve) + 1))
@@ -56,7 +54,5 @@ def write_plot(record: dict, metric_name: str, path: Path) -> str:
         ax_metric.axhline(record["after_bn_recalibration"], linestyle="--", color="gray", label="after BN re-est.")
     ax_metric.set(xlabel="epoch (all stages)", ylabel=metric_name, title="validation")
     ax_metric.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    save(plt, fig, path)
     return PLOT

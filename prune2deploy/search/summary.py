@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..plots import no_matplotlib, pyplot, save
+
 ALLOCATION_PLOT = "allocation.png"
-NO_MATPLOTLIB = "no {name}: matplotlib is not installed (pip install 'prune2deploy[plot]')"
 
 
 def add_budget(report: dict, prune_record: dict, work: Path) -> dict:
@@ -81,39 +82,26 @@ def budget_markdown(report: dict) -> list[str]:
     return lines
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
 def plot_allocation(budget: dict, path: Path) -> str:
     """allocation.png: a bar of kept fraction per group; the note to report when matplotlib is absent."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
-        return NO_MATPLOTLIB.format(name=ALLOCATION_PLOT)
+        return no_matplotlib(ALLOCATION_PLOT)
     groups = budget["per_group"]
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(groups) + 2), 4))
     ax.bar(range(len(groups)), [g["kept_fraction"] for g in groups],
            color=["tab:orange" if g["kind"] == "heads" else "tab:blue" for g in groups])
     ax.set_xticks(range(len(groups)), [g["name"] for g in groups], rotation=75, ha="right", fontsize=7)
     ax.set(ylabel="kept fraction", ylim=(0, 1.05), title=f"budget {budget['kind']} {budget['requested']:g}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    save(plt, fig, path)
     return ALLOCATION_PLOT
 
 
 def plot_sensitivity(result: dict, path: Path) -> str:
     """sensitivity.png: metric vs ratio per group, and latency (or MACs) saved vs ratio."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
-        return NO_MATPLOTLIB.format(name=path.name)
+        return no_matplotlib(path.name)
     fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(11, 4.5))
     for row in result["groups"]:
         ratios = [p["ratio"] for p in row["points"]]
@@ -124,7 +112,5 @@ def plot_sensitivity(result: dict, path: Path) -> str:
     ax_l.set(xlabel="ratio removed from the group", ylabel=f"{result['cost']} saved ({result['unit']})",
              title=f"{result['cost']} saved on {result['target']}")
     ax_l.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    save(plt, fig, path)
     return path.name
