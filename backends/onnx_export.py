@@ -15,6 +15,7 @@ import torch
 
 from prune2deploy.errors import P2DError, UserError
 from prune2deploy.outputs import flatten_outputs
+from prune2deploy.peak_memory import return_freed_memory
 
 DEFAULT_OPSET = 18
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # leave headroom under protobuf's 2 GB
@@ -115,7 +116,7 @@ def _rewrite(exported: Path, path: Path, slim: bool) -> dict:
     save_onnx(proto, path)
     record["nodes"] = len(proto.graph.node)
     del proto  # check_onnx loads the file again
-    _return_freed_memory()
+    return_freed_memory()  # the pruned model's export would otherwise count this heap against --max-memory-gb
     return record
 
 
@@ -194,19 +195,6 @@ def _no_mha_fastpath():
         yield
     finally:
         mha.set_fastpath_enabled(previous)
-
-
-def _return_freed_memory() -> None:
-    """Hand the export's freed heap back to the OS (glibc keeps it otherwise, and the next export, the
-    pruned model's, would count it against --max-memory-gb: Swin-V2-T went over 3 GB that way)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _slim(proto):

@@ -34,15 +34,11 @@ def tool_versions() -> dict:
     return out
 
 
-def save_reference(path: Path, check_sets: list, models: dict) -> None:
-    """Inputs and each model's torch outputs, so `p2d verify` needs no model code (loads weights-only)."""
-    from .outputs import flatten_outputs
-
-    data = {"inputs": [dict(zip(s.names, s.tensors())) for s in check_sets], "outputs": {}}
-    for name, model in models.items():
-        with torch.no_grad():
-            data["outputs"][name] = [[t.detach().clone() for _, t in flatten_outputs(s.call(model))]
-                                     for s in check_sets]
+def save_reference(path: Path, check_sets: list, references: dict) -> None:
+    """Inputs and each model's torch outputs (name -> verify.reference_outputs), so `p2d verify` needs no
+    model code (loads weights-only)."""
+    data = {"inputs": [dict(zip(s.names, s.tensors())) for s in check_sets],
+            "outputs": {name: [[t for _, t in outputs] for outputs in per_set] for name, per_set in references.items()}}
     torch.save(data, path)
 
 

@@ -36,6 +36,19 @@ def process_peak_mb() -> float:
     return round(max(_record_bytes, now) / 1024**2, 1)
 
 
+def return_freed_memory() -> None:
+    """Collect garbage and hand glibc's freed heap back to the OS (glibc keeps it otherwise, and the next
+    stage would count it against --max-memory-gb and its own peak: Swin-V2-T went over 3 GB that way)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _reset_high_water_mark() -> bool:
     global _record_bytes
     _record_bytes = max(_record_bytes, high_water_mark_bytes() or 0)
@@ -67,6 +80,7 @@ class PeakTracker:
         if not self.supported:
             return
         self._credit_open_stages()
+        return_freed_memory()  # what earlier stages freed is not this stage's
         self.supported = _reset_high_water_mark()
         self._open.append([name, high_water_mark_bytes() or 0, _children_peak_bytes()])
 

@@ -25,6 +25,7 @@ from .options import CompileOptions
 from .peak_memory import process_peak_mb
 from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from .ownership import check_out_dir
+from .parking import PARK_FILE, parking
 from .passes.budget import budget_pass, refuse_ratio_with_budget
 from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
 from .passes.recover import add_to_report, recovery_pass
@@ -32,7 +33,7 @@ from .progress import Progress
 from .report import render_markdown
 from .search.summary import add_budget, finish_budget
 from .targets import TARGETS
-from .verify import fidelity
+from .verify import fidelity, reference_outputs
 
 
 FIDELITY_RANDOM_SETS = 15  # without calibration data: the example inputs plus this many random sets
@@ -118,7 +119,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
         if use_cache and spec.backend != "torch_cuda" else None
 
-    with locked(out_dir), workspace() as work:
+    with locked(out_dir), workspace() as work, parking(work / PARK_FILE) as park:
         hit = cache.lookup(cache_dir, key) if key else None
         if hit:
             with progress.stage("cache", "reusing cached artifacts"):
@@ -128,9 +129,11 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
                 report["warnings"] = [w for w in report["warnings"] if "coefficient of variation" not in w]
             models = {name: None for name in report["models"]}
             report["cache"] = {"hit": True, "key": key, "reused": sorted(artifacts)}
+            if not driver.runs_torch_models:
+                _park(park, progress, model)
         else:
             report, models, artifacts = _build(model, inputs, options, data, driver, prune, recover, sparsify,
-                                               work, progress, model_name)
+                                               work, progress, model_name, park)
             report["cache"] = {"hit": False, "key": key}
             if key:
                 write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
@@ -149,6 +152,11 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
                           [p.name for p in work.glob("*.timing.cache")] + [p.name for p in work.glob("*.build.json")])
         else:
             report["status"] = "complete"
+        if park.tensors:
+            with progress.stage("unpark", "loading the torch models back from disk"):
+                park.restore()
+        if park.failed:
+            report["warnings"].append(park.failed)
         finish_budget(report)
         gate_results = _evaluate_gates(gates or [], report)
         _finish_report(report, progress, started)
@@ -170,8 +178,9 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     return result
 
 
-def _build(model, inputs, options, data, driver, prune, recover, sparsify, work: Path, progress, model_name):
-    """Passes, export and verification: everything the cache can stand in for."""
+def _build(model, inputs, options, data, driver, prune, recover, sparsify, work: Path, progress, model_name, park):
+    """Passes, export and verification: everything the cache can stand in for. Once the torch models'
+    reference outputs are known, drivers that run only ONNX files from then on get them parked on disk."""
     calib_batches = data.calib
     ctx = CompileContext(inputs, options, calib_batches)
     report = _new_report(options, model_name)
@@ -215,9 +224,12 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
         if "pruned_2to4" in models:
             report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets, bool(calib_batches),
                                                budget)
-    report["verification"] = driver.verify(models, artifacts, check_sets, options, progress)
+    references = {name: reference_outputs(m, check_sets) for name, m in models.items()}
+    save_reference(work / REFERENCE, check_sets, references)
+    if not driver.runs_torch_models:
+        _park(park, progress, model, *models.values())
+    report["verification"] = driver.verify(references, artifacts, check_sets, options, progress)
     report["warnings"].extend(getattr(driver, "warnings", []))
-    save_reference(work / REFERENCE, check_sets, models)
     report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
                         for name, (macs, params) in facts.items()}
     dense_macs, dense_params = facts["dense"]
@@ -243,6 +255,11 @@ def _prune_and_recover(model, ctx, prune, recover, progress) -> nn.Module:
         _run_pass(recover, pruned, ctx, progress)
         distributed.finish()
     return pruned.eval()
+
+
+def _park(park, progress, *models) -> None:
+    with progress.stage("park", "parking the torch models on disk while only ONNX files run"):
+        park.park(*models)
 
 
 def _run_pass(p, model, ctx, progress) -> None:

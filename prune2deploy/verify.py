@@ -17,15 +17,24 @@ def _errors(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     return abs_err, abs_err / scale if scale > 0 else abs_err
 
 
-def verify_onnx(torch_model, runner, input_sets: list, tolerance: float) -> dict:
-    """Run each input set through torch and onnxruntime; report the worst error per output.
+def reference_outputs(torch_model, input_sets: list) -> list[list[tuple[str, torch.Tensor]]]:
+    """The torch model's flattened outputs on each input set: what its ONNX file must reproduce."""
+    with torch.no_grad():
+        return [[(name, t.detach().clone()) for name, t in flatten_outputs(inputs.call(torch_model))]
+                for inputs in input_sets]
 
-    max_rel_err is max|onnx - torch| / max|torch| per output, so tiny reference values do not blow it up.
+
+def verify_onnx(reference, runner, input_sets: list, tolerance: float) -> dict:
+    """Run each input set through onnxruntime and compare with torch; report the worst error per output.
+
+    `reference` is the torch model, or its `reference_outputs` on `input_sets` (the model need not be in
+    memory then). max_rel_err is max|onnx - torch| / max|torch| per output, so tiny reference values do not
+    blow it up.
     """
+    if isinstance(reference, torch.nn.Module):
+        reference = reference_outputs(reference, input_sets)
     per_output: dict[str, dict] = {}
-    for inputs in input_sets:
-        with torch.no_grad():
-            expected = flatten_outputs(inputs.call(torch_model))
+    for inputs, expected in zip(input_sets, reference):
         got = runner.run(inputs.as_feed())
         if len(got) != len(expected):
             raise AssertionError(f"ONNX model has {len(got)} outputs, torch model {len(expected)}")
@@ -37,11 +46,9 @@ def verify_onnx(torch_model, runner, input_sets: list, tolerance: float) -> dict
             entry = per_output.setdefault(name, {"output": name, "max_abs_err": 0.0, "max_rel_err": 0.0})
             entry["max_abs_err"] = max(entry["max_abs_err"], abs_err)
             entry["max_rel_err"] = max(entry["max_rel_err"], rel_err)
-    for inputs in input_sets[:1]:
-        with torch.no_grad():
-            for name, ref in flatten_outputs(inputs.call(torch_model)):
-                if ref.numel() and float(ref.float().abs().max()) == 0.0:
-                    per_output[name]["warning"] = "output is all zeros on the check inputs: verification cannot see errors in it"
+    for name, ref in reference[0]:
+        if ref.numel() and float(ref.float().abs().max()) == 0.0:
+            per_output[name]["warning"] = "output is all zeros on the check inputs: verification cannot see errors in it"
     worst = max(per_output.values(), key=lambda e: e["max_rel_err"])
     return {"outputs": list(per_output.values()), "worst_output": worst["output"],
             "max_abs_err": worst["max_abs_err"], "max_rel_err": max(e["max_rel_err"] for e in per_output.values()),

@@ -14,6 +14,8 @@ from ..verify import verify_onnx
 class ExportingDriver:
     """Exports `models` (name -> nn.Module) to `<name>.onnx` and verifies them; subclasses benchmark."""
 
+    runs_torch_models = False  # the benchmark runs exported files only: the torch models can wait on disk
+
     def device(self) -> str:
         raise NotImplementedError
 
@@ -50,12 +52,15 @@ class ExportingDriver:
                                   "matched_by": sorted({r["match"] for r in checked})}
         return results
 
-    def verify(self, models: dict, artifacts: dict, check_sets: list, opts, progress) -> dict:
+    def verify(self, references: dict, artifacts: dict, check_sets: list, opts, progress) -> dict:
+        """Each `<name>.onnx` in onnxruntime against `references` (name -> the torch model or its
+        verify.reference_outputs on `check_sets`)."""
         per_model = {}
-        for name, model in models.items():
+        for name, reference in references.items():
             with progress.stage(f"verify_{name}", f"verifying {name} ONNX against torch"):
                 runner = OrtRunner(artifacts[f"{name}.onnx"], opts.threads)
-                per_model[name] = verify_onnx(model, runner, check_sets, opts.tolerance)
+                per_model[name] = verify_onnx(reference, runner, check_sets, opts.tolerance)
+                del runner  # one session at a time: the next model's must not meet this one in memory
         worst = max(per_model, key=lambda n: per_model[n]["max_rel_err"])
         self.warnings = [f"{name}.onnx {o['output']}: {o['warning']}" for name, v in per_model.items()
                          for o in v["outputs"] if "warning" in o]

@@ -59,13 +59,14 @@ class TensorRtDriver(ExportingDriver):
         report["build_plan"] = plans
         return artifacts
 
-    def verify(self, models, artifacts, check_sets, opts, progress) -> dict:
-        result = super().verify(models, artifacts, check_sets, opts, progress)
+    def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
+        result = super().verify(references, artifacts, check_sets, opts, progress)
         fp16 = {}
-        for name, model in models.items():
+        for name, reference in references.items():
             with progress.stage(f"verify_{name}_fp16", f"verifying {name} FP16 ONNX against torch"):
                 runner = OrtRunner(artifacts[f"{name}.fp16.onnx"], opts.threads)
-                fp16[name] = verify_onnx(model, runner, check_sets, FP16_TOLERANCE)
+                fp16[name] = verify_onnx(reference, runner, check_sets, FP16_TOLERANCE)
+                del runner
         result["fp16"] = {"tolerance": FP16_TOLERANCE, "models": fp16,
                           "max_rel_err": max(v["max_rel_err"] for v in fp16.values()),
                           "passed": all(v["passed"] for v in fp16.values())}

@@ -16,6 +16,8 @@ TWIN = "pruned_2to4_dense_weights"  # same masked weights, dense storage: what 2
 
 
 class TorchCudaDriver(ExportingDriver):
+    runs_torch_models = True
+
     def __init__(self):
         self.models = {}
         self.sparse = False
