@@ -231,7 +231,7 @@ def _example_inputs(flags: list[str]):
 
 
 STAGES = ("load", "measure", "prune_channels", "measure_pruned", "export_dense", "export_pruned", "fidelity",
-          "verify_dense", "verify_pruned", "benchmark")
+          "park", "verify_dense", "verify_pruned", "benchmark", "unpark")
 
 
 def _fmt(v, spec: str = "{:.0f}") -> str:
