@@ -3,7 +3,8 @@
 One torchvision classification model per family (the smallest; `--all-torchvision` for every one that
 builds here, 80 today, hours on a laptop) and a dozen timm models, RANDOM weights
 (`weights=None` / `pretrained=False`; nothing downloads), batch 1, target ort-cpu. Each model is one
-`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb (3 GB) and --stage-timeout:
+`p2d compile` subprocess, as a user runs it, bounded by --max-memory-gb and --stage-timeout
+(row_limits: max(4 GB, 6x the FP32 weights) up to 12 GB; more time for models over 100M params):
 
   * status: compiled (whole-model graph, nothing skipped), compiled block-local, degraded (groups left
     unpruned because pruning them broke the model, listed in report.json `skipped`; attention whose heads
@@ -38,8 +39,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-ROW_TIMEOUT_S = 600
-MAX_MEMORY_GB = 3  # the per-process share of the shared 24 GB development machine
+ROW_TIMEOUT_S = 900  # a row's time limit for models up to 100M params; bigger ones get more (row_limits)
+MAX_MEMORY_GB = 4  # the smallest per-process memory cap; bigger models get 6x their FP32 weights (row_limits)
+MEMORY_CEILING_GB = 12  # the sweep's share of the shared 24 GB development machine
 STAGE_TIMEOUT_S = 240
 TIMM_MODELS = (
     "vit_tiny_patch16_224", "deit_tiny_patch16_224", "vit_small_patch16_224", "swin_tiny_patch4_window7_224",
@@ -70,6 +72,36 @@ def torchvision_models(every: bool = False) -> list[str]:
     return [f"torchvision:{n}" for n in names if every or n in TORCHVISION_FAMILIES]
 
 
+def weight_params(spec: str) -> int:
+    """Parameter count from torchvision's weight metadata (no model is built); 0 where unknown (timm)."""
+    lib, name = spec.split(":", 1)
+    if lib != "torchvision":
+        return 0
+    from prune2deploy.compat import import_torchvision
+
+    try:
+        return min(w.meta["num_params"] for w in import_torchvision().models.get_model_weights(name))
+    except Exception:
+        return 0
+
+
+def by_cost(models: list[str]) -> list[str]:
+    """Cheapest first (by parameter count), so a sweep that runs out of time has measured the most models."""
+    return sorted(models, key=weight_params)
+
+
+def row_limits(params: int) -> tuple[float, float, float]:
+    """(memory cap GB, stage timeout s, row timeout s) for a model of `params` FP32 parameters.
+
+    The cap is max(4 GB, 6x the FP32 weights) bounded by 12 GB (issue 13's target is a peak <= 4x the
+    weights for models >= 100M params; the table shows each peak); models over 100M params get 3 s more
+    per million for the row.
+    """
+    cap = min(MEMORY_CEILING_GB, max(MAX_MEMORY_GB, round(6 * params * 4 / 1024**3, 1)))
+    row = ROW_TIMEOUT_S + 3 * max(0, params - 100_000_000) / 1e6
+    return cap, max(STAGE_TIMEOUT_S, row / 2), row
+
+
 def p2d_commit() -> str:
     """The commit of the p2d the compiles import (a snapshot run sets $ZOO_COMMIT)."""
     if os.environ.get("ZOO_COMMIT"):
@@ -94,21 +126,23 @@ def input_size(spec: str, size: int) -> int:
 def run_one(spec: str, size: int, bench_seconds: float) -> dict:
     """One `p2d compile` subprocess; its exit code, report and resource use."""
     s = input_size(spec, size)
+    cap_gb, stage_s, row_s = row_limits(weight_params(spec))
     with tempfile.TemporaryDirectory(prefix="p2d-zoo-") as tmp:
         out = Path(tmp) / "out"
         cmd = [sys.executable, "-m", "prune2deploy", "compile", spec, "--input-shape", f"1,3,{s},{s}",
                "--ratio", "0.5", "--out", str(out), "--no-cache", "--bench-seconds", str(bench_seconds),
-               "--max-memory-gb", str(MAX_MEMORY_GB), "--stage-timeout", str(STAGE_TIMEOUT_S)]
+               "--max-memory-gb", str(cap_gb), "--stage-timeout", str(round(stage_s))]
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, "CI": "1", "HF_HUB_OFFLINE": "1"})
         try:
-            stdout, stderr = proc.communicate(timeout=ROW_TIMEOUT_S)
+            stdout, stderr = proc.communicate(timeout=row_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
         wall = time.perf_counter() - started
-        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1),
+        row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1), "cap_gb": cap_gb,
+               "row_timeout_s": round(row_s),
                "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M UTC")}
         report_path = out / "report.json"
         report = json.loads(report_path.read_text()) if report_path.exists() else None
@@ -138,14 +172,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"Zoo sweep {meta['date']} on {meta['machine']} (ratio 0.5, ort-cpu, random weights, "
            f"benchmark {meta['bench_seconds']} s per compile; p2d {', '.join(meta.get('commits', ['?']))})", "",
            "| model | input | status | mode | skipped groups | attention kept | MAC reduction | speedup | verified "
-           "| wall s | peak RSS MB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| wall s | peak RSS MB | cap GB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = (lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-")
         out.append(f"| {r['model']} | {r['input']} | {r['status']} | {r.get('pruning_mode') or '-'} | "
                    f"{r.get('skipped', '-')} | {r.get('attention_kept', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
                    f"{fmt(r.get('speedup'), '{:.2f}x')} | {r.get('verified', '-')} | {r['wall_s']} | "
-                   f"{r.get('peak_rss_mb') or '-'} |")
+                   f"{r.get('peak_rss_mb') or '-'} | {r.get('cap_gb', '-')} |")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -188,7 +222,7 @@ def main(argv=None) -> int:
         return merge(Path(args.out), [Path(m) for m in args.merge])
     models = (args.models.split(",") if args.models else list(QUICK) if args.quick
               else torchvision_models(args.all_torchvision) + [f"timm:{n}" for n in TIMM_MODELS])
-    models = models[:args.limit] if args.limit else models
+    models = by_cost(models[:args.limit] if args.limit else models)
     commit = p2d_commit()
     meta = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
