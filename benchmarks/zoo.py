@@ -172,14 +172,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"Zoo sweep {meta['date']} on {meta['machine']} (ratio 0.5, ort-cpu, random weights, "
            f"benchmark {meta['bench_seconds']} s per compile; p2d {', '.join(meta.get('commits', ['?']))})", "",
            "| model | input | status | mode | skipped groups | attention kept | MAC reduction | speedup | verified "
-           "| wall s | peak RSS MB | cap GB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| wall s | peak RSS MB | cap GB | commit |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = (lambda v, f: f.format(v) if isinstance(v, (int, float)) else "-")
         out.append(f"| {r['model']} | {r['input']} | {r['status']} | {r.get('pruning_mode') or '-'} | "
                    f"{r.get('skipped', '-')} | {r.get('attention_kept', '-')} | {fmt(r.get('mac_reduction'), '{:.2f}x')} | "
                    f"{fmt(r.get('speedup'), '{:.2f}x')} | {r.get('verified', '-')} | {r['wall_s']} | "
-                   f"{r.get('peak_rss_mb') or '-'} | {r.get('cap_gb', '-')} |")
+                   f"{r.get('peak_rss_mb') or '-'} | {r.get('cap_gb', '-')} | {r.get('commit', '-')} |")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -187,11 +187,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
     out += ["", f"{ok}/{len(rows)} compile with verified numerics ("
             + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")"]
     notes = [f"- {r['model']}: {r['message']}" for r in rows if r.get("message")]
+    notes += [f"- {note}" for note in meta.get("notes", [])]  # written by hand into zoo.json; kept on re-render
     return "\n".join(out + ([""] + notes if notes else [])) + "\n"
 
 
 def merge(out: Path, others: list[Path]) -> int:
-    """OUT/zoo.json gets the rows (and commits) of `others` for models it has no row for."""
+    """OUT/zoo.json gets the rows (and commits) of `others` for models it has no row for; zoo.md is rewritten."""
     sweep = json.loads((out / "zoo.json").read_text())
     for other in others:
         chunk = json.loads(other.read_text())
@@ -216,10 +217,11 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep the rows in OUT/zoo.json, run the missing models")
     ap.add_argument("--merge", metavar="ZOO_JSON", action="append",
                     help="add the rows of another sweep's zoo.json (a chunk run in parallel) to OUT and stop")
+    ap.add_argument("--render", action="store_true", help="only rewrite OUT/zoo.md from OUT/zoo.json")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    if args.merge:
-        return merge(Path(args.out), [Path(m) for m in args.merge])
+    if args.merge or args.render:
+        return merge(Path(args.out), [Path(m) for m in args.merge or []])
     models = (args.models.split(",") if args.models else list(QUICK) if args.quick
               else torchvision_models(args.all_torchvision) + [f"timm:{n}" for n in TIMM_MODELS])
     models = by_cost(models[:args.limit] if args.limit else models)
