@@ -40,3 +40,18 @@ def test_render_keeps_hand_written_notes_and_names_each_rows_cap_and_commit(tmp_
     assert "| 700.0 | 4 | abc1234 |" in md and "| 2496.1 | - | 12 | abc1234 |" in md
     assert "1/2 compile with verified numerics (compiled: 1, killed: 1)" in md
     assert md.rstrip().endswith("- torchvision:vit_h_14: stage prune_channels ...\n- pinned to one core")
+
+
+def test_zero_head_vits_compile_from_the_zoo_file_and_blind_verification_is_not_counted():
+    assert zoo.compile_spec("torchvision:resnet18") == "torchvision:resnet18"
+    assert zoo.compile_spec("torchvision:vit_l_32") == f"{REPO / 'benchmarks' / 'zoo.py'}:vit_l_32"
+    assert zoo.compile_spec("timm:vit_tiny_patch16_224") == "timm:vit_tiny_patch16_224"
+    report = {"skipped": [], "pruning_mode": "global graph", "mac_reduction": 3.8, "speedup": 3.5,
+              "verification": {"passed": True, "max_rel_err": 0.0},
+              "warnings": ["dense.onnx heads: output is all zeros on the check inputs: verification cannot see "
+                           "errors in it"]}
+    row = zoo._classify(0, report, "")
+    assert row["status"] == "compiled" and row["verified"] == "vacuous"
+    md = zoo.markdown([{"model": "torchvision:vit_b_16", "input": 224, "wall_s": 1.0, **row}],
+                      {"date": "d", "machine": "m", "bench_seconds": 1.0})
+    assert "0/1 compile with verified numerics" in md
