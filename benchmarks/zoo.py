@@ -13,10 +13,11 @@ builds here, 80 today, hours on a laptop) and a dozen timm models, RANDOM weight
   * MAC reduction, speedup (dense p50 / pruned p50 from p2d's interleaved benchmark), verification
     (ONNX vs torch), wall time and peak RSS of the compile process.
 
-torchvision ViTs zero-initialise their classifier (every output 0 with random weights) and GoogLeNet's init
-gives the same output for every image: verification is blind to them, so the zoo compiles them from this file
-(`zoo.py:vit_b_16`, ..., REBUILT) with an init it can see through; a row whose report warns that an output
-is all zeros or ignores the input says verified "vacuous" and does not count as verified.
+torchvision ViTs zero-initialise their classifier (every output 0 with random weights); GoogLeNet's,
+ShuffleNet's and CaiT's random init gives the same output for every image: verification is blind to them, so
+the zoo compiles them from this file (`zoo.py:vit_b_16`, ..., REBUILT) with an init it can see through; a row
+whose report warns that an output is all zeros or barely moves with the input says verified "vacuous" and does
+not count as verified.
 
 Input sizes: torchvision models with a fixed input size (ViT, MaxViT, Swin, AlexNet, VGG) and every timm model get 224;
 the other torchvision models get --size (default 224; smaller sizes run faster; the table says which).
@@ -62,13 +63,15 @@ TORCHVISION_FAMILIES = (  # the smallest member of each torchvision classificati
 # torchvision models whose input size is part of the architecture (AlexNet/VGG: adaptive pooling to 6x6/7x7,
 # which ONNX can only express for a multiple of it; p2d refuses 128 with that hint)
 FIXED_224 = ("vit_", "maxvit_", "swin_", "alexnet", "vgg")
-# torchvision models whose random init leaves verification blind (p2d warns), compiled from this file instead:
-# ViT zero-initialises its classifier (every output 0): its head gets ViT's own init (scale.py); GoogLeNet's and
-# ShuffleNet's signal dies out (the same logits for every image to 1e-12..1e-4): BN statistics from random images.
+# models whose random init leaves verification blind (p2d warns), compiled from this file instead: torchvision
+# ViT zero-initialises its classifier (every output 0): ViT's own init for it (scale.py); GoogLeNet's and
+# ShuffleNet's signal dies out and CaiT's LayerScale (1e-5) mutes its blocks (the same logits for every image
+# to 1e-12..1e-4): BN statistics from random images, LayerScale 0.1.
 VITS = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
 FADING = ("googlenet", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
-REBUILT = {**{name: "classifier re-initialised" for name in VITS},
-           **{name: "BN statistics from 8 random images" for name in FADING}}
+REBUILT = {**{f"torchvision:{name}": "classifier re-initialised" for name in VITS},
+           **{f"torchvision:{name}": "BN statistics from 8 random images" for name in FADING},
+           "timm:cait_xxs24_224": "LayerScale init 0.1 (timm: 1e-5)"}
 QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tiny_patch16_224",
          "torchvision:swin_t")
 
@@ -115,13 +118,17 @@ def row_limits(params: int) -> tuple[float, float, float]:
 
 
 def __getattr__(name: str):
-    """`zoo.py:vit_b_16` (any of REBUILT): that torchvision model with an init verification can see through."""
-    if name not in REBUILT:
+    """`zoo.py:vit_b_16` (any of REBUILT): that model, with an init verification can see through."""
+    if not any(spec.endswith(f":{name}") for spec in REBUILT):
         raise AttributeError(name)
 
     def build():
         if name in FADING:
             return _with_bn_statistics(name)
+        if name.startswith("cait_"):
+            from prune2deploy.compat import import_optional
+
+            return import_optional("timm").create_model(name, pretrained=False, init_values=0.1).eval()
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from scale import _vit
 
@@ -149,8 +156,7 @@ def _with_bn_statistics(name: str):
 
 def compile_spec(spec: str) -> str:
     """What `p2d compile` gets for a row: the spec itself, or this file's builder (REBUILT)."""
-    lib, name = spec.split(":", 1)
-    return f"{Path(__file__).resolve()}:{name}" if lib == "torchvision" and name in REBUILT else spec
+    return f"{Path(__file__).resolve()}:{spec.split(':', 1)[1]}" if spec in REBUILT else spec
 
 
 def p2d_commit() -> str:
@@ -193,7 +199,7 @@ def run_one(spec: str, size: int, bench_seconds: float) -> dict:
             stdout, stderr = proc.communicate()
         wall = time.perf_counter() - started
         row = {"model": spec, "input": s, "exit": proc.returncode, "wall_s": round(wall, 1), "cap_gb": cap_gb,
-               "row_timeout_s": round(row_s), **({"init": REBUILT[spec.split(":")[1]]} if compile_spec(spec) != spec else {}),
+               "row_timeout_s": round(row_s), **({"init": REBUILT[spec]} if spec in REBUILT else {}),
                "finished": dt.datetime.now(dt.timezone.utc).strftime("%H:%M UTC")}
         report_path = out / "report.json"
         report = json.loads(report_path.read_text()) if report_path.exists() else None

@@ -46,6 +46,7 @@ def test_blind_init_models_compile_from_the_zoo_file_and_blind_verification_is_n
     assert zoo.compile_spec("torchvision:resnet18") == "torchvision:resnet18"
     assert zoo.compile_spec("torchvision:vit_l_32") == f"{REPO / 'benchmarks' / 'zoo.py'}:vit_l_32"
     assert zoo.compile_spec("timm:vit_tiny_patch16_224") == "timm:vit_tiny_patch16_224"
+    assert zoo.compile_spec("timm:cait_xxs24_224").endswith("zoo.py:cait_xxs24_224")
     assert zoo.compile_spec("torchvision:shufflenet_v2_x1_0").endswith("zoo.py:shufflenet_v2_x1_0")
     report = {"skipped": [], "pruning_mode": "global graph", "mac_reduction": 3.8, "speedup": 3.5,
               "verification": {"passed": True, "max_rel_err": 0.0},
