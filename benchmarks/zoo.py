@@ -65,13 +65,13 @@ TORCHVISION_FAMILIES = (  # the smallest member of each torchvision classificati
 FIXED_224 = ("vit_", "maxvit_", "swin_", "alexnet", "vgg")
 # models whose random init leaves verification blind (p2d warns), compiled from this file instead: torchvision
 # ViT zero-initialises its classifier (every output 0): ViT's own init for it (scale.py); GoogLeNet's and
-# ShuffleNet's signal dies out and CaiT's LayerScale (1e-5) mutes its blocks (the same logits for every image
-# to 1e-12..1e-4): BN statistics from random images, LayerScale 0.1.
+# ShuffleNet's and GhostNet's signal dies out and CaiT's LayerScale (1e-5) mutes its blocks (the same logits
+# for every image to 1e-12..1e-3): BN statistics from random images, LayerScale 0.1.
 VITS = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
 FADING = ("googlenet", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0")
 REBUILT = {**{f"torchvision:{name}": "classifier re-initialised" for name in VITS},
            **{f"torchvision:{name}": "BN statistics from 8 random images" for name in FADING},
-           "timm:cait_xxs24_224": "LayerScale init 0.1 (timm: 1e-5)"}
+           "timm:ghostnet_100": "BN statistics from 8 random images", "timm:cait_xxs24_224": "LayerScale init 0.1 (timm: 1e-5)"}
 QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tiny_patch16_224",
          "torchvision:swin_t")
 
@@ -123,7 +123,7 @@ def __getattr__(name: str):
         raise AttributeError(name)
 
     def build():
-        if name in FADING:
+        if name in FADING or name == "ghostnet_100":
             return _with_bn_statistics(name)
         if name.startswith("cait_"):
             from prune2deploy.compat import import_optional
@@ -139,18 +139,20 @@ def __getattr__(name: str):
 
 
 def _with_bn_statistics(name: str):
-    """A torchvision model with random weights whose BatchNorms hold the statistics of 8 random images."""
+    """A torchvision (or timm GhostNet) model, random weights, its BatchNorms holding 8 random images' statistics."""
     import torch
 
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.compat import import_optional, import_torchvision
 
     torch.manual_seed(0)
-    model = import_torchvision().models.get_model(name, weights=None)
+    timm = name == "ghostnet_100"
+    model = (import_optional("timm").create_model(name, pretrained=False) if timm
+             else import_torchvision().models.get_model(name, weights=None))
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         bn.reset_running_stats()
         bn.momentum = None  # a plain average over the calibration batch
     with torch.no_grad():
-        model.train()(torch.randn(8, 3, 128, 128))
+        model.train()(torch.randn(8, 3, 224 if timm else 128, 224 if timm else 128))
     return model.eval()
 
 
