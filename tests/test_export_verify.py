@@ -23,6 +23,25 @@ def test_export_is_checked_and_matches_torch(tmp_path):
     assert onnx_bytes(tmp_path / "m.onnx") > 4 * sum(p.numel() for p in model.parameters()) * 0.9
     result = verify_onnx(model, OrtRunner(tmp_path / "m.onnx"), [x, random_like(x, 1)], tolerance=1e-4)
     assert result["passed"] and result["max_rel_err"] < 1e-5 and result["input_sets"] == 2
+    assert "warning" not in result["outputs"][0]
+
+
+def test_verification_says_when_it_is_blind(tmp_path):
+    """An output that barely moves with its input (GoogLeNet's and ShuffleNet's random init: the same logits for
+    every image to 1e-5) or is all zeros (torchvision ViT's zero head) passes any check: the result says so."""
+    model, x = resnet_like(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
+    with torch.no_grad():
+        model.fc.weight.zero_()  # logits = the bias, whatever the image
+    export_onnx(model, x, tmp_path / "m.onnx")
+    sets = [x, random_like(x, 1)]
+    result = verify_onnx(model, OrtRunner(tmp_path / "m.onnx"), sets, tolerance=1e-4)
+    assert result["passed"] and "changes with the input by at most 0.0e+00" in result["outputs"][0]["warning"]
+    assert "warning" not in verify_onnx(model, OrtRunner(tmp_path / "m.onnx"), [x], 1e-4)["outputs"][0]  # one set
+    with torch.no_grad():
+        model.fc.bias.zero_()
+    export_onnx(model, x, tmp_path / "z.onnx")
+    result = verify_onnx(model, OrtRunner(tmp_path / "z.onnx"), sets, tolerance=1e-4)
+    assert "all zeros" in result["outputs"][0]["warning"]
 
 
 def test_verification_catches_a_corrupted_weight(tmp_path):
