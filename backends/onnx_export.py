@@ -34,16 +34,18 @@ SLIM_MAX_WEIGHT_BYTES = 256 * 1024**2  # larger models are not slimmed (VGG-11's
 
 
 def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT_OPSET,
-                exporter: str = "auto", slim: bool = True, dynamic_batch: bool = False) -> dict:
+                exporter: str = "auto", slim: bool = True, dynamic_batch: bool = False,
+                large: bool | None = None) -> dict:
     """Write `model` to `path` as checked, shape-inferred ONNX; returns a record of what was done.
 
     `exporter="auto"`: dynamo with external data for models of LARGE_MODEL_BYTES and more (falling back
     to TorchScript if dynamo fails), TorchScript below. Weights go to `<name>.onnx.data` on the large-model
     path and past protobuf's 2 GB limit; the file is checked on disk, never re-serialized in memory.
+    `large` overrides the size test (a compile decides once, from the dense model, for all its variants).
     """
     path = Path(path)
     size = weight_bytes(model)
-    large = size >= LARGE_MODEL_BYTES
+    large = size >= LARGE_MODEL_BYTES if large is None else large
     with torch.no_grad():
         output_names = [n for n, _ in flatten_outputs(inputs.call(model))]
     chosen = exporter if exporter != "auto" else ("dynamo" if large else "torchscript")

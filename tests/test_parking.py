@@ -99,3 +99,21 @@ def test_macs_counted_like_torch_pruning_without_touching_the_model():
         assert count_macs_params(model, inputs) == (int(expected[0]), int(expected[1]))
         assert not any(hasattr(m, "__flops__") for m in model.modules())
         assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_magnitude_importance_matches_torch_pruning_in_slices_or_whole(monkeypatch):
+    from prune2deploy.passes import importance
+
+    for model, x in ((resnet_like(), torch.randn(1, 3, 32, 32)), (transformer_like(), torch.randint(0, 100, (1, 16)))):
+        groups = list(tp.DependencyGraph().build_dependency(model, x).get_all_groups())
+        for p in (1, 2):
+            theirs = [tp.importance.GroupMagnitudeImportance(p=p)(g) for g in groups]
+            whole = [importance.MagnitudeImportance(p=p)(g) for g in groups]
+            monkeypatch.setattr(importance, "SLICE_BYTES", 512)  # every layer in many slices
+            sliced = [importance.MagnitudeImportance(p=p)(g) for g in groups]
+            monkeypatch.undo()
+            assert [a is None for a in theirs] == [a is None for a in whole] == [a is None for a in sliced]
+            pairs = [(a, b, c) for a, b, c in zip(theirs, whole, sliced) if a is not None]
+            assert len(pairs) >= 4
+            assert all(torch.equal(a, b) for a, b, _ in pairs)  # one slice: the same arithmetic
+            assert all(torch.allclose(a, c, rtol=1e-5, atol=0) for a, _, c in pairs)

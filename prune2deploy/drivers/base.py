@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prune2deploy.backends.onnx_export import export_onnx, onnx_bytes
+from prune2deploy.backends.onnx_export import LARGE_MODEL_BYTES, export_onnx, onnx_bytes, weight_bytes
 from prune2deploy.backends.ort import OrtRunner
 
 from ..onnx_sparsity import assert_onnx_nm
@@ -25,12 +25,15 @@ class ExportingDriver:
 
     def build(self, models: dict, ctx, work: Path, progress, report) -> dict:
         opts, artifacts, exports = ctx.options, {}, {}
+        # One export path per compile, chosen by the dense model's size: a 480 MB CNN pruned to 120 MB would
+        # otherwise export its pruned model through TorchScript + onnxslim (~10x those weights, the peak).
+        large = weight_bytes(models["dense"]) >= LARGE_MODEL_BYTES if "dense" in models else None
         for name, model in models.items():
             path = work / f"{name}.onnx"
             with progress.stage(f"export_{name}", f"exporting {name} ONNX"):
                 exports[name] = export_onnx(model, ctx.example_inputs, path, opset=opts.opset,
                                             exporter=opts.exporter, slim=opts.slim,
-                                            dynamic_batch=opts.dynamic_batch is not None)
+                                            dynamic_batch=opts.dynamic_batch is not None, large=large)
             artifacts[f"{name}.onnx"] = path
             if exports[name]["external_data"]:
                 artifacts[f"{name}.onnx.data"] = path.parent / f"{path.name}.data"

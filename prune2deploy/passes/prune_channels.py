@@ -12,6 +12,7 @@ from ..inputs import random_like
 from ..outputs import flatten_outputs, output_shapes
 from .block_local import prune_blocks
 from .degrade import Snapshot, first_line, prune_group_by_group
+from .importance import MagnitudeImportance
 from .graph_budget import DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "random")
@@ -20,9 +21,9 @@ GRADIENT_CRITERIA = ("taylor", "hessian")
 
 def make_importance(criterion: str):
     if criterion == "l1":
-        return tp.importance.GroupMagnitudeImportance(p=1)
+        return MagnitudeImportance(p=1)
     if criterion == "l2":
-        return tp.importance.GroupMagnitudeImportance(p=2)
+        return MagnitudeImportance(p=2)
     if criterion == "bn-scale":
         return tp.importance.BNScaleImportance()
     if criterion == "taylor":
