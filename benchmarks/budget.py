@@ -110,7 +110,7 @@ def _compare(name, dense, example, options: dict, budget: float, work: Path, arg
                                     use_cache=False, cache_dir=work / "cache", budget_step=args.budget_step,
                                     **goal, **options)
     search_wall = time.perf_counter() - started
-    match = uniform_at_same_cost(dense, example, searched.pruned, args.kind, args.match_seconds)
+    match = uniform_at_same_cost(dense, example, searched.pruned, args.kind, args.match_seconds, args.probes)
     uniform = {side: prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_uniform_{side}",
                                           model_name=name, use_cache=False, ratio=match[side], **options)
                for side in ("costlier", "cheaper") if match[side] is not None}
@@ -190,7 +190,9 @@ def minilm(args, work: Path) -> dict:
 
 
 def cnn(args, work: Path) -> dict:
-    import torchvision
+    from prune2deploy.compat import import_torchvision
+
+    torchvision = import_torchvision()
 
     out = {}
     for name in args.models:
@@ -262,7 +264,8 @@ def main() -> None:
     p.add_argument("--minilm-score-steps", type=int, default=4, help="MiniLM: distillation steps per candidate")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=6.0)
-    p.add_argument("--match-seconds", type=float, default=8.0)
+    p.add_argument("--match-seconds", type=float, default=8.0, help="timing of each bisection probe")
+    p.add_argument("--probes", type=int, default=8, help="bisection probes matching the uniform ratio")
     p.add_argument("--side-seconds", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=RESULTS / "budget")
     args = p.parse_args()

@@ -12,6 +12,9 @@ from prune2deploy.options import CompileOptions
 from prune2deploy.search.groups import prunable_groups
 from prune2deploy.search.latency_table import CostTable, measure_table
 from prune2deploy.search.like_groups import representatives
+from prune2deploy.recovery.bn_recalibration import recalibrate_bn
+from prune2deploy.recovery.trainer import validation_loss
+from prune2deploy.search.prune_to import pruned_copy
 from prune2deploy.search.scoring import Scorer
 from recovery_digits import batches, digits_tensors, trained_deep_digits_cnn
 
@@ -78,6 +81,11 @@ def test_candidates_scored_after_distillation_steps_rank_what_recovery_repairs()
     bn_only = Scorer(dense, inputs, groups, options, metric, train, val)
     distilled = Scorer(dense, inputs, groups, options, metric, train, val, kd_steps=15)
     assert bn_only.describe()["kd_steps"] == 0 and distilled.describe()["kd_steps"] == 15
-    before, after = bn_only(thin), distilled(thin)
-    assert after > before + 5  # 15 distillation steps repair a model thinned to 8 channels a layer (24.6% -> 33.6%)
-    assert distilled(thin) == after  # the same batches and seed for every candidate: scores are reproducible
+    assert distilled.describe()["score"] == "minus the distillation loss after 15 steps"
+    thin, wide = {g.name: g.min_width for g in groups}, {g.name: g.width // 2 for g in groups}
+    assert bn_only(wide) > bn_only(thin) + 20  # top-1 after BN re-estimation
+    assert distilled(wide) > distilled(thin) + 0.2  # minus the validation distillation loss after 15 steps
+    assert distilled(thin) == distilled(thin)  # the same batches and seed for every candidate: reproducible
+    untrained = pruned_copy(dense, inputs, groups, thin, options)  # the same loss before the 15 steps
+    recalibrate_bn(untrained, distilled.train)
+    assert distilled(thin) > -validation_loss(untrained, dense, distilled.val, distilled.objective) + 0.1

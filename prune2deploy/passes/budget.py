@@ -108,7 +108,8 @@ class BudgetPrune:
             self._unreachable(measured, f"after {MAX_ROUNDS} rounds of allocation")
         widths, refilled = self._refill(model, inputs, groups, table, executor, scorer, widths, result, rounds, check)
         scored += refilled["candidates_scored"]
-        scores = {"dense_score": scorer.dense(), "final_score": scorer(widths)}  # before `model` is pruned in place
+        scores = {"dense_score": scorer.dense(), "final_score": scorer.metric_of(widths),  # before `model` is pruned
+                  "final_search_score": scorer(widths)}
         self._final = pass_for(groups, widths, opts)
         record = self._final.run(model, ctx)
         record["budget"] = {
