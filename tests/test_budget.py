@@ -173,6 +173,7 @@ def test_unreachable_speedup_measured_on_the_timer(tmp_path, monkeypatch):
     (["--target-speedup", "2", "--macs-fraction", "0.5"], "two budgets at once (--target-speedup and --macs-fraction)"),
     (["--macs-fraction", "1.5"], "macs-fraction 1.5 is outside (0, 1)"),
     (["--target-speedup", "2", "--target", "trt-ampere"], "measured on ort-cpu only so far"),
+    (["--macs-fraction", "0.5", "--score-steps", "-1"], "score-steps -1 must be >= 0"),
 ])
 def test_conflicting_budget_options_are_one_line_errors(p2d, args, fragment):
     assert_user_error(p2d("compile", "prune2deploy.examples:small_resnet", "--input-shape", "1,3,32,32",
@@ -189,3 +190,16 @@ def test_recipe_budget_and_ratio_conflict(p2d, tmp_path):
     (tmp_path / "p2d.toml").write_text('model = "prune2deploy.examples:small_resnet"\n[inputs]\nshape = "1,3,32,32"\n'
                                        '[prune]\nratio = 0.3\n[budget]\ntarget_speedup = 2.0\n')
     assert_user_error(p2d("compile", "--config", "p2d.toml", "--out", "out"), "both set the widths")
+
+
+def test_last_step_prefers_the_most_accurate_proposal_that_meets_the_target():
+    # a saves a lot per step (coarse), c little: both proposals meet the target on the last step; c scores higher
+    groups = [Group("a", "channels", 16, 8), Group("c", "channels", 64, 8)]
+    table = CostTable("latency", "ms", 10.0, {"a": {8: 5.0}, "c": {w: 2.0 * (64 - w) / 56 for w in (56, 48, 8)}},
+                      {"a": 16, "c": 64})
+
+    def score_many(candidates):  # a costs 1 point for 5 ms (the better ratio), c 0.5 points for 0.29 ms
+        return [-(16 - c["a"]) / 8 - (64 - c["c"]) / 16 for c in candidates]
+
+    result = allocate(groups, table, score_many, target_cost=9.8, slice_fraction=0.05, compare_uniform=False)
+    assert result.widths == {"a": 16, "c": 56}  # not a -> 8 (5 ms saved where 0.2 ms were asked)

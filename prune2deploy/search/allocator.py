@@ -3,7 +3,9 @@
 Each step proposes, for every group, the largest narrower width whose table saving is at least one slice of cost
 (the last step: exactly what is left to the target), scores every proposal (`score_many`, e.g. an executor), and
 keeps the one that loses the least score per unit of cost saved (NetAdapt compares proposals that save the same
-latency; with coarse widths (round_to) proposals save different amounts, so the loss is divided by the saving).
+latency; with coarse widths (round_to) proposals save different amounts, so the loss is divided by the saving);
+on the last step, among the proposals that meet the target, the highest score (a coarse group that overshoots
+the target does not win by its saving).
 It stops when the table's estimate meets the target. Then the uniform allocation (every group at one kept
 fraction, the widest that meets the same target) is scored too and kept instead when it scores higher: the search
 never hands back an allocation its own scorer ranks below uniform pruning at the same estimated cost.
@@ -91,7 +93,12 @@ def allocate(groups: list[Group], table: CostTable, score_many: Callable[[list],
         scores = score_many(candidates)
         result.candidates_scored += len(candidates)
         costs = [table.estimate(c) for c in candidates]
-        best = max(range(len(candidates)), key=lambda i: ((scores[i] - current_score) / (cost - costs[i]), scores[i]))
+        landing = [i for i in range(len(candidates)) if costs[i] <= target_cost]
+        if landing:  # the last step: every one of these meets the target, so the most accurate is the best
+            best = max(landing, key=lambda i: (scores[i], -costs[i]))
+        else:
+            best = max(range(len(candidates)), key=lambda i: ((scores[i] - current_score) / (cost - costs[i]),
+                                                              scores[i]))
         name = list(proposals)[best]
         step = {"step": len(result.steps) + 1, "group": name, "from": widths[name], "to": proposals[name],
                 "score": scores[best], "estimated_cost": costs[best], "proposals": len(candidates)}
