@@ -4,8 +4,8 @@ Each step proposes, for every group, the largest narrower width whose table savi
 (the last step: exactly what is left to the target), scores every proposal (`score_many`, e.g. an executor), and
 keeps the one that loses the least score per unit of cost saved (NetAdapt compares proposals that save the same
 latency; with coarse widths (round_to) proposals save different amounts, so the loss is divided by the saving);
-on the last step, among the proposals that meet the target, the highest score (a coarse group that overshoots
-the target does not win by its saving).
+on the last step, the highest score among the proposals that meet the target and land within LANDING_BAND of it
+(else among all that meet it): a coarse group that would overshoot the budget (2.9x asked 2x) does not win.
 It stops when the table's estimate meets the target. Then the uniform allocation (every group at one kept
 fraction, the widest that meets the same target) is scored too and kept instead when it scores higher: the search
 never hands back an allocation its own scorer ranks below uniform pruning at the same estimated cost.
@@ -21,6 +21,7 @@ from .groups import Group
 from .latency_table import CostTable
 
 SLICE = 0.05  # cost removed per step, as a fraction of the dense cost
+LANDING_BAND = 0.10  # last step: proposals landing at most this far below the target are preferred
 UNIFORM_BISECTIONS = 20
 
 
@@ -94,8 +95,9 @@ def allocate(groups: list[Group], table: CostTable, score_many: Callable[[list],
         result.candidates_scored += len(candidates)
         costs = [table.estimate(c) for c in candidates]
         landing = [i for i in range(len(candidates)) if costs[i] <= target_cost]
-        if landing:  # the last step: every one of these meets the target, so the most accurate is the best
-            best = max(landing, key=lambda i: (scores[i], -costs[i]))
+        close = [i for i in landing if costs[i] * (1 + LANDING_BAND) >= target_cost]
+        if landing:  # the last step: the most accurate of those that meet the target without overshooting it
+            best = max(close or landing, key=lambda i: (scores[i], -costs[i]))
         else:
             best = max(range(len(candidates)), key=lambda i: ((scores[i] - current_score) / (cost - costs[i]),
                                                               scores[i]))
