@@ -106,12 +106,16 @@ def side_by_side(paths: dict, example, seconds: float) -> dict:
 
 
 def compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
-    """One budget; a budget p2d refuses (unreachable) is a row with its one-line error."""
+    """One budget; a budget p2d refuses (unreachable) is a row with its one-line error. Every row is also
+    appended to OUT.rows.jsonl as it finishes (a run stopped later keeps the rows it finished)."""
     try:
-        return _compare(name, dense, example, options, budget, work, args, evaluate)
+        row = _compare(name, dense, example, options, budget, work, args, evaluate)
     except UserError as exc:
         print(json.dumps({"model": name, "budget": budget, "error": exc.one_line()}), flush=True)
-        return {"model": name, "kind": args.kind, "budget": budget, "error": exc.one_line()}
+        row = {"model": name, "kind": args.kind, "budget": budget, "error": exc.one_line()}
+    with args.out.with_suffix(".rows.jsonl").open("a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+    return row
 
 
 def _compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
