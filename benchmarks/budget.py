@@ -314,6 +314,7 @@ def main() -> None:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
+    args.out.with_suffix(".rows.jsonl").unlink(missing_ok=True)  # the finished .json holds every row
     print(markdown(result))
 
 
