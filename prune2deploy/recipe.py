@@ -59,6 +59,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     latency_ms = 10.0                              # --latency-ms (pruned p50 on the target)
     macs_fraction = 0.4                            # --macs-fraction (pruned MACs / dense MACs)
     step = 0.05                                    # --budget-step (cost removed per greedy step, of dense)
+    score_steps = 20                               # --score-steps (distillation steps per scored candidate)
     workers = 1                                    # --workers (local process pool scoring candidates)
     ray_address = "auto"                           # --ray-address (score candidates on a Ray cluster)
 
@@ -189,6 +190,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("budget.latency_ms", "float", "latency_ms", "latency_ms"),
     Key("budget.macs_fraction", "float", "macs_fraction", "macs_fraction"),
     Key("budget.step", "float", "budget_step", "budget_step"),
+    Key("budget.score_steps", "int", "score_steps", "score_steps"),
     Key("budget.workers", "int", "workers", "workers"),
     Key("budget.ray_address", "str", "ray_address", "ray_address"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),

@@ -13,7 +13,7 @@ from helpers import assert_user_error
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError
 from prune2deploy.options import CompileOptions
-from prune2deploy.search.allocator import Unreachable, allocate
+from prune2deploy.search.allocator import Unreachable, allocate, refill, uniform_widths
 from prune2deploy.search.groups import Group, prunable_groups
 from prune2deploy.search.latency_table import CostTable, measure_table, paired_p50
 
@@ -54,6 +54,28 @@ def test_allocator_unreachable_reports_narrowest_widths():
         allocate(groups, table, lambda cs: [0.0] * len(cs), target_cost=1.0)
     assert exc.value.widths == {"a": 8, "b": 8}
     assert exc.value.estimated_cost == pytest.approx(2.0)
+
+
+def test_refill_spends_what_is_left_under_the_target():
+    groups, table = _table()
+    start = {"a": 8, "b": 32}  # estimate 4 ms, target 5 ms: one step of a (0.86 ms) still fits, two do not
+    widths, widened = refill(groups, table, lambda cs: [c["a"] for c in cs], 5.0, start)
+    assert widths == {"a": 16, "b": 32} and len(widened) == 1 and widened[0]["group"] == "a"
+    assert table.estimate(widths) <= 5.0
+    # the last measurement said the table underestimates by 30%: nothing fits any more
+    assert refill(groups, table, lambda cs: [0.0] * len(cs), 5.0, start, scale=1.3) == (start, [])
+
+
+def test_search_keeps_the_uniform_allocation_when_it_scores_higher():
+    groups, table = _table()
+    fraction, uniform = uniform_widths(groups, table, 6.0)
+    assert table.estimate(uniform) <= 6.0 and len({uniform[g.name] / g.width for g in groups}) == 1
+    result = allocate(groups, table, lambda cs: [1.0 if c == uniform else 0.0 for c in cs], target_cost=6.0)
+    assert result.widths == uniform and result.uniform["chosen"] and result.score == 1.0
+    # a scorer that punishes b: the greedy steps (which thin a only) score higher and stay
+    result = allocate(groups, table, lambda cs: [-(64 - c["a"]) - 10 * (32 - c["b"]) for c in cs], 6.0)
+    assert result.widths["b"] == 32 and result.uniform["chosen"] is False
+    assert result.uniform["score"] < result.uniform["greedy_score"]
 
 
 def test_paired_p50_cancels_slow_rounds():
@@ -151,6 +173,7 @@ def test_unreachable_speedup_measured_on_the_timer(tmp_path, monkeypatch):
     (["--target-speedup", "2", "--macs-fraction", "0.5"], "two budgets at once (--target-speedup and --macs-fraction)"),
     (["--macs-fraction", "1.5"], "macs-fraction 1.5 is outside (0, 1)"),
     (["--target-speedup", "2", "--target", "trt-ampere"], "measured on ort-cpu only so far"),
+    (["--macs-fraction", "0.5", "--score-steps", "-1"], "score-steps -1 must be >= 0"),
 ])
 def test_conflicting_budget_options_are_one_line_errors(p2d, args, fragment):
     assert_user_error(p2d("compile", "prune2deploy.examples:small_resnet", "--input-shape", "1,3,32,32",
@@ -167,3 +190,19 @@ def test_recipe_budget_and_ratio_conflict(p2d, tmp_path):
     (tmp_path / "p2d.toml").write_text('model = "prune2deploy.examples:small_resnet"\n[inputs]\nshape = "1,3,32,32"\n'
                                        '[prune]\nratio = 0.3\n[budget]\ntarget_speedup = 2.0\n')
     assert_user_error(p2d("compile", "--config", "p2d.toml", "--out", "out"), "both set the widths")
+
+
+def test_last_step_prefers_the_most_accurate_proposal_that_lands_near_the_target():
+    # a saves a lot per step (coarse), c little: both proposals meet the target on the last step; c scores higher
+    groups = [Group("a", "channels", 16, 8), Group("c", "channels", 64, 8)]
+    table = CostTable("latency", "ms", 10.0, {"a": {8: 5.0}, "c": {w: 2.0 * (64 - w) / 56 for w in (56, 48, 8)}},
+                      {"a": 16, "c": 64})
+
+    def score_many(candidates):  # a costs 0.2 points for 5 ms (higher score, better ratio), c 0.5 for 0.29 ms
+        return [-(16 - c["a"]) / 40 - (64 - c["c"]) / 16 for c in candidates]
+
+    result = allocate(groups, table, score_many, target_cost=9.8, slice_fraction=0.05, compare_uniform=False)
+    assert result.widths == {"a": 16, "c": 56}  # not a -> 8 (5 ms saved where 0.2 ms were asked: 2x, not 1.02x)
+    # when no proposal lands close to the target, the most accurate that meets it
+    result = allocate(groups, table, score_many, target_cost=6.0, slice_fraction=0.5, compare_uniform=False)
+    assert table.estimate(result.widths) <= 6.0

@@ -3,7 +3,8 @@
 run -> ensure, in place of the uniform pruning pass (same record, plus `budget`): enumerate the groups, measure
 their cost table on the target (cached), allocate widths greedily scoring candidates on validation data, then
 measure the pruned model itself; while it misses the budget, tighten the table's target by what the
-measurement says and continue the greedy steps from there. The model is pruned to the final widths by the
+measurement says and continue the greedy steps from there; then widen groups into what is left under the budget
+(coarse widths overshoot it), kept when the model measured at those widths still meets it. The model is pruned to the final widths by the
 pruning pass (round_to, rollback, attention fix-ups), whose `ensure` checks it.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn as nn
 
 from ..errors import user_error
 from ..measure import count_macs_params
-from ..search.allocator import Unreachable, allocate
+from ..search.allocator import Unreachable, allocate, refill
 from ..search.executor import make_executor
 from ..search.groups import prunable_groups
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
@@ -72,11 +73,14 @@ class BudgetPrune:
         check = OrtTimer(inputs, opts, CHECK_SECONDS) if timer else None
         key = table_key(model, inputs, groups, default_grid(groups), opts, device_name()) if timer else None
         self._say(f"measuring the {'latency' if timer else 'MACs'} table of {len(groups)} groups")
+        table_started = time.perf_counter()
         table, hit = cached_table(self.cache_dir if timer else None, key,
                                   lambda: measure_table(model, inputs, groups, opts, timer))
-        scorer = Scorer(model, inputs, groups, opts, self.data.metric, self.data.train, self.data.val)
+        table_s = round(time.perf_counter() - table_started, 3)
+        scorer = Scorer(model, inputs, groups, opts, self.data.metric, self.data.train, self.data.val,
+                        kd_steps=opts.score_steps)
         executor = make_executor(opts.workers, opts.ray_address)
-        rounds, widths, steps, scored = [], None, [], 0
+        rounds, widths, steps, scored, uniform = [], None, [], 0, None
         fraction_target = None
         for _ in range(MAX_ROUNDS):
             dense_now = rounds[-1]["dense"] if rounds else table.dense
@@ -88,6 +92,7 @@ class BudgetPrune:
             except Unreachable as exc:
                 self._unreachable(self._measure(model, inputs, groups, exc.widths, check))
             widths, scored = result.widths, scored + result.candidates_scored
+            uniform = result.uniform or uniform
             steps += [{**s, "step": len(steps) + i + 1, "round": len(rounds) + 1} for i, s in enumerate(result.steps)]
             measured = self._measure(model, inputs, groups, widths, check)
             requested = self.budget.fraction(measured["dense"])
@@ -101,7 +106,10 @@ class BudgetPrune:
             fraction_target = result.estimated_cost / table.dense * requested / measured["fraction"]
         else:
             self._unreachable(measured, f"after {MAX_ROUNDS} rounds of allocation")
-        scores = {"dense_score": scorer.dense(), "final_score": scorer(widths)}  # before `model` is pruned in place
+        widths, refilled = self._refill(model, inputs, groups, table, executor, scorer, widths, result, rounds, check)
+        scored += refilled["candidates_scored"]
+        scores = {"dense_score": scorer.dense(), "final_score": scorer.metric_of(widths),  # before `model` is pruned
+                  "final_search_score": scorer(widths)}
         self._final = pass_for(groups, widths, opts)
         record = self._final.run(model, ctx)
         record["budget"] = {
@@ -111,14 +119,37 @@ class BudgetPrune:
                            "kept_fraction": widths[g.name] / g.width} for g in groups],
             "search": {"wall_s": round(time.perf_counter() - started, 3), "candidates_scored": scored,
                        "candidates_timed": (0 if hit else table.candidates_timed) + len(rounds) * bool(timer),
-                       "table_cached": hit, "table_key": key, "rounds": rounds, "executor": executor.description,
-                       "slice": opts.budget_step, **scorer.describe(), **scores},
+                       "table_cached": hit, "table_s": table_s, "table_key": key, "rounds": rounds, "executor": executor.description,
+                       "slice": opts.budget_step, "uniform_compared": uniform, "refill": refilled, **scorer.describe(), **scores},
             "table": table.to_dict(),
         }
         return record
 
     def ensure(self, model: nn.Module, ctx) -> None:
         self._final.ensure(model, ctx)
+
+    def _refill(self, model, inputs, groups, table, executor, scorer, widths, result, rounds, check):
+        """Widen groups into what the allocation left under the budget (the table's estimate scaled by what the
+        last measurement said about it); kept only when the model measured at the new widths still meets it."""
+        last = rounds[-1]
+        scale = last["fraction"] / (result.estimated_cost / table.dense)
+        target = last["requested_fraction"] * table.dense
+        counted = []
+
+        def score_many(candidates):
+            counted.extend(candidates)
+            return executor.map(scorer, candidates)
+        wider, widened = refill(groups, table, score_many, target, widths, scale=scale)
+        record = {"widened": widened, "candidates_scored": len(counted), "kept": False}
+        if widened:
+            measured = self._measure(model, inputs, groups, wider, check)
+            record["measured"] = measured
+            if measured["fraction"] <= last["requested_fraction"]:
+                record["kept"] = True
+                rounds.append({"table_target_fraction": target / table.dense, "refill": True,
+                               "requested_fraction": self.budget.fraction(measured["dense"]), **measured})
+                return wider, record
+        return widths, record
 
     def _measure(self, model, inputs, groups, widths, timer) -> dict:
         """The pruned/dense cost of the model at `widths`, measured (timed interleaved, or MACs counted)."""

@@ -194,6 +194,14 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
     return record
 
 
+def validation_loss(student: nn.Module, teacher: nn.Module, batches: list, objective: DistillLoss) -> float:
+    """The recovery objective (distillation from `teacher`) averaged over `batches`, without gradients."""
+    student.eval()
+    with torch.no_grad():
+        return sum(float(_step(student, teacher, inputs, labels, objective, None, "kd")) for inputs, labels in batches) \
+            / max(1, len(batches))
+
+
 def _step(model, teacher, inputs, labels, objective, features, method):
     teacher_out, mask = None, inputs.kwargs.get("attention_mask")
     if features:

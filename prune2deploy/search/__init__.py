@@ -2,10 +2,12 @@
 
     groups.py         the prunable groups (torch-pruning's channel groups; attention heads per block)
     prune_to.py       prune a copy of the model to per-group widths (the pruning pass with per-group ratios)
-    scoring.py        score a candidate: BN re-estimation, then --metric on a small validation subset
-                      (without data: fidelity to the dense model on random inputs, labelled as such)
+    scoring.py        score a candidate: BN re-estimation, a few distillation steps (--score-steps), then --metric
+                      on a small validation subset (without data: fidelity to dense on random inputs, labelled)
     latency_table.py  cost per group and width: latency measured on the target (cached), or MACs
-    allocator.py      greedy NetAdapt steps over a cost table and a scorer until the budget is met
+    like_groups.py    groups of the same configuration (like blocks) share one measured row
+    allocator.py      greedy NetAdapt steps over a cost table and a scorer until the budget is met; the uniform
+                      allocation compared; the slack refilled
     executor.py       where candidates are scored: inline, a local process pool (--workers) or Ray
     sensitivity.py    `p2d sensitivity`: one group at a time at each ratio
     summary.py        report.json/report.md views and the plots (allocation.png, sensitivity.png)

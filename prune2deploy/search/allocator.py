@@ -2,8 +2,15 @@
 
 Each step proposes, for every group, the largest narrower width whose table saving is at least one slice of cost
 (the last step: exactly what is left to the target), scores every proposal (`score_many`, e.g. an executor), and
-keeps the best; it stops when the table's estimate meets the target. Independent of models and timing, so it can
-be tested on a synthetic table.
+keeps the one that loses the least score per unit of cost saved (NetAdapt compares proposals that save the same
+latency; with coarse widths (round_to) proposals save different amounts, so the loss is divided by the saving);
+on the last step, the highest score among the proposals that meet the target and land within LANDING_BAND of it
+(else among all that meet it): a coarse group that would overshoot the budget (2.9x asked 2x) does not win.
+It stops when the table's estimate meets the target. Then the uniform allocation (every group at one kept
+fraction, the widest that meets the same target) is scored too and kept instead when it scores higher: the search
+never hands back an allocation its own scorer ranks below uniform pruning at the same estimated cost.
+`refill` then spends what coarse widths (round_to) left under the target, widening the best-scored group.
+Independent of models and timing, so it can be tested on a synthetic table.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from .groups import Group
 from .latency_table import CostTable
 
 SLICE = 0.05  # cost removed per step, as a fraction of the dense cost
+LANDING_BAND = 0.10  # last step: proposals landing at most this far below the target are preferred
+UNIFORM_BISECTIONS = 20
 
 
 class Unreachable(Exception):
@@ -30,6 +39,8 @@ class Allocation:
     estimated_cost: float
     steps: list[dict] = field(default_factory=list)
     candidates_scored: int = 0
+    score: float | None = None
+    uniform: dict | None = None  # the uniform allocation at the same target: kept fraction, score, chosen
 
 
 def propose(group: Group, current: int, table: CostTable, slice_cost: float) -> int | None:
@@ -46,28 +57,99 @@ def propose(group: Group, current: int, table: CostTable, slice_cost: float) -> 
     return chosen
 
 
+def uniform_widths(groups: list[Group], table: CostTable, target_cost: float,
+                   start: dict[str, int] | None = None) -> tuple[float, dict[str, int]] | None:
+    """The widest single kept fraction (every group at allowed(fraction x dense), at most its `start` width) whose
+    table estimate meets target_cost, by bisection; None when even the narrowest does not."""
+    start = start or {g.name: g.width for g in groups}
+
+    def at(fraction: float) -> dict[str, int]:
+        return {g.name: min(start[g.name], g.allowed(max(1, round(fraction * g.width)))) for g in groups}
+
+    if table.estimate(at(0.0)) > target_cost:
+        return None
+    low, high = 0.0, 1.0  # estimate(at(low)) meets the target; at(high) does not (or is dense)
+    for _ in range(UNIFORM_BISECTIONS):
+        mid = (low + high) / 2
+        low, high = (mid, high) if table.estimate(at(mid)) <= target_cost else (low, mid)
+    return low, at(low)
+
+
 def allocate(groups: list[Group], table: CostTable, score_many: Callable[[list], list], target_cost: float,
              slice_fraction: float = SLICE, start: dict[str, int] | None = None,
-             on_step: Callable[[dict], None] | None = None) -> Allocation:
+             on_step: Callable[[dict], None] | None = None, compare_uniform: bool = True) -> Allocation:
     """Greedy steps from `start` (default: every group dense) until table.estimate(widths) <= target_cost."""
     widths = dict(start or {g.name: g.width for g in groups})
     result = Allocation(widths, table.estimate(widths))
+    current_score = None
     while (cost := table.estimate(widths)) > target_cost:
         slice_cost = min(slice_fraction * table.dense, cost - target_cost)
         proposals = {g.name: w for g in groups if (w := propose(g, widths[g.name], table, slice_cost)) is not None}
         if not proposals:
             raise Unreachable(widths, cost)
         candidates = [{**widths, name: w} for name, w in proposals.items()]
+        if current_score is None:  # the allocation the steps start from, scored once
+            current_score = score_many([widths])[0]
+            result.candidates_scored += 1
         scores = score_many(candidates)
         result.candidates_scored += len(candidates)
         costs = [table.estimate(c) for c in candidates]
-        best = max(range(len(candidates)), key=lambda i: (scores[i], -costs[i]))
+        landing = [i for i in range(len(candidates)) if costs[i] <= target_cost]
+        close = [i for i in landing if costs[i] * (1 + LANDING_BAND) >= target_cost]
+        if landing:  # the last step: the most accurate of those that meet the target without overshooting it
+            best = max(close or landing, key=lambda i: (scores[i], -costs[i]))
+        else:
+            best = max(range(len(candidates)), key=lambda i: ((scores[i] - current_score) / (cost - costs[i]),
+                                                              scores[i]))
         name = list(proposals)[best]
         step = {"step": len(result.steps) + 1, "group": name, "from": widths[name], "to": proposals[name],
                 "score": scores[best], "estimated_cost": costs[best], "proposals": len(candidates)}
-        widths = candidates[best]
+        widths, current_score = candidates[best], scores[best]
         result.steps.append(step)
         if on_step:
             on_step(step)
-    result.widths, result.estimated_cost = widths, table.estimate(widths)
+    result.widths, result.estimated_cost, result.score = widths, table.estimate(widths), current_score
+    if compare_uniform and result.steps:
+        _compare_uniform(result, groups, table, score_many, target_cost, start)
     return result
+
+
+def refill(groups: list[Group], table: CostTable, score_many: Callable[[list], list], target_cost: float,
+           widths: dict[str, int], score: float | None = None, scale: float = 1.0) -> tuple[dict[str, int], list[dict]]:
+    """Spend what the greedy steps left under the target: widen one group by one allowed width at a time, the
+    best-scored widening whose estimate (times `scale`, the measured/estimated factor) still meets target_cost,
+    until none fits or none scores at least `score`. Returns (widths, the widenings kept)."""
+    widened = []
+    while True:
+        candidates = []
+        for g in groups:
+            wider = [w for w in range(widths[g.name] + 1, g.width + 1) if g.allowed(w) == w]
+            if wider and table.estimate({**widths, g.name: wider[0]}) * scale <= target_cost:
+                candidates.append({**widths, g.name: wider[0]})
+        if not candidates:
+            return widths, widened
+        scores = score_many(candidates)
+        best = max(range(len(candidates)), key=lambda i: scores[i])
+        if score is not None and scores[best] < score:
+            return widths, widened
+        name = next(n for n in widths if candidates[best][n] != widths[n])
+        widened.append({"group": name, "from": widths[name], "to": candidates[best][name], "score": scores[best],
+                        "estimated_cost": table.estimate(candidates[best]), "proposals": len(candidates)})
+        widths, score = candidates[best], scores[best]
+
+
+def _compare_uniform(result: Allocation, groups, table, score_many, target_cost, start) -> None:
+    found = uniform_widths(groups, table, target_cost, start)
+    if found is None:
+        return
+    fraction, widths = found
+    if widths == result.widths:
+        result.uniform = {"kept_fraction": fraction, "score": result.score, "chosen": True, "same": True}
+        return
+    score = score_many([widths])[0]
+    result.candidates_scored += 1
+    chosen = score > result.score
+    result.uniform = {"kept_fraction": fraction, "score": score, "greedy_score": result.score, "chosen": chosen,
+                      "estimated_cost": table.estimate(widths)}
+    if chosen:
+        result.widths, result.estimated_cost, result.score = widths, table.estimate(widths), score

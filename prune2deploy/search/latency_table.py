@@ -6,7 +6,9 @@ does). A group's saving is dense p50 x (1 - variant p50 / dense p50), so drift b
 grid widths the saving is interpolated linearly; noise that makes a narrower width look slower is evened out by
 a running maximum (a narrower width never saves less). A MACs table counts MACs of the same variants instead.
 The model's estimated cost is dense minus the sum of the groups' savings (NetAdapt's look-up table); the budget
-pass then measures the real model and corrects for what the sum misses.
+pass then measures the real model and corrects for what the sum misses. Like groups (the same layer configuration
+in the same block structure at the same input shapes, see like_groups.py) share one measured row, so a stack of
+identical blocks costs one measurement; the dense model is exported once per timer, not once per group.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch.nn as nn
 from ..measure import count_macs_params
 from ..outdir import write_atomic
 from .groups import Group
+from .like_groups import representatives
 from .prune_to import pruned_copy
 
 GRID = (0.75, 0.5, 0.25, 0.0)  # kept fractions measured per group (0.0: the group's smallest allowed width)
@@ -39,6 +42,7 @@ class CostTable:
     widths: dict[str, int] = field(default_factory=dict)  # group -> dense width
     measured_by: str = ""
     candidates_timed: int = 0
+    shared: dict[str, str] = field(default_factory=dict)  # group -> the like group whose measured row it uses
 
     def saved_at(self, group: str, width: int) -> float:
         """Cost saved by narrowing `group` to `width`: measured, or interpolated between measured widths."""
@@ -57,14 +61,14 @@ class CostTable:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "unit": self.unit, "dense": self.dense, "measured_by": self.measured_by,
-                "candidates_timed": self.candidates_timed, "widths": self.widths,
+                "candidates_timed": self.candidates_timed, "widths": self.widths, "shared": self.shared,
                 "saved": {g: {str(w): s for w, s in row.items()} for g, row in self.saved.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "CostTable":
         return cls(d["kind"], d["unit"], d["dense"], {g: {int(w): s for w, s in row.items()}
                                                      for g, row in d["saved"].items()},
-                   d["widths"], d["measured_by"], d.get("candidates_timed", 0))
+                   d["widths"], d["measured_by"], d.get("candidates_timed", 0), d.get("shared", {}))
 
 
 def _monotone(row: dict[int, float]) -> dict[int, float]:
@@ -89,9 +93,11 @@ def measure_table(model: nn.Module, inputs, groups: list[Group], options, timer:
                       measured_by=getattr(timer, "description", "count_ops_and_params") if timer else
                       "torch-pruning count_ops_and_params")
     dense_refs = []
-    for i, group in enumerate(groups):
+    same_as = representatives(model, inputs, groups)
+    measured = [g for g in groups if same_as[g.name] == g.name]
+    for i, group in enumerate(measured):
         if progress:
-            progress(i, len(groups), group.name)
+            progress(i, len(measured), group.name)
         variants = {str(w): pruned_copy(model, inputs, groups, {group.name: w}, options)
                     for w in grid_widths[group.name]}
         if timer:
@@ -106,21 +112,40 @@ def measure_table(model: nn.Module, inputs, groups: list[Group], options, timer:
         table.saved[group.name] = _monotone(row)
     table.dense = sorted(dense_refs)[len(dense_refs) // 2] if dense_refs else 0.0
     if timer:  # rows were measured against their own dense timing: express them against the median
-        for g, d in zip(groups, dense_refs):
+        for g, d in zip(measured, dense_refs):
             table.saved[g.name] = {w: s * table.dense / d for w, s in table.saved[g.name].items()}
+    for g in groups:  # like groups: the row measured on the first of their configuration
+        if same_as[g.name] != g.name:
+            table.saved[g.name] = dict(table.saved[same_as[g.name]])
+            table.shared[g.name] = same_as[g.name]
     return table
 
 
 class OrtTimer:
-    """Time models on ort-cpu: export each to ONNX (a private temporary folder), run them interleaved."""
+    """Time models on ort-cpu: export each to ONNX (a private temporary folder), run them interleaved.
+
+    The reference model (name `dense`) is exported once per timer and reused while it is the same object."""
 
     description = "onnxruntime (ort-cpu), interleaved p50"
 
     def __init__(self, inputs, options, seconds: float = TIMING_SECONDS):
         self.inputs, self.options, self.seconds = inputs, options, seconds
+        self._reference = None  # (model, TemporaryDirectory holding its export)
+
+    def _export(self, model, path: Path) -> Path:
+        from prune2deploy.backends.onnx_export import export_onnx
+
+        export_onnx(model, self.inputs, path, opset=self.options.opset, exporter=self.options.exporter,
+                    slim=self.options.slim)
+        return path
+
+    def _reference_path(self, model) -> Path:
+        if self._reference is None or self._reference[0] is not model:
+            folder = tempfile.TemporaryDirectory(prefix="p2d-latency-ref-")
+            self._reference = (model, folder, self._export(model, Path(folder.name) / "dense.onnx"))
+        return self._reference[2]
 
     def __call__(self, models: dict) -> dict:
-        from prune2deploy.backends.onnx_export import export_onnx
         from prune2deploy.backends.ort import OrtRunner
 
         from ..timing import time_interleaved
@@ -129,9 +154,8 @@ class OrtTimer:
         with tempfile.TemporaryDirectory(prefix="p2d-latency-") as tmp:
             calls = {}
             for name, model in models.items():
-                path = Path(tmp) / f"m{len(calls)}.onnx"
-                export_onnx(model, self.inputs, path, opset=self.options.opset, exporter=self.options.exporter,
-                            slim=self.options.slim)
+                path = self._reference_path(model) if name == "dense" else \
+                    self._export(model, Path(tmp) / f"m{len(calls)}.onnx")
                 calls[name] = OrtRunner(path, self.options.threads).timed_call(feed)
             samples = time_interleaved(calls, warmup=3, min_iters=10, budget_s=self.seconds)
         return paired_p50(samples)

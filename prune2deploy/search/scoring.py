@@ -1,5 +1,13 @@
-"""Score a candidate allocation: prune a copy of the dense model to its widths, re-estimate BatchNorm on a few
-training batches, measure --metric on a small validation subset (higher is better).
+"""Score a candidate allocation (higher is better): prune a copy of the dense model to its widths, re-estimate
+BatchNorm on a few training batches, then either measure --metric on a small validation subset, or (`kd_steps` > 0,
+with data) distil it from the dense model for that many steps (the recovery loop and loss of prune2deploy/recovery
+on the first training batches) and score minus the same distillation loss on the validation subset. The same
+batches for every candidate, so candidates are compared on equal terms.
+
+BN re-estimation alone ranks what a width costs before any training; a few dozen distillation steps rank what
+recovery can repair (a thin layer that BN statistics cannot fix but training can, and the reverse), which is
+what the final metric after recovery depends on. The loss, not top-1 on a few hundred samples, because top-1 there
+moves by sampling noise (±1 point) more than candidates differ.
 
 Without data the score is fidelity: mean cosine of the candidate's first output to the dense model's on seeded
 random inputs, labelled as such (`fidelity to dense, random inputs`): it ranks layers, it is not accuracy.
@@ -9,6 +17,8 @@ from __future__ import annotations
 from ..inputs import random_like
 from ..metrics import CosineToDense, Metric
 from ..recovery.bn_recalibration import recalibrate_bn
+from ..recovery.distill import DistillLoss
+from ..recovery.trainer import RecoveryConfig, recover, validation_loss
 from .groups import Group
 from .prune_to import pruned_copy
 
@@ -19,12 +29,16 @@ FIDELITY = "fidelity to dense, random inputs (cosine)"
 
 
 class Scorer:
-    """scorer(widths) -> metric of the model pruned to `widths`; picklable state only (for process pools)."""
+    """scorer(widths) -> metric of the model pruned to `widths`; picklable state only (for process pools).
+
+    `kd_steps` > 0 (and training data): that many distillation steps from the dense model before the metric."""
 
     def __init__(self, model, inputs, groups: list[Group], options, metric: Metric | None = None,
-                 train: list | None = None, val: list | None = None):
+                 train: list | None = None, val: list | None = None, kd_steps: int = 0):
         self.model, self.inputs, self.groups, self.options = model, inputs, groups, options
-        self.train = list(train or [])[:BN_BATCHES]
+        train = list(train or [])
+        self.train = train[:BN_BATCHES]
+        self.kd_batches = train[:kd_steps] if metric is not None and val else []
         if metric is not None and val:
             self.metric, self.val, self.label = metric, list(val)[:SCORE_VAL_BATCHES], metric.name
         else:
@@ -32,14 +46,32 @@ class Scorer:
             self.val = [(random_like(inputs, seed=options.seed + 500 + i), None) for i in range(RANDOM_SETS)]
             self.label = FIDELITY
         self.samples = sum(next(iter(b.tensors())).shape[0] for b, _ in self.val)
+        self.objective = DistillLoss("kd", options.kd_alpha, options.kd_temperature)
+        self.config = RecoveryConfig(method="kd", lr=options.lr, epochs=1, max_steps=len(self.kd_batches),
+                                     kd_alpha=options.kd_alpha, kd_temperature=options.kd_temperature,
+                                     features=["none"], warmup_fraction=0.1, patience=1, seed=options.seed)
 
     def dense(self) -> float:
         return self.metric(self.model, self.val)
 
-    def __call__(self, widths: dict[str, int]) -> float:
+    def metric_of(self, widths: dict[str, int]) -> float:
+        """--metric of the model pruned to `widths` after BN re-estimation only (the report's final_score)."""
         pruned = pruned_copy(self.model, self.inputs, self.groups, widths, self.options)
         recalibrate_bn(pruned, self.train)
         return self.metric(pruned, self.val)
 
+    def __call__(self, widths: dict[str, int]) -> float:
+        pruned = pruned_copy(self.model, self.inputs, self.groups, widths, self.options)
+        recalibrate_bn(pruned, self.train)
+        if not self.kd_batches:
+            return self.metric(pruned, self.val)
+        # one short recovery epoch over the first kd_steps batches (weights after it kept: baseline -inf), then
+        # minus the distillation loss on the validation batches: continuous, so a few hundred samples rank
+        # candidates whose top-1 differs by less than its sampling noise
+        recover(pruned, self.model, self.kd_batches, self.val, self.metric, self.config, float("-inf"))
+        return -validation_loss(pruned, self.model, self.val, self.objective)
+
     def describe(self) -> dict:
-        return {"metric": self.label, "validation_samples": self.samples, "bn_batches": len(self.train)}
+        score = f"minus the distillation loss after {len(self.kd_batches)} steps" if self.kd_batches else self.label
+        return {"metric": self.label, "score": score, "validation_samples": self.samples,
+                "bn_batches": len(self.train), "kd_steps": len(self.kd_batches)}

@@ -55,7 +55,7 @@ def budget_lines(report: dict) -> list[str]:
     s = b["search"]
     met = {True: "met", False: "NOT met", None: "not benchmarked"}[b["met"]]
     return [f"budget {b['kind']} {_fmt(b['kind'], b['requested'])}: achieved {_fmt(b['kind'], b['achieved'])} "
-            f"({met}); {len(b['steps'])} greedy steps, {s['candidates_scored']} candidates scored on {s['metric']}, "
+            f"({met}); {len(b['steps'])} greedy steps, {s['candidates_scored']} candidates scored on {s.get('score', s['metric'])}, "
             f"{s['candidates_timed']} timed, search {s['wall_s']:.0f} s"]
 
 
@@ -69,17 +69,30 @@ def budget_markdown(report: dict) -> list[str]:
              f"{'(MACs counted on the pruned model)' if b['kind'] == 'macs_fraction' else 'in the final benchmark'}"
              f"; the search measured "
              f"{b['search_measured']['fraction']:.3f} of the dense cost. {len(b['steps'])} greedy steps "
-             f"(slice {s['slice']:g} of dense), {s['candidates_scored']} candidates scored on {s['metric']} "
-             f"({s['validation_samples']} samples; dense {s['dense_score']:.4g}, searched widths "
-             f"{s['final_score']:.4g} before recovery), {s['candidates_timed']} timed"
+             f"(slice {s['slice']:g} of dense), {s['candidates_scored']} candidates scored on "
+             f"{s.get('score', s['metric'])} ({s['validation_samples']} validation samples, after BN re-estimation; "
+             f"{s['metric']}: dense {s['dense_score']:.4g}, searched widths {s['final_score']:.4g} before recovery), "
+             f"{s['candidates_timed']} timed"
              f"{' (cost table from the cache)' if s['table_cached'] else ''}, {s['wall_s']:.0f} s, "
              f"scored in {s['executor']}.", "",
+             *_uniform_line(s.get("uniform_compared")),
              "| group | kind | dense | kept | kept fraction |", "|---|---|---|---|---|"]
     lines += [f"| {g['name']} | {g['kind']} | {g['dense']} | {g['kept']} | {g['kept_fraction']:.2f} |"
               for g in b["per_group"]]
     if b.get("plot"):
         lines += ["", b["plot"] if b["plot"] != ALLOCATION_PLOT else f"![kept fraction per group]({ALLOCATION_PLOT})"]
     return lines
+
+
+def _uniform_line(u: dict | None) -> list[str]:
+    """What the search's own scorer said about uniform pruning at the same estimated cost."""
+    if not u or u.get("same"):
+        return []
+    if u["chosen"]:
+        return [f"The greedy steps scored {u['greedy_score']:.4g}; uniform widths at the same estimated cost (kept "
+                f"fraction {u['kept_fraction']:.3f}) scored {u['score']:.4g} and were kept instead.", ""]
+    return [f"Uniform widths at the same estimated cost (kept fraction {u['kept_fraction']:.3f}) scored "
+            f"{u['score']:.4g}, below the searched {u['greedy_score']:.4g}.", ""]
 
 
 def plot_allocation(budget: dict, path: Path) -> str:
