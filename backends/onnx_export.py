@@ -30,6 +30,13 @@ EXPORTERS = ("auto", "torchscript", "dynamo")
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters and buffers (what ONNX stores as initializers)."""
     return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def takes_large_model_path(model: torch.nn.Module) -> bool:
+    """Whether `exporter="auto"` streams this model's weights to external data with dynamo."""
+    return weight_bytes(model) >= LARGE_MODEL_BYTES
+
+
 SLIM_MAX_WEIGHT_BYTES = 256 * 1024**2  # larger models are not slimmed (VGG-11's dense export: 3.4 GB with it)
 
 
@@ -45,7 +52,7 @@ def export_onnx(model: torch.nn.Module, inputs, path: Path, opset: int = DEFAULT
     """
     path = Path(path)
     size = weight_bytes(model)
-    large = size >= LARGE_MODEL_BYTES if large is None else large
+    large = takes_large_model_path(model) if large is None else large
     with torch.no_grad():
         output_names = [n for n, _ in flatten_outputs(inputs.call(model))]
     chosen = exporter if exporter != "auto" else ("dynamo" if large else "torchscript")

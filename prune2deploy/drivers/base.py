@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prune2deploy.backends.onnx_export import LARGE_MODEL_BYTES, export_onnx, onnx_bytes, weight_bytes
+from prune2deploy.backends.onnx_export import export_onnx, onnx_bytes, takes_large_model_path
 from prune2deploy.backends.ort import OrtRunner
 
 from ..onnx_sparsity import assert_onnx_nm
@@ -27,7 +27,7 @@ class ExportingDriver:
         opts, artifacts, exports = ctx.options, {}, {}
         # One export path per compile, chosen by the dense model's size: a 480 MB CNN pruned to 120 MB would
         # otherwise export its pruned model through TorchScript + onnxslim (~10x those weights, the peak).
-        large = weight_bytes(models["dense"]) >= LARGE_MODEL_BYTES if "dense" in models else None
+        large = takes_large_model_path(models["dense"]) if "dense" in models else None
         for name, model in models.items():
             path = work / f"{name}.onnx"
             with progress.stage(f"export_{name}", f"exporting {name} ONNX"):
