@@ -84,13 +84,29 @@ def test_bad_recovery_flags_are_one_line_user_errors(p2d, tmp_path, flags, fragm
     assert not (tmp_path / "out").exists()
 
 
+def _private_tmp_env(tmp_path) -> dict:
+    """The environment of a compile whose temporary files (recovery checkpoints) go to tmp_path/tmp."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "CI": "1"}
+
+
+def _start_compile(tmp_path, args: list):
+    """`p2d compile ARGS` started in tmp_path, output discarded; (process, its temporary directory)."""
+    proc = subprocess.Popen([sys.executable, "-m", "prune2deploy", *map(str, args)], cwd=tmp_path,
+                            env=_private_tmp_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, tmp_path / "tmp"
+
+
+def _resume(tmp_path, args: list) -> None:
+    """The same compile again with --resume, to completion."""
+    resumed = subprocess.run([sys.executable, "-m", "prune2deploy", *map(str, args), "--resume"], cwd=tmp_path,
+                             env=_private_tmp_env(tmp_path), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def test_resume_after_kill_9_continues_from_the_last_checkpoint(digits_files, tmp_path):
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmpdir), "CI": "1"}
     args = [*digits_files, "--ratio", "0.5", "--epochs", "4", "--batch-size", "16", "--out", "out"]
-    proc = subprocess.Popen([sys.executable, "-m", "prune2deploy", *map(str, args)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, tmpdir = _start_compile(tmp_path, args)
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmpdir.glob("p2d-resume/*/recovery.pt")) and proc.poll() is None:
         time.sleep(0.05)
@@ -98,9 +114,7 @@ def test_resume_after_kill_9_continues_from_the_last_checkpoint(digits_files, tm
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out").exists()
-    resumed = subprocess.run([sys.executable, "-m", "prune2deploy", *map(str, args), "--resume"], cwd=tmp_path,
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    _resume(tmp_path, args)
     rec = json.loads((tmp_path / "out" / "report.json").read_text())["recovery"]
     assert rec["resumed_from"]["stage"] == 0 and rec["resumed_from"]["epoch"] >= 1
     assert rec["curve"][0]["epoch"] == 1 and len(rec["curve"]) == rec["epochs"]  # the epochs before the kill too
@@ -149,12 +163,8 @@ def test_progress_bar_on_a_terminal_and_quiet_when_piped(digits_files, tmp_path)
 def test_resume_in_iterative_mode_reports_what_was_measured_before_the_kill(digits_files, tmp_path):
     """Killed while recovering step 1 of 2: the resumed report carries step 0's record and step 1's after-prune
     metric as measured before the kill (this process never re-creates those models), not blanks or new numbers."""
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmpdir), "CI": "1"}
     args = [*digits_files, "--ratio", "0.5", "--iterative-steps", "2", "--epochs", "2", "--out", "out"]
-    proc = subprocess.Popen([sys.executable, "-m", "prune2deploy", *map(str, args)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, tmpdir = _start_compile(tmp_path, args)
     saved, deadline = None, time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         files = list(tmpdir.glob("p2d-resume/*/recovery.pt"))
@@ -167,9 +177,7 @@ def test_resume_in_iterative_mode_reports_what_was_measured_before_the_kill(digi
     proc.wait()
     assert saved is not None, "the compile never reached a checkpoint of the second step"
     assert not (tmp_path / "out").exists()
-    resumed = subprocess.run([sys.executable, "-m", "prune2deploy", *map(str, args), "--resume"], cwd=tmp_path,
-                             env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    _resume(tmp_path, args)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     rec, acc = report["recovery"], report["accuracy"]
     first = saved["stages"][0]
