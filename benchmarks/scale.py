@@ -45,20 +45,22 @@ MODELS = {  # name -> (p2d MODEL spec, input flags)
     "vit_b_16": (f"{HERE}:vit_b_16", IMAGE),
     "vit_l_16": (f"{HERE}:vit_l_16", IMAGE),
     "vit_h_14": (f"{HERE}:vit_h_14", IMAGE),
+    "vit_h_14_196": (f"{HERE}:vit_h_14_196", ["--input-shape", "1,3,196,196"]),
     "bert_base": (f"{HERE}:bert_base", TOKENS),
     "bert_large": (f"{HERE}:bert_large", TOKENS),
 }
-VIT_SERIES = ("vit_b_16", "vit_l_16", "vit_h_14")
+VIT_TOKENS = {"vit_b_16": 197, "vit_l_16": 197, "vit_h_14": 257, "vit_h_14_196": 197}  # patches + class token
+VIT_SERIES = ("vit_b_16", "vit_l_16", "vit_h_14", "vit_h_14_196")
 
 
-def _vit(name: str):
+def _vit(name: str, **kwargs):
     """torchvision's ViT with random weights. torchvision zero-initialises the classifier, so every output
     would be 0 and verification could see no error: the head gets ViT's own init (normal, std 0.02)."""
     import torch
 
     from prune2deploy.compat import import_optional
 
-    model = getattr(import_optional("torchvision").models, name)()
+    model = getattr(import_optional("torchvision").models, name)(**kwargs)
     torch.manual_seed(0)
     torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     return model.eval()
@@ -77,6 +79,12 @@ def vit_l_16():
 def vit_h_14():
     """torchvision ViT-H/14 (632M parameters, 2.5 GB: past protobuf's 2 GB)."""
     return _vit("vit_h_14")
+
+
+def vit_h_14_196():
+    """ViT-H/14 on 196x196 images: 14x14 patches + the class token = 197 tokens, as ViT-B/16 and ViT-L/16 see at
+    224. At 224 ViT-H/14 sees 257, so its compute per parameter is 1.3x theirs; at 196 size is the only change."""
+    return _vit("vit_h_14", image_size=196)
 
 
 def _bert(hidden: int, layers: int, heads: int):
@@ -157,7 +165,8 @@ def run_compile(name: str, bench_seconds: float, graph_budget_s: float) -> dict:
     dense = report["models"]["dense"]
     weight_bytes = report["export"]["dense"]["weight_bytes"]
     row.update({
-        "params": dense["params"], "weight_bytes": weight_bytes, "peak_rss_mb": report["peak_rss_mb"],
+        "params": dense["params"], "macs": dense.get("macs"), "tokens": VIT_TOKENS.get(name),
+        "weight_bytes": weight_bytes, "peak_rss_mb": report["peak_rss_mb"],
         "peak_over_weights": round(report["peak_rss_mb"] * 1024**2 / weight_bytes, 2),
         "stages_peak_rss_mb": report["stages_peak_rss_mb"], "stages_s": report["stages_s"],
         "stages_cpu_s": report["stages_cpu_s"],
@@ -268,15 +277,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
     series = [r for r in ok if r["model"] in VIT_SERIES]
     if len(series) >= 2:
         out += ["", "Growth of CPU time per stage along the ViT series, relative to " + series[0]["model"] +
-                " (a stage grows at most linearly when its ratio is not above the parameter ratio)", "",
-                "| model | params ratio | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
+                " (a stage grows at most linearly when its ratio is not above the parameter ratio; a stage that runs "
+                "the model grows with its MACs, which grow faster than parameters when the token count grows)", "",
+                "| model | tokens | params ratio | MACs ratio | " + " | ".join(STAGES) + " |",
+                "|---|---|---|---|" + "---|" * len(STAGES)]
         base = series[0]
         for r in series[1:]:
             cells = []
             for s in STAGES:
                 a, b = base["stages_cpu_s"].get(s), r["stages_cpu_s"].get(s)
                 cells.append(_fmt(b / a, "{:.2f}") if a and b else "-")
-            out.append(f"| {r['model']} | {r['params'] / base['params']:.2f} | " + " | ".join(cells) + " |")
+            macs = _fmt(r["macs"] / base["macs"], "{:.2f}") if r.get("macs") and base.get("macs") else "-"
+            out.append(f"| {r['model']} | {r.get('tokens', '-')} | {r['params'] / base['params']:.2f} | {macs} | "
+                       + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

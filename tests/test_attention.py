@@ -289,6 +289,17 @@ def test_mha_on_raw_model_input_is_user_error():
         plan_attention(model).prune_heads(model, torch.randn(1, 4, 64), 0.5)
 
 
+def test_mha_on_raw_model_input_is_user_error_in_the_pruning_pass():
+    """The pass leaves the still-runs check to torch-pruning's trace; a broken head removal keeps its own error."""
+    from prune2deploy.context import CompileContext, ExampleInputs
+    from prune2deploy.passes.prune_channels import PruneChannels
+
+    layer = nn.TransformerEncoderLayer(64, 8, 128, dropout=0.0, batch_first=True)
+    model = nn.Sequential(nn.TransformerEncoder(layer, 1, enable_nested_tensor=False), nn.Linear(64, 5)).eval()
+    with pytest.raises(UserError, match="after removing MultiheadAttention heads"):
+        PruneChannels(0.5, mode="global").run(model, CompileContext(ExampleInputs((torch.randn(1, 4, 64),), {})))
+
+
 def test_torchvision_vit_heads(torchvision, tmp_path):
     torch.manual_seed(0)
     model = torchvision.models.VisionTransformer(

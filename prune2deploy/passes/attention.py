@@ -94,12 +94,15 @@ class AttentionPlan:
         )
         return kwargs
 
-    def prune_heads(self, model: nn.Module, example_inputs, head_ratio: float) -> None:
-        """Remove whole heads of nn.MultiheadAttention blocks (torch-pruning 1.6 cannot); no-op for others."""
+    def prune_heads(self, model: nn.Module, example_inputs, head_ratio: float, check_runs: bool = True) -> bool:
+        """Remove whole heads of nn.MultiheadAttention blocks (torch-pruning 1.6 cannot); no-op for others.
+
+        True when heads were removed. `check_runs=False` leaves the check that the model still runs to the
+        caller (`check_still_runs`), who runs the model next anyway: one forward fewer on a large model."""
         _check_ratio(head_ratio)
         mha_blocks = [b for b in self.blocks if b.kind == "torch-mha"]
         if not mha_blocks or _heads_to_remove(head_ratio, mha_blocks[0].heads) == 0:
-            return
+            return False
         import torch_pruning as tp
 
         graph = tp.DependencyGraph().build_dependency(
@@ -128,7 +131,9 @@ class AttentionPlan:
         self.fix_up(model)
         # pruning replaced the class token / pos embedding Parameters: point the plan at the new ones
         self.unwrapped_parameters = _loose_residual_parameters(model, _residual_widths(self.blocks))
-        _check_still_runs(model, example_inputs)
+        if check_runs:
+            check_still_runs(model, example_inputs)
+        return True
 
     def fix_up(self, model: nn.Module) -> list[dict]:
         """Set head counts and derived sizes from the pruned weights; one record per block."""
@@ -267,7 +272,7 @@ def _mha_head_importance(mha: nn.MultiheadAttention, heads: int) -> torch.Tensor
     return w + o + b
 
 
-def _check_still_runs(model: nn.Module, example_inputs) -> None:
+def check_still_runs(model: nn.Module, example_inputs) -> None:
     """Fail early, with a hint, when head removal reached a fixed-width tensor such as a model input."""
     try:
         with torch.no_grad():

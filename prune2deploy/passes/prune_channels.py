@@ -144,16 +144,21 @@ class PruneChannels:
 
     def _graph(self, module: nn.Module, example, ignored: list, importance=None):
         """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width."""
-        from .attention import plan_attention
+        from .attention import check_still_runs, plan_attention
 
         attention = plan_attention(module)
-        attention.prune_heads(module, example, self.head_ratio)  # MHA: torch-pruning can't
-        pruner = tp.pruner.BasePruner(
-            module, example_inputs=example, importance=importance or make_importance(self.criterion),
-            pruning_ratio=self.ratio, global_pruning=self.global_pruning,
-            iterative_steps=self.iterative_steps, round_to=self.round_to,
-            ignored_layers=ignored + list(attention.ignored_layers),
-            **self.pruner_kwargs(attention))
+        heads_removed = attention.prune_heads(module, example, self.head_ratio, check_runs=False)  # MHA: tp can't
+        try:  # the trace runs the model: it is the check that head removal left it runnable
+            pruner = tp.pruner.BasePruner(
+                module, example_inputs=example, importance=importance or make_importance(self.criterion),
+                pruning_ratio=self.ratio, global_pruning=self.global_pruning,
+                iterative_steps=self.iterative_steps, round_to=self.round_to,
+                ignored_layers=ignored + list(attention.ignored_layers),
+                **self.pruner_kwargs(attention))
+        except Exception:
+            if heads_removed:
+                check_still_runs(module, example)  # the head removal's own error and hint, if it broke the model
+            raise
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
         return attention, pruner, kept
@@ -198,7 +203,7 @@ class PruneChannels:
                 raise
             snapshot.restore()
             return {"fallback": whole_graph_failure(exc, self.mode)}
-        check = self._checker(model, inputs, attention)
+        check = self._checker(model, inputs, attention, self._shapes_before)
         try:
             pruned = self._steps(model, pruner, ctx, None, attention)[0]
             broken = check()
@@ -210,7 +215,8 @@ class PruneChannels:
         if broken:  # find the groups responsible: prune again one group at a time, keeping those that work
             snapshot.restore()
             attention, pruner, kept = self._graph(model, example, ignored)
-            pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention), attention)
+            pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention, self._shapes_before),
+                                          attention)
             if not pruned and skipped and self.mode == "auto":
                 snapshot.restore()
                 first = skipped[0]
@@ -250,10 +256,14 @@ class PruneChannels:
                 "blocks": record["blocks"], "split_blocks": record["split"], "kept": sorted(kept), "attention_kind": ",".join(kinds) or "none",
                 "heads": heads}
 
-    def _checker(self, module, inputs, attention):
+    def _checker(self, module, inputs, attention, shapes_before=None):
         """check() -> why `module` is broken now (fails to run, output shapes changed, a pruned width off
-        --round-to: torch-pruning lost track of a slice, as in GhostNet's concat-then-slice), or None."""
-        shapes_before = output_shapes(_forward(module, inputs))
+        --round-to: torch-pruning lost track of a slice, as in GhostNet's concat-then-slice), or None.
+
+        `shapes_before`: the unpruned output shapes when already known (the whole model's, taken by `run`);
+        else `module` runs once to take them."""
+        if shapes_before is None:
+            shapes_before = output_shapes(_forward(module, inputs))
         widths_before = layer_widths(module)
 
         def check() -> str | None:
