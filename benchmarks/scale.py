@@ -49,8 +49,10 @@ MODELS = {  # name -> (p2d MODEL spec, input flags)
     "bert_base": (f"{HERE}:bert_base", TOKENS),
     "bert_large": (f"{HERE}:bert_large", TOKENS),
 }
-VIT_TOKENS = {"vit_b_16": 197, "vit_l_16": 197, "vit_h_14": 257, "vit_h_14_196": 197}  # patches + class token
+TOKENS_SEEN = {"vit_b_16": 197, "vit_l_16": 197, "vit_h_14": 257, "vit_h_14_196": 197,  # ViT: patches + class token
+               "bert_base": 128, "bert_large": 128}
 VIT_SERIES = ("vit_b_16", "vit_l_16", "vit_h_14", "vit_h_14_196")
+BERT_SERIES = ("bert_base", "bert_large")
 
 
 def _vit(name: str, **kwargs):
@@ -165,7 +167,7 @@ def run_compile(name: str, bench_seconds: float, graph_budget_s: float) -> dict:
     dense = report["models"]["dense"]
     weight_bytes = report["export"]["dense"]["weight_bytes"]
     row.update({
-        "params": dense["params"], "macs": dense.get("macs"), "tokens": VIT_TOKENS.get(name),
+        "params": dense["params"], "macs": dense.get("macs"), "tokens": TOKENS_SEEN.get(name),
         "weight_bytes": weight_bytes, "peak_rss_mb": report["peak_rss_mb"],
         "peak_over_weights": round(report["peak_rss_mb"] * 1024**2 / weight_bytes, 2),
         "stages_peak_rss_mb": report["stages_peak_rss_mb"], "stages_s": report["stages_s"],
@@ -274,23 +276,30 @@ def markdown(rows: list[dict], meta: dict) -> str:
         for r in ok:
             out.append(f"| {r['model']} | " + " | ".join(_fmt(r[key].get(s), "{:.0f}" if key == "stages_peak_rss_mb" else "{:.1f}")
                                                          for s in STAGES) + " |")
-    series = [r for r in ok if r["model"] in VIT_SERIES]
-    if len(series) >= 2:
-        out += ["", "Growth of CPU time per stage along the ViT series, relative to " + series[0]["model"] +
-                " (a stage grows at most linearly when its ratio is not above the parameter ratio; a stage that runs "
-                "the model grows with its MACs, which grow faster than parameters when the token count grows)", "",
-                "| model | tokens | params ratio | MACs ratio | " + " | ".join(STAGES) + " |",
-                "|---|---|---|---|" + "---|" * len(STAGES)]
-        base = series[0]
-        for r in series[1:]:
-            cells = []
-            for s in STAGES:
-                a, b = base["stages_cpu_s"].get(s), r["stages_cpu_s"].get(s)
-                cells.append(_fmt(b / a, "{:.2f}") if a and b else "-")
-            macs = _fmt(r["macs"] / base["macs"], "{:.2f}") if r.get("macs") and base.get("macs") else "-"
-            out.append(f"| {r['model']} | {r.get('tokens', '-')} | {r['params'] / base['params']:.2f} | {macs} | "
-                       + " | ".join(cells) + " |")
+    for label, names in (("ViT", VIT_SERIES), ("BERT", BERT_SERIES)):
+        out += _growth(label, [r for r in ok if r["model"] in names])
     return "\n".join(out) + "\n"
+
+
+def _growth(label: str, series: list[dict]) -> list[str]:
+    """CPU time per stage relative to the series' first model, beside its parameter and MACs ratios."""
+    if len(series) < 2:
+        return []
+    out = ["", f"Growth of CPU time per stage along the {label} series, relative to {series[0]['model']} (a stage "
+           "grows at most linearly when its ratio is not above the parameter ratio; a stage that runs the model grows "
+           "with its MACs, which grow faster than parameters when the token count grows)", "",
+           "| model | tokens | params ratio | MACs ratio | " + " | ".join(STAGES) + " |",
+           "|---|---|---|---|" + "---|" * len(STAGES)]
+    base = series[0]
+    for r in series[1:]:
+        cells = []
+        for s in STAGES:
+            a, b = base["stages_cpu_s"].get(s), r["stages_cpu_s"].get(s)
+            cells.append(_fmt(b / a, "{:.2f}") if a and b else "-")
+        macs = _fmt(r["macs"] / base["macs"], "{:.2f}") if r.get("macs") and base.get("macs") else "-"
+        out.append(f"| {r['model']} | {r.get('tokens', '-')} | {r['params'] / base['params']:.2f} | {macs} | "
+                   + " | ".join(cells) + " |")
+    return out
 
 
 def exporters_markdown(rows: list[dict], meta: dict) -> str:
