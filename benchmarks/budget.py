@@ -139,7 +139,9 @@ def _compare(name, dense, example, options: dict, budget: float, work: Path, arg
            "met": b["met"], "steps": len(b["steps"]), "candidates_scored": b["search"]["candidates_scored"],
            "candidates_timed": b["search"]["candidates_timed"], "search_s": b["search"]["wall_s"],
            "score_steps": b["search"].get("kd_steps"), "uniform_compared": b["search"].get("uniform_compared"),
-           "refill": b["search"].get("refill"), "table_s": b["search"].get("table_s"),
+           "measured_allocations": len(b["search"]["rounds"]), "landed_in_band": b["search"].get("landed_in_band"),
+           "families_measured": sorted({r.get("family", "greedy") for r in b["search"]["rounds"]}),
+           "score_steps_auto": b["search"].get("score_steps_auto"), "table_s": b["search"].get("table_s"),
            "table_shared": len(b["table"].get("shared", {})), "groups": len(b["per_group"]),
            "compile_s": round(search_wall, 1), "search_metric": b["search"]["metric"],
            "per_group": {g["name"]: g["kept"] for g in b["per_group"]}, "match": match,
@@ -230,7 +232,7 @@ def _triple(values: dict, fmt) -> str:
 
 def _row(r: dict, metric: str, fmt) -> str:
     if "error" in r:
-        return f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 12
+        return f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 13
     speed = {k.removeprefix("uniform_"): v for k, v in r["side_by_side"]["speedup"].items()}
     ratios = " / ".join(f"{r['uniform_ratio'][k]:.3f}" if k in r["uniform_ratio"] else "-"
                         for k in ("costlier", "cheaper"))
@@ -243,7 +245,7 @@ def _row(r: dict, metric: str, fmt) -> str:
             f"{_triple(speed, lambda v: f'{v:.2f}x')} | {_triple(r['mac_reduction'], lambda v: f'{v:.2f}x')} | "
             f"{ratios} | {metric} | {_triple(score, fmt)} | {interpolated} | {r['search_s']:.0f} | {table} | "
             f"{r['steps']} | "
-            f"{r['candidates_scored']} | {r['candidates_timed']} |")
+            f"{r['candidates_scored']} | {r['candidates_timed']} | {r.get('measured_allocations', '-')} |")
 
 
 def markdown(result: dict) -> str:
@@ -258,8 +260,8 @@ def markdown(result: dict) -> str:
              "| model | budget | achieved | achieved / requested | speedup side by side: searched / uniform costlier "
              "/ cheaper | MAC reduction searched / costlier / cheaper | uniform ratio costlier / cheaper | metric | "
              "searched / uniform costlier / cheaper | uniform at the searched cost (interpolated) | search s | "
-             "table s | steps | scored | timed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "table s | steps | scored | timed | models measured while landing |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, metric, fmt in (("mnist", "test_top1", lambda v: f"{v:.2f}%"), ("minilm", "cosine", lambda v: f"{v:.4f}")):
         lines += [_row(r, metric, fmt) for r in (result.get(key) or {}).get("rows", [])]
     for rows in (result.get("cnn") or {}).values():
@@ -282,7 +284,8 @@ def main() -> None:
                    help="MNIST recovery steps, the same for the searched and the uniform model (not wall-clock)")
     p.add_argument("--minilm-steps", type=int, default=60, help="MiniLM recovery steps, the same for both")
     p.add_argument("--score-steps", type=int, default=20, help="MNIST: distillation steps per scored candidate")
-    p.add_argument("--minilm-score-steps", type=int, default=4, help="MiniLM: distillation steps per candidate")
+    p.add_argument("--minilm-score-steps", type=int, default=None,
+                   help="MiniLM: distillation steps per candidate (default: p2d's auto)")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=6.0)
     p.add_argument("--match-seconds", type=float, default=8.0, help="timing of each bisection probe")

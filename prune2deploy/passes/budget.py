@@ -22,7 +22,8 @@ from ..measure import count_macs_params
 from ..search.allocator import uniform_widths
 from ..search.executor import make_executor
 from ..search.groups import prunable_groups
-from ..search.landing import EXACT_BAND, TIMED_BAND, Band, GreedyPath, land, uniform_family, widths_key
+from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest, land, uniform_family,
+                               widen, widths_key)
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
@@ -78,8 +79,9 @@ class BudgetPrune:
         table, hit = cached_table(self.cache_dir if timer else None, key,
                                   lambda: measure_table(model, inputs, groups, opts, timer))
         table_s = round(time.perf_counter() - table_started, 3)
-        scorer = Scorer(model, inputs, groups, opts, self.data.metric, self.data.train, self.data.val,
-                        kd_steps=opts.score_steps)
+        scorer_args = (model, inputs, groups, opts, self.data.metric, self.data.train, self.data.val)
+        scorer = Scorer.auto(*scorer_args) if opts.score_steps is None else \
+            Scorer(*scorer_args, kd_steps=opts.score_steps)
         executor = make_executor(opts.workers, opts.ray_address)
         score_many = _memoised(lambda candidates: executor.map(scorer, candidates))
         band = Band(*(TIMED_BAND if timer else EXACT_BAND))
@@ -95,17 +97,21 @@ class BudgetPrune:
         family, path = "greedy", GreedyPath(groups, table, score_many, opts.budget_step, self._on_step)
         requested = self.budget.fraction(table.dense)
         landing = land(path.to, measure, band, requested / band.aim, requested)
+        if not landing.in_band:
+            widen(landing, groups, score_many, measure, band)
         uniform = self._compare_uniform(groups, table, score_many, landing.chosen.widths)
         if not landing.in_band or uniform["score"] > score_many([landing.chosen.widths])[0]:
             # the greedy steps did not land (or uniform widths score higher): land uniform widths by measurement too
             family, greedy = "uniform", landing
             landing = land(uniform_family(groups), measure, band, (requested / band.aim) ** 0.5, requested)
+            if not landing.in_band:
+                widen(landing, groups, score_many, measure, band)
             uniform["landed"] = {"in_band": landing.in_band, "achieved_over_requested": landing.chosen.q}
             landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
-        if landing.chosen.q < band.low:  # both families measured their narrowest allocation: none meets it
+        if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
-        steps = path.steps_to(widths)
+        steps = path.steps_to(widths) or path.steps_to(landing.widen_start)
         scores = {"dense_score": scorer.dense(), "final_score": scorer.metric_of(widths),  # before `model` is pruned
                   "final_search_score": score_many([widths])[0]}
         self._final = pass_for(groups, widths, opts)
@@ -119,6 +125,7 @@ class BudgetPrune:
                        "candidates_timed": (0 if hit else table.candidates_timed) + len(rounds) * bool(timer),
                        "table_cached": hit, "table_s": table_s, "table_key": key, "rounds": rounds,
                        "landed_in_band": landing.in_band, "band": [band.low, band.high],
+                       "widened": landing.widened,
                        "executor": executor.description, "slice": opts.budget_step, "uniform_compared": uniform,
                        **scorer.describe(), **scores},
             "table": table.to_dict(),
@@ -178,13 +185,12 @@ def _memoised(score_many):
 
 def _better(greedy, uniform, score_many, band):
     """(the landing kept, whether it is the uniform one): one in the band before one outside it, then the higher
-    score; outside the band, the one that meets the budget closest to it."""
+    score; neither in the band: the measurement closer to the request."""
     if greedy.in_band != uniform.in_band:
         return (uniform, True) if uniform.in_band else (greedy, False)
     if not greedy.in_band:
-        meets = [lg for lg in (greedy, uniform) if lg.chosen.q >= band.low]
-        best = min(meets, key=lambda lg: lg.chosen.q) if meets else max((greedy, uniform), key=lambda lg: lg.chosen.q)
-        return best, best is uniform
+        best = closest([greedy.chosen, uniform.chosen], band)
+        return (uniform, True) if best is uniform.chosen else (greedy, False)
     g, u = score_many([greedy.chosen.widths, uniform.chosen.widths])
     return (uniform, True) if u > g else (greedy, False)
 

@@ -18,6 +18,7 @@ measurement lands in the band or MAX_MEASUREMENTS are spent. Measurements are `a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,8 +27,15 @@ from .groups import Group
 from .latency_table import CostTable
 
 MAX_MEASUREMENTS = 8  # per family
-TIMED_BAND = (0.98, 1.07, 1.03)  # accepted q for timed budgets (low, high, aim): timing noise kept off the issue's
-EXACT_BAND = (1.0, 1.08, 1.03)  # [0.95, 1.10] bar for the final benchmark; counted MACs are exact
+# q accepted at once (low, high), aimed at, and the floor: with no allocation in the band, the closest at or above
+# the floor is kept (timed: the issue's 0.95; the report says met: false when the final benchmark is short); with
+# every allocation below it, refused. Timed: timing noise kept off the issue's [0.95, 1.10] for the final
+# benchmark; counted MACs are exact.
+TIMED_BAND = (0.98, 1.07, 1.03, 0.95)
+EXACT_BAND = (1.0, 1.08, 1.03, 1.0)
+WIDEN_TRIES = 3  # widen(): widenings measured per round, best-scored first
+WIDEN_STEPS = 2  # widen(): a group widened by one or two allowed widths
+NUDGES = 6  # halvings towards the other end when x maps onto an allocation measured already
 SECANT_MARGIN = 0.05  # a secant step stays this fraction of the bracket away from its ends
 
 
@@ -36,6 +44,7 @@ class Band:
     low: float
     high: float
     aim: float
+    floor: float
 
     def holds(self, q: float) -> bool:
         return self.low <= q <= self.high
@@ -54,6 +63,8 @@ class Landing:
     points: list[Point] = field(default_factory=list)  # every measurement, in order
     chosen: Point | None = None
     in_band: bool = False
+    widened: list[dict] = field(default_factory=list)  # widen(): the one-group widenings measured
+    widen_start: dict | None = None  # widen(): the allocation it started from
 
 
 def widths_key(widths: dict[str, int]) -> tuple:
@@ -65,20 +76,18 @@ def land(to: Callable[[float], tuple[dict[str, int], float, bool]], measure: Cal
     """to(x) -> (widths, x reached, floor: nothing narrower exists); measure(widths) -> (q, record).
 
     q_dense: the dense model's q (1 / the requested speedup). Returns every measurement and the chosen one: the
-    first in the band, else the slowest that meets the budget (q >= band.low), else the fastest measured."""
+    first in the band, else `closest`."""
     landing, seen = Landing(), {}
     x, floor_measured = x0, False
     for _ in range(max_measurements):
         widths, reached, floor = to(x)
-        if widths_key(widths) in seen:  # the family has nothing between the bracket's fast end and x: go halfway up
-            slow = _slow_end(landing.points, band)
-            nudged = (x + (slow.x if slow else 1.0)) / 2
-            if abs(nudged - x) < 1e-6:
+        for _ in range(NUDGES):  # measured already: move x towards the other end of the bracket
+            if widths_key(widths) not in seen:
                 break
-            x = nudged
+            x = _nudge(x, seen[widths_key(widths)], landing.points, band)
             widths, reached, floor = to(x)
-            if widths_key(widths) in seen:
-                break
+        if widths_key(widths) in seen:
+            break  # the family has nothing between the bracket's ends
         q, record = measure(widths)
         point = Point(reached, q, widths, record)
         landing.points.append(point)
@@ -91,13 +100,73 @@ def land(to: Callable[[float], tuple[dict[str, int], float, bool]], measure: Cal
             break  # the narrowest allocation is still too slow: nothing in this family meets the budget
         x = _next_x(landing.points, band, q_dense)
     if not floor_measured and not any(p.q >= band.low for p in landing.points):
-        widths, reached, _ = to(0.0 if x > 0 else x - 1.0)  # before giving up: the family's narrowest
+        widths, reached, _ = to(float("-inf"))  # before giving up: the family's narrowest
         if widths_key(widths) not in seen:
             q, record = measure(widths)
             landing.points.append(Point(reached, q, widths, record))
-    meeting = [p for p in landing.points if p.q >= band.low]
-    landing.chosen = min(meeting, key=lambda p: p.q) if meeting else max(landing.points, key=lambda p: p.q)
+    landing.chosen = closest(landing.points, band)
     return landing
+
+
+def widen(landing: Landing, groups: list[Group], score_many, measure, band: Band,
+          max_measurements: int = MAX_MEASUREMENTS, tries: int = WIDEN_TRIES) -> None:
+    """When no measurement landed in the band: from the slowest allocation measured too fast, widen one group by
+    one or two allowed widths, the best-scored widenings first (`tries` of them measured per round); the first in the band
+    is kept, else the round goes on from the best-scored one still too fast. For latency cliffs the table cannot
+    see (onnxruntime's kernels: on the MNIST CNN, 40 -> 32 channels of one layer cut the model's time by a third,
+    24 -> 16 of another by 40%: widths that are multiples of 16 run much faster on this CPU)."""
+    seen = {widths_key(p.widths) for p in landing.points}
+    fast = [p for p in landing.points if p.q > band.high]
+    current, spent = (min(fast, key=lambda p: p.q) if fast else None), 0
+    landing.widen_start = current.widths if current else None
+    while current is not None and spent < max_measurements:
+        candidates = [{**current.widths, g.name: w} for g in groups for w in _wider(g, current.widths[g.name])]
+        candidates = [c for c in candidates if widths_key(c) not in seen]
+        if not candidates:
+            return
+        scores = score_many(candidates)
+        order = sorted(range(len(candidates)), key=lambda i: -scores[i])[:min(tries, max_measurements - spent)]
+        still_fast = []
+        for i in order:
+            q, record = measure(candidates[i])
+            spent += 1
+            seen.add(widths_key(candidates[i]))
+            point = Point(current.x, q, candidates[i], record)
+            landing.points.append(point)
+            landing.widened.append({"group": next(n for n in candidates[i] if candidates[i][n] != current.widths[n]),
+                                    "widths": candidates[i], "achieved_over_requested": q, "score": scores[i]})
+            if band.holds(q):
+                landing.chosen, landing.in_band = point, True
+                return
+            if q > band.high:
+                still_fast.append(point)
+        current = still_fast[0] if still_fast else None  # the best-scored one still too fast
+    landing.chosen = closest(landing.points, band)
+
+
+def closest(points: list[Point], band: Band) -> Point:
+    """No measurement in the band: the one closest to the aim among those at or above the band's floor (a little
+    slow beats far too fast), else the fastest."""
+    near = [p for p in points if p.q >= band.floor]
+    if near:
+        return min(near, key=lambda p: abs(math.log(p.q / band.aim)))
+    return max(points, key=lambda p: p.q)
+
+
+def _wider(group: Group, width: int) -> list[int]:
+    """The next WIDEN_STEPS allowed widths above `width` (two: kernels often run fastest at every other step)."""
+    return [w for w in range(width + 1, group.width + 1) if group.allowed(w) == w][:WIDEN_STEPS]
+
+
+def _nudge(x: float, hit: Point, points: list[Point], band: Band) -> float:
+    """x moved halfway to the bracket's other end: towards the fast end when x mapped onto a slow allocation."""
+    if hit.q < band.low:
+        fast = [p for p in points if p.q > band.high]
+        end = max(p.x for p in fast) if fast else x - 0.25 * max(abs(x), 0.1)
+    else:
+        slow = _slow_end(points, band)
+        end = slow.x if slow else 1.0
+    return (x + end) / 2
 
 
 def _slow_end(points: list[Point], band: Band) -> Point | None:
