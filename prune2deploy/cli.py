@@ -392,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-steps", type=_steps_or_auto, metavar="N|auto",
                    help="budget search: distillation steps from the dense model per candidate, which is then scored by "
                    "minus the validation distillation loss (needs --data; 0: --metric after BN re-estimation only); "
-                   "default auto: 20, fewer when one candidate's steps would take over 3 s (timed on the dense "
-                   "model), 0 when fewer than 5 fit (all-MiniLM-L6-v2 on one core: 0)")
+                   "default auto: 20, fewer when one candidate's steps would take over 5 s (a step timed on the "
+                   "dense model), 0 when fewer than 5 fit")
     p.add_argument("--workers", type=int, help="budget search: processes scoring candidates (local pool); default 1")
     p.add_argument("--ray-address", metavar="ADDR", help="budget search: score candidates on this Ray cluster "
                    "(pip install 'prune2deploy[ray]')")

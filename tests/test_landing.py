@@ -10,7 +10,7 @@ import torch
 import prune2deploy
 from prune2deploy.errors import UserError
 from prune2deploy.search.groups import Group
-from prune2deploy.search.landing import TIMED_BAND, Band, GreedyPath, land, uniform_family
+from prune2deploy.search.landing import TIMED_BAND, Band, GreedyPath, Landing, Point, land, uniform_family, widen
 from prune2deploy.search.latency_table import CostTable
 from test_budget import _Net
 
@@ -64,6 +64,28 @@ def test_landing_stops_at_the_closest_allocation_that_meets_the_budget_when_none
         return (1 / 1.5) / (widths["g"] / 16), {}
     landing = land(uniform_family(groups), measure, Band(*TIMED_BAND), 0.8, 1 / 1.5)
     assert not landing.in_band and landing.chosen.widths == {"g": 8} and landing.chosen.q >= 1.0
+
+
+def test_widen_steps_over_a_latency_cliff_the_table_cannot_see():
+    """Widths that are not multiples of 16 run 1.6x slower (as onnxruntime's blocked kernels on this CPU): from
+    an allocation measured too fast, every one-step widening falls off the cliff; a two-step one lands."""
+    groups = [Group("a", "channels", 32, 8), Group("b", "channels", 64, 8)]
+
+    def cost(w):
+        fa, fb = w["a"] / 32, w["b"] / 64
+        pa, pb = (1.6 if w[n] % 16 else 1.0 for n in "ab")
+        return 1.0 + 2 * fa * pa + 6 * fa * fb * pa * pb + 2 * fb * pb
+
+    requested = 1 / 1.875
+
+    def measure(w):
+        return requested * cost({"a": 32, "b": 64}) / cost(w), {}
+    start = {"a": 16, "b": 32}
+    landing, band = Landing(points=[Point(0.3, measure(start)[0], start, {})]), Band(*TIMED_BAND)
+    assert landing.points[0].q > band.high and measure({"a": 24, "b": 32})[0] < band.low  # fast, and a cliff
+    widen(landing, groups, lambda cs: [c["a"] + c["b"] for c in cs], measure, band)
+    assert landing.in_band and landing.chosen.widths == {"a": 16, "b": 48}
+    assert landing.widen_start == start and 1 <= len(landing.widened) <= 3
 
 
 class _ProductTimer:

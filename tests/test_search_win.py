@@ -106,7 +106,7 @@ def test_score_steps_auto_fits_the_steps_to_the_time_they_take(monkeypatch):
     cheap = Scorer.auto(*args)
     step_s = cheap.auto_steps["step_s"]
     assert cheap.describe()["kd_steps"] == min(20, len(train)) and step_s > 0
-    clock = iter([0.0, 1.0, 5.0, 6.8])  # without steps 1.0 s, with 2 steps 1.8 s: 0.4 s a step, 7 fit in 3 s
+    clock = iter([0.0, 1.0, 5.0, 7.6])  # after 2 steps 1.0 s, after 6 steps 2.6 s: 0.4 s a step, 7 fit in 3 s
     monkeypatch.setattr(scoring, "STEP_BUDGET_S", 3.0)
     monkeypatch.setattr(scoring, "perf_counter", lambda: next(clock))
     assert Scorer.auto(*args).auto_steps == {"step_s": 0.4, "budget_s": 3.0, "fit": 7, "chosen": 7}
@@ -115,4 +115,5 @@ def test_score_steps_auto_fits_the_steps_to_the_time_they_take(monkeypatch):
     slow = Scorer.auto(*args)
     assert slow.describe()["kd_steps"] == 0 and slow.describe()["score_steps_auto"]["chosen"] == 0
     no_data = Scorer.auto(*args[:4])  # fidelity on random inputs: nothing to distil, nothing timed
+    assert no_data.describe()["metric"].startswith("fidelity")
     assert no_data.describe()["kd_steps"] == 0 and no_data.auto_steps is None

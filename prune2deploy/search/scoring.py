@@ -33,9 +33,9 @@ BN_BATCHES = 4  # training batches for BatchNorm re-estimation per candidate
 RANDOM_SETS = 8  # random input sets for the fidelity score without data
 FIDELITY = "fidelity to dense, random inputs (cosine)"
 SCORE_STEPS = 20  # --score-steps auto: at most this many distillation steps per candidate
-STEP_BUDGET_S = 3.0  # auto: one candidate's distillation steps may take this long
+STEP_BUDGET_S = 5.0  # auto: one candidate's distillation steps may take this long
 MIN_STEPS = 5  # auto: fewer steps than this are not worth their time (BN re-estimation and --metric only)
-PROBE_STEPS = 2  # auto: steps timed on the dense model
+PROBE_STEPS = (2, 6)  # auto: the dense model scored after this many steps, to time one step
 
 
 class Scorer:
@@ -85,17 +85,20 @@ class Scorer:
 
     @classmethod
     def auto(cls, model, inputs, groups: list[Group], options, metric=None, train=None, val=None) -> "Scorer":
-        """A Scorer with --score-steps auto: the step count this model affords (recorded in describe())."""
-        probe = cls(model, inputs, groups, options, metric, train, val, kd_steps=PROBE_STEPS)
-        if not probe.kd_batches:  # no data: fidelity, nothing to distil
-            return cls(model, inputs, groups, options, metric, train, val, kd_steps=0)
-        dense, plain = {g.name: g.width for g in groups}, cls(model, inputs, groups, options, metric, train, val)
-        seconds = []
-        for scorer in (plain, probe):
+        """A Scorer with --score-steps auto: the step count this model affords (recorded in describe()).
+
+        A step's time: the dense model scored after PROBE_STEPS[1] and after PROBE_STEPS[0] steps, the difference
+        divided by the extra steps (what a scoring costs besides its steps cancels), after one warm-up scoring."""
+        short, long = (cls(model, inputs, groups, options, metric, train, val, kd_steps=k) for k in PROBE_STEPS)
+        if len(long.kd_batches) <= len(short.kd_batches):  # no data (fidelity: nothing to distil), or too little
+            return cls(model, inputs, groups, options, metric, train, val, kd_steps=len(long.kd_batches))
+        dense, seconds = {g.name: g.width for g in groups}, []
+        short(dense)  # warm-up: what only the first scoring pays (lazy initialisation) is not a step
+        for scorer in (short, long):
             started = perf_counter()
             scorer(dense)
             seconds.append(perf_counter() - started)
-        step_s = max(seconds[1] - seconds[0], 1e-6) / len(probe.kd_batches)
+        step_s = max(seconds[1] - seconds[0], 1e-6) / (len(long.kd_batches) - len(short.kd_batches))
         fit = int(STEP_BUDGET_S / step_s)
         chosen = cls(model, inputs, groups, options, metric, train, val,
                      kd_steps=min(SCORE_STEPS, fit) if fit >= MIN_STEPS else 0)
