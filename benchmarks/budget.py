@@ -50,9 +50,12 @@ RESULTS = HERE / "results"
 UNIFORM_RATIOS = [round(r, 2) for r in np.arange(0.2, 0.91, 0.05)]
 
 
+ROUND_TO = [8]  # --round-to: the searched and the uniform models' channel alignment (set by main)
+
+
 def uniform_pruned(dense, example, ratio: float):
     m = copy.deepcopy(dense)
-    PruneChannels(ratio, round_to=8).run(m, CompileContext(example, CompileOptions(round_to=8)))
+    PruneChannels(ratio, round_to=ROUND_TO[0]).run(m, CompileContext(example, CompileOptions(round_to=ROUND_TO[0])))
     return m.eval()
 
 
@@ -69,7 +72,7 @@ def uniform_at_same_cost(dense, example, searched, kind: str, seconds: float, pr
         def cost(r):
             return count_macs_params(uniform_pruned(dense, example, r), example)[0] / target
     else:
-        timer = OrtTimer(example, CompileOptions(round_to=8), seconds)
+        timer = OrtTimer(example, CompileOptions(round_to=ROUND_TO[0]), seconds)
 
         def cost(r):
             p50 = timer({"dense": dense, "searched": searched, "uniform": uniform_pruned(dense, example, r)})
@@ -121,6 +124,7 @@ def compare(name, dense, example, options: dict, budget: float, work: Path, args
 def _compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
     started = time.perf_counter()
     goal = {"macs_fraction": 1 / budget} if args.kind == "macs" else {"target_speedup": budget}
+    options = {**options, "round_to": args.round_to}
     searched = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_searched", model_name=name,
                                     use_cache=False, cache_dir=work / "cache", budget_step=args.budget_step,
                                     **goal, **options)
@@ -277,6 +281,7 @@ def main() -> None:
                    help="speedup: --target-speedup S on ort-cpu; macs: --macs-fraction 1/S, uniform matched on MACs")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50"])
     p.add_argument("--budget-step", type=float, default=0.05)
+    p.add_argument("--round-to", type=int, default=8, help="channel alignment of the searched and uniform models")
     p.add_argument("--train-epochs", type=int, default=2)
     p.add_argument("--mnist-batch", type=int, default=64, help="MNIST inference batch (batch 1 is ~0.05 ms)")
     p.add_argument("--epochs", type=int, default=2, help="recovery epochs at most")
@@ -303,6 +308,7 @@ def main() -> None:
         args.markdown_from.write_text(json.dumps(result, indent=2, default=str) + "\n")
         args.markdown_from.with_suffix(".md").write_text(markdown(result))
         return
+    ROUND_TO[0] = args.round_to
     torch.manual_seed(0)
     result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -209,6 +209,7 @@ class GreedyPath:
         dense = {g.name: g.width for g in groups}
         self.points = [(dense, table.dense, None)]  # (widths, estimate, the step that reached it)
         self.floor = False
+        self.reached: dict[tuple, list[dict]] = {}  # every allocation to() returned: the steps that reached it
 
     def to(self, x: float) -> tuple[dict[str, int], float, bool]:
         target = x * self.table.dense
@@ -228,14 +229,12 @@ class GreedyPath:
             except Unreachable:
                 self.floor = True
         widths, est, _ = self.points[-1]
+        self.reached.setdefault(widths_key(widths), [step for _, _, step in self.points[1:]])
         return widths, est / self.table.dense, self.floor
 
-    def steps_to(self, widths: dict[str, int]) -> list[dict]:
-        """The greedy steps on the path up to `widths` ([] when it is not on the path)."""
-        for i, (w, _, _) in enumerate(self.points):
-            if w == widths:
-                return [s for _, _, s in self.points[1:i + 1]]
-        return []
+    def steps_to(self, widths: dict[str, int] | None) -> list[dict]:
+        """The greedy steps that reached `widths` ([] when the path never did)."""
+        return list(self.reached.get(widths_key(widths), [])) if widths else []
 
 
 def uniform_family(groups: list[Group]) -> Callable[[float], tuple[dict[str, int], float, bool]]:
