@@ -144,6 +144,8 @@ def _compare(name, dense, example, options: dict, budget: float, work: Path, arg
            "candidates_timed": b["search"]["candidates_timed"], "search_s": b["search"]["wall_s"],
            "score_steps": b["search"].get("kd_steps"), "uniform_compared": b["search"].get("uniform_compared"),
            "measured_allocations": len(b["search"]["rounds"]), "landed_in_band": b["search"].get("landed_in_band"),
+           "band": b["search"].get("band"), "search_measured_over_requested": [
+               (r.get("family"), round(r["achieved_over_requested"], 3)) for r in b["search"]["rounds"]],
            "families_measured": sorted({r.get("family", "greedy") for r in b["search"]["rounds"]}),
            "score_steps_auto": b["search"].get("score_steps_auto"), "table_s": b["search"].get("table_s"),
            "table_shared": len(b["table"].get("shared", {})), "groups": len(b["per_group"]),

@@ -1,6 +1,7 @@
 """Why the summed latency table mispredicts a pruned model: its estimate (dense minus the sum of the per-group
 savings, each measured with only that group narrowed) against the model measured at the same widths on ort-cpu,
-for uniform allocations and pairs of neighbouring groups, next to what MACs would say.
+for uniform allocations and pairs of neighbouring groups, next to what MACs would say; on the MNIST CNN also
+allocations whose widths are and are not multiples of 16 (latency cliffs no per-group table shows).
 
     taskset -c 0 python benchmarks/latency_additivity.py --model mnist    # MNIST CNN, batch 64
     taskset -c 0 python benchmarks/latency_additivity.py --model resnet50 # torchvision, random weights, 1x3x224x224
@@ -51,8 +52,11 @@ def main() -> None:
     timer = OrtTimer(inputs, options, args.seconds)
     dense_macs = count_macs_params(model, inputs)[0]
     cases = {f"uniform {f:g}": {g.name: g.allowed(round(f * g.width)) for g in groups} for f in args.fractions}
+    if args.model == "mnist":  # widths that are and are not multiples of 16 (the kernels' block on AVX-512)
+        for kept in ((16, 32, 128), (16, 40, 128), (16, 48, 128), (24, 32, 128), (32, 32, 128)):
+            cases["kept " + "/".join(map(str, kept))] = dict(zip((g.name for g in groups), kept))
     for a, b in zip(groups, groups[1:]):  # neighbouring pairs at half width, and each alone
-        if len(cases) >= len(args.fractions) + 6:
+        if len(cases) >= len(args.fractions) + 11:
             break
         half = {a.name: a.allowed(a.width // 2), b.name: b.allowed(b.width // 2)}
         cases[f"{a.name} + {b.name} at 1/2"] = half

@@ -22,8 +22,8 @@ from ..measure import count_macs_params
 from ..search.allocator import uniform_widths
 from ..search.executor import make_executor
 from ..search.groups import prunable_groups
-from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest, land, uniform_family,
-                               widen, widths_key)
+from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest, land, refine,
+                               uniform_family, widths_key)
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
@@ -98,20 +98,20 @@ class BudgetPrune:
         requested = self.budget.fraction(table.dense)
         landing = land(path.to, measure, band, requested / band.aim, requested)
         if not landing.in_band:
-            widen(landing, groups, score_many, measure, band)
+            refine(landing, groups, score_many, measure, band)
         uniform = self._compare_uniform(groups, table, score_many, landing.chosen.widths)
         if not landing.in_band or uniform["score"] > score_many([landing.chosen.widths])[0]:
             # the greedy steps did not land (or uniform widths score higher): land uniform widths by measurement too
             family, greedy = "uniform", landing
             landing = land(uniform_family(groups), measure, band, (requested / band.aim) ** 0.5, requested)
             if not landing.in_band:
-                widen(landing, groups, score_many, measure, band)
+                refine(landing, groups, score_many, measure, band)
             uniform["landed"] = {"in_band": landing.in_band, "achieved_over_requested": landing.chosen.q}
             landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
         if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
-        steps = path.steps_to(widths) or path.steps_to(landing.widen_start)
+        steps = path.steps_to(landing)
         scores = {"dense_score": scorer.dense(), "final_score": scorer.metric_of(widths),  # before `model` is pruned
                   "final_search_score": score_many([widths])[0]}
         self._final = pass_for(groups, widths, opts)
@@ -125,7 +125,7 @@ class BudgetPrune:
                        "candidates_timed": (0 if hit else table.candidates_timed) + len(rounds) * bool(timer),
                        "table_cached": hit, "table_s": table_s, "table_key": key, "rounds": rounds,
                        "landed_in_band": landing.in_band, "band": [band.low, band.high],
-                       "widened": landing.widened,
+                       "refined": landing.refined,
                        "executor": executor.description, "slice": opts.budget_step, "uniform_compared": uniform,
                        **scorer.describe(), **scores},
             "table": table.to_dict(),
