@@ -4,7 +4,7 @@ The cost table predicts a pruned model badly: it sums savings measured one group
 additive. A convolution's cost is about in_width x out_width, so the group feeding it and the group it produces
 each get credit for the whole layer's saving, and narrowing both saves less than the sum of the two; fixed
 per-run costs (pooling, the head, onnxruntime's own overhead) do not shrink at all. On the MNIST CNN, every group
-at half width: the table says 0.09 of dense, the model measures 0.29; at 3/8 the sum exceeds the dense cost
+at half width: the table says 0.12 of dense, the model measures 0.29; at 3/8 the sum exceeds the dense cost
 (benchmarks/results/latency_additivity_*.md). So the table ranks (which group to narrow next, per score lost),
 and how far to narrow is decided by timing the model itself.
 
@@ -13,8 +13,9 @@ A family maps one number x to an allocation, monotone (a smaller x: narrower, fa
 fraction). `land` measures the family's allocation at x, keeps the bracket (the widest allocation measured too
 fast, the narrowest measured too slow) and moves x by the secant through the bracket's ends (before a fast point
 exists: through the dense model and the last measurement), falling back to bisection when one end stalls, until a
-measurement lands in the band or MAX_MEASUREMENTS are spent. Measurements are `achieved / requested`
-(q: > 1 faster than asked), so speedup, latency and MACs budgets land alike.
+measurement lands in the band or MAX_MEASUREMENTS are spent; then `refine` changes one group at a time around
+the closest measurements (latency cliffs no table shows). Measurements are `achieved / requested` (q: > 1 faster
+than asked), so speedup, latency and MACs budgets land alike.
 """
 from __future__ import annotations
 
