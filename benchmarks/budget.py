@@ -50,9 +50,12 @@ RESULTS = HERE / "results"
 UNIFORM_RATIOS = [round(r, 2) for r in np.arange(0.2, 0.91, 0.05)]
 
 
+ROUND_TO = [8]  # --round-to: the searched and the uniform models' channel alignment (set by main)
+
+
 def uniform_pruned(dense, example, ratio: float):
     m = copy.deepcopy(dense)
-    PruneChannels(ratio, round_to=8).run(m, CompileContext(example, CompileOptions(round_to=8)))
+    PruneChannels(ratio, round_to=ROUND_TO[0]).run(m, CompileContext(example, CompileOptions(round_to=ROUND_TO[0])))
     return m.eval()
 
 
@@ -69,7 +72,7 @@ def uniform_at_same_cost(dense, example, searched, kind: str, seconds: float, pr
         def cost(r):
             return count_macs_params(uniform_pruned(dense, example, r), example)[0] / target
     else:
-        timer = OrtTimer(example, CompileOptions(round_to=8), seconds)
+        timer = OrtTimer(example, CompileOptions(round_to=ROUND_TO[0]), seconds)
 
         def cost(r):
             p50 = timer({"dense": dense, "searched": searched, "uniform": uniform_pruned(dense, example, r)})
@@ -121,6 +124,7 @@ def compare(name, dense, example, options: dict, budget: float, work: Path, args
 def _compare(name, dense, example, options: dict, budget: float, work: Path, args, evaluate) -> dict:
     started = time.perf_counter()
     goal = {"macs_fraction": 1 / budget} if args.kind == "macs" else {"target_speedup": budget}
+    options = {**options, "round_to": args.round_to}
     searched = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_searched", model_name=name,
                                     use_cache=False, cache_dir=work / "cache", budget_step=args.budget_step,
                                     **goal, **options)
@@ -139,7 +143,11 @@ def _compare(name, dense, example, options: dict, budget: float, work: Path, arg
            "met": b["met"], "steps": len(b["steps"]), "candidates_scored": b["search"]["candidates_scored"],
            "candidates_timed": b["search"]["candidates_timed"], "search_s": b["search"]["wall_s"],
            "score_steps": b["search"].get("kd_steps"), "uniform_compared": b["search"].get("uniform_compared"),
-           "refill": b["search"].get("refill"), "table_s": b["search"].get("table_s"),
+           "measured_allocations": len(b["search"]["rounds"]), "landed_in_band": b["search"].get("landed_in_band"),
+           "band": b["search"].get("band"), "search_measured_over_requested": [
+               (r.get("family"), round(r["achieved_over_requested"], 3)) for r in b["search"]["rounds"]],
+           "families_measured": sorted({r.get("family", "greedy") for r in b["search"]["rounds"]}),
+           "score_steps_auto": b["search"].get("score_steps_auto"), "table_s": b["search"].get("table_s"),
            "table_shared": len(b["table"].get("shared", {})), "groups": len(b["per_group"]),
            "compile_s": round(search_wall, 1), "search_metric": b["search"]["metric"],
            "per_group": {g["name"]: g["kept"] for g in b["per_group"]}, "match": match,
@@ -230,7 +238,7 @@ def _triple(values: dict, fmt) -> str:
 
 def _row(r: dict, metric: str, fmt) -> str:
     if "error" in r:
-        return f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 12
+        return f"| {r['model']} | {r['budget']:g}x | refused: {r['error']} |" + " |" * 13
     speed = {k.removeprefix("uniform_"): v for k, v in r["side_by_side"]["speedup"].items()}
     ratios = " / ".join(f"{r['uniform_ratio'][k]:.3f}" if k in r["uniform_ratio"] else "-"
                         for k in ("costlier", "cheaper"))
@@ -243,7 +251,7 @@ def _row(r: dict, metric: str, fmt) -> str:
             f"{_triple(speed, lambda v: f'{v:.2f}x')} | {_triple(r['mac_reduction'], lambda v: f'{v:.2f}x')} | "
             f"{ratios} | {metric} | {_triple(score, fmt)} | {interpolated} | {r['search_s']:.0f} | {table} | "
             f"{r['steps']} | "
-            f"{r['candidates_scored']} | {r['candidates_timed']} |")
+            f"{r['candidates_scored']} | {r['candidates_timed']} | {r.get('measured_allocations', '-')} |")
 
 
 def markdown(result: dict) -> str:
@@ -258,8 +266,8 @@ def markdown(result: dict) -> str:
              "| model | budget | achieved | achieved / requested | speedup side by side: searched / uniform costlier "
              "/ cheaper | MAC reduction searched / costlier / cheaper | uniform ratio costlier / cheaper | metric | "
              "searched / uniform costlier / cheaper | uniform at the searched cost (interpolated) | search s | "
-             "table s | steps | scored | timed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "table s | steps | scored | timed | models measured while landing |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, metric, fmt in (("mnist", "test_top1", lambda v: f"{v:.2f}%"), ("minilm", "cosine", lambda v: f"{v:.4f}")):
         lines += [_row(r, metric, fmt) for r in (result.get(key) or {}).get("rows", [])]
     for rows in (result.get("cnn") or {}).values():
@@ -275,6 +283,7 @@ def main() -> None:
                    help="speedup: --target-speedup S on ort-cpu; macs: --macs-fraction 1/S, uniform matched on MACs")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "resnet50"])
     p.add_argument("--budget-step", type=float, default=0.05)
+    p.add_argument("--round-to", type=int, default=8, help="channel alignment of the searched and uniform models")
     p.add_argument("--train-epochs", type=int, default=2)
     p.add_argument("--mnist-batch", type=int, default=64, help="MNIST inference batch (batch 1 is ~0.05 ms)")
     p.add_argument("--epochs", type=int, default=2, help="recovery epochs at most")
@@ -282,7 +291,8 @@ def main() -> None:
                    help="MNIST recovery steps, the same for the searched and the uniform model (not wall-clock)")
     p.add_argument("--minilm-steps", type=int, default=60, help="MiniLM recovery steps, the same for both")
     p.add_argument("--score-steps", type=int, default=20, help="MNIST: distillation steps per scored candidate")
-    p.add_argument("--minilm-score-steps", type=int, default=4, help="MiniLM: distillation steps per candidate")
+    p.add_argument("--minilm-score-steps", type=int, default=None,
+                   help="MiniLM: distillation steps per candidate (default: p2d's auto)")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=6.0)
     p.add_argument("--match-seconds", type=float, default=8.0, help="timing of each bisection probe")
@@ -300,6 +310,7 @@ def main() -> None:
         args.markdown_from.write_text(json.dumps(result, indent=2, default=str) + "\n")
         args.markdown_from.with_suffix(".md").write_text(markdown(result))
         return
+    ROUND_TO[0] = args.round_to
     torch.manual_seed(0)
     result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -389,9 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--macs-fraction", type=float, metavar="F", help="budget: pruned MACs / dense MACs, in (0, 1)")
     p.add_argument("--budget-step", type=float, help="budget search: cost removed per greedy step, as a fraction "
                    "of the dense cost; default 0.05")
-    p.add_argument("--score-steps", type=int, help="budget search: distillation steps from the dense model per "
-                   "candidate, which is then scored by minus the validation distillation loss (needs --data; 0: "
-                   "--metric after BN re-estimation only); default 20")
+    p.add_argument("--score-steps", type=_steps_or_auto, metavar="N|auto",
+                   help="budget search: distillation steps from the dense model per candidate, which is then scored by "
+                   "minus the validation distillation loss (needs --data; 0: --metric after BN re-estimation only); "
+                   "default auto: 20, fewer when one candidate's steps would take over 5 s (a step timed on the "
+                   "dense model), 0 when fewer than 5 fit")
     p.add_argument("--workers", type=int, help="budget search: processes scoring candidates (local pool); default 1")
     p.add_argument("--ray-address", metavar="ADDR", help="budget search: score candidates on this Ray cluster "
                    "(pip install 'prune2deploy[ray]')")
@@ -476,6 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("targets", cmd_targets)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
+
+
+def _steps_or_auto(value: str) -> int | None:
+    """--score-steps: a count, or `auto` (None: the per-model default)."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a step count or auto") from None
 
 
 def _add_graph_args(p) -> None:

@@ -66,7 +66,8 @@ class CompileOptions:
     latency_ms: float | None = None  # pruned p50 on the target
     macs_fraction: float | None = None  # pruned MACs / dense MACs
     budget_step: float = 0.05  # cost removed per greedy step, as a fraction of the dense cost
-    score_steps: int = 20  # distillation steps per scored candidate before its metric (0: BN re-estimation only)
+    score_steps: int | None = None  # distillation steps per scored candidate (0: BN re-estimation only; None: auto,
+    # per model: up to 20, fewer when a candidate's steps would exceed a time budget, see search/scoring.py)
     workers: int = 1  # candidate scoring: processes of a local pool (1: this process)
     ray_address: str | None = None  # candidate scoring on a Ray cluster instead
 
@@ -166,7 +167,7 @@ class CompileOptions:
             raise user_error(f"budget-step {self.budget_step} is outside (0, 0.5]", "e.g. 0.05 (5% of dense per step)")
         if self.workers < 1:
             raise user_error(f"workers {self.workers} must be >= 1")
-        if self.score_steps < 0:
+        if self.score_steps is not None and self.score_steps < 0:
             raise user_error(f"score-steps {self.score_steps} must be >= 0", "0 scores after BN re-estimation only")
         if given and self.target != "ort-cpu" and self.macs_fraction is None:
             raise user_error(f"{given[0]} is measured on ort-cpu only so far (target {self.target})",

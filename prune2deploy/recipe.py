@@ -59,7 +59,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     latency_ms = 10.0                              # --latency-ms (pruned p50 on the target)
     macs_fraction = 0.4                            # --macs-fraction (pruned MACs / dense MACs)
     step = 0.05                                    # --budget-step (cost removed per greedy step, of dense)
-    score_steps = 20                               # --score-steps (distillation steps per scored candidate)
+    score_steps = 20                               # --score-steps (distillation steps per candidate; omit: auto)
     workers = 1                                    # --workers (local process pool scoring candidates)
     ray_address = "auto"                           # --ray-address (score candidates on a Ray cluster)
 

@@ -13,7 +13,7 @@ from helpers import assert_user_error
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError
 from prune2deploy.options import CompileOptions
-from prune2deploy.search.allocator import Unreachable, allocate, refill, uniform_widths
+from prune2deploy.search.allocator import Unreachable, allocate, uniform_widths
 from prune2deploy.search.groups import Group, prunable_groups
 from prune2deploy.search.latency_table import CostTable, measure_table, paired_p50
 
@@ -56,26 +56,13 @@ def test_allocator_unreachable_reports_narrowest_widths():
     assert exc.value.estimated_cost == pytest.approx(2.0)
 
 
-def test_refill_spends_what_is_left_under_the_target():
-    groups, table = _table()
-    start = {"a": 8, "b": 32}  # estimate 4 ms, target 5 ms: one step of a (0.86 ms) still fits, two do not
-    widths, widened = refill(groups, table, lambda cs: [c["a"] for c in cs], 5.0, start)
-    assert widths == {"a": 16, "b": 32} and len(widened) == 1 and widened[0]["group"] == "a"
-    assert table.estimate(widths) <= 5.0
-    # the last measurement said the table underestimates by 30%: nothing fits any more
-    assert refill(groups, table, lambda cs: [0.0] * len(cs), 5.0, start, scale=1.3) == (start, [])
-
-
-def test_search_keeps_the_uniform_allocation_when_it_scores_higher():
+def test_uniform_widths_meet_the_target_at_one_kept_fraction():
     groups, table = _table()
     fraction, uniform = uniform_widths(groups, table, 6.0)
     assert table.estimate(uniform) <= 6.0 and len({uniform[g.name] / g.width for g in groups}) == 1
-    result = allocate(groups, table, lambda cs: [1.0 if c == uniform else 0.0 for c in cs], target_cost=6.0)
-    assert result.widths == uniform and result.uniform["chosen"] and result.score == 1.0
-    # a scorer that punishes b: the greedy steps (which thin a only) score higher and stay
-    result = allocate(groups, table, lambda cs: [-(64 - c["a"]) - 10 * (32 - c["b"]) for c in cs], 6.0)
-    assert result.widths["b"] == 32 and result.uniform["chosen"] is False
-    assert result.uniform["score"] < result.uniform["greedy_score"]
+    wider = {g.name: g.allowed(round((fraction + 0.2) * g.width)) for g in groups}
+    assert table.estimate(wider) > 6.0  # the widest such fraction
+    assert uniform_widths(groups, table, 1.0) is None  # below every group at its narrowest: none
 
 
 def test_paired_p50_cancels_slow_rounds():
@@ -201,8 +188,8 @@ def test_last_step_prefers_the_most_accurate_proposal_that_lands_near_the_target
     def score_many(candidates):  # a costs 0.2 points for 5 ms (higher score, better ratio), c 0.5 for 0.29 ms
         return [-(16 - c["a"]) / 40 - (64 - c["c"]) / 16 for c in candidates]
 
-    result = allocate(groups, table, score_many, target_cost=9.8, slice_fraction=0.05, compare_uniform=False)
+    result = allocate(groups, table, score_many, target_cost=9.8, slice_fraction=0.05)
     assert result.widths == {"a": 16, "c": 56}  # not a -> 8 (5 ms saved where 0.2 ms were asked: 2x, not 1.02x)
     # when no proposal lands close to the target, the most accurate that meets it
-    result = allocate(groups, table, score_many, target_cost=6.0, slice_fraction=0.5, compare_uniform=False)
+    result = allocate(groups, table, score_many, target_cost=6.0, slice_fraction=0.5)
     assert table.estimate(result.widths) <= 6.0

@@ -89,3 +89,31 @@ def test_candidates_scored_after_distillation_steps_rank_what_recovery_repairs()
     untrained = pruned_copy(dense, inputs, groups, thin, options)  # the same loss before the 15 steps
     recalibrate_bn(untrained, distilled.train)
     assert distilled(thin) > -validation_loss(untrained, dense, distilled.val, distilled.objective) + 0.1
+
+
+def test_score_steps_auto_fits_the_steps_to_the_time_they_take(monkeypatch):
+    """--score-steps auto: 20 steps when they are cheap, fewer when a step is slow, none when fewer than 5 fit;
+    a step is timed on the dense model (here the clock or the time budget is mocked)."""
+    import prune2deploy.search.scoring as scoring
+
+    tx, ty, vx, vy = digits_tensors()
+    dense, train, val = trained_deep_digits_cnn(), batches(tx, ty), batches(vx, vy)
+    inputs = ExampleInputs((tx[:1],), {})
+    options = CompileOptions(round_to=8).validate()
+    groups = prunable_groups(dense, inputs, round_to=8)
+    args = (dense, inputs, groups, options, Metric("top1", "%", top1), train, val)
+    monkeypatch.setattr(scoring, "STEP_BUDGET_S", 1e3)
+    cheap = Scorer.auto(*args)
+    step_s = cheap.auto_steps["step_s"]
+    assert cheap.describe()["kd_steps"] == min(20, len(train)) and step_s > 0
+    clock = iter([0.0, 1.0, 5.0, 7.6])  # after 2 steps 1.0 s, after 6 steps 2.6 s: 0.4 s a step, 7 fit in 3 s
+    monkeypatch.setattr(scoring, "STEP_BUDGET_S", 3.0)
+    monkeypatch.setattr(scoring, "perf_counter", lambda: next(clock))
+    assert Scorer.auto(*args).auto_steps == {"step_s": 0.4, "budget_s": 3.0, "fit": 7, "chosen": 7}
+    monkeypatch.undo()
+    monkeypatch.setattr(scoring, "STEP_BUDGET_S", 1e-9)
+    slow = Scorer.auto(*args)
+    assert slow.describe()["kd_steps"] == 0 and slow.describe()["score_steps_auto"]["chosen"] == 0
+    no_data = Scorer.auto(*args[:4])  # fidelity on random inputs: nothing to distil, nothing timed
+    assert no_data.describe()["metric"].startswith("fidelity")
+    assert no_data.describe()["kd_steps"] == 0 and no_data.auto_steps is None

@@ -1,11 +1,13 @@
 """Budget pass (--target-speedup, --latency-ms, --macs-fraction): per-group widths that meet the budget.
 
 run -> ensure, in place of the uniform pruning pass (same record, plus `budget`): enumerate the groups, measure
-their cost table on the target (cached), allocate widths greedily scoring candidates on validation data, then
-measure the pruned model itself; while it misses the budget, tighten the table's target by what the
-measurement says and continue the greedy steps from there; then widen groups into what is left under the budget
-(coarse widths overshoot it), kept when the model measured at those widths still meets it. The model is pruned to the final widths by the
-pruning pass (round_to, rollback, attention fix-ups), whose `ensure` checks it.
+their cost table on the target (cached), then land: greedy steps scored on validation data aim the table at a
+target, the pruned model itself is measured, and the target moves by a secant on the measurements until the
+model lands in the band (search/landing.py: the table ranks, measurements decide how far). Uniform widths at the
+same table estimate are scored too; when they score higher, or the greedy path does not land, uniform widths are
+landed the same way and the better of the two is kept. A budget is refused only when the narrowest allocation
+measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback, attention
+fix-ups), whose `ensure` checks it.
 """
 from __future__ import annotations
 
@@ -17,17 +19,17 @@ import torch.nn as nn
 
 from ..errors import user_error
 from ..measure import count_macs_params
-from ..search.allocator import Unreachable, allocate, refill
+from ..search.allocator import uniform_widths
 from ..search.executor import make_executor
 from ..search.groups import prunable_groups
+from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest, land, refine,
+                               uniform_family, widths_key)
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
 
 KINDS = {"target_speedup": "speedup", "latency_ms": "latency_ms", "macs_fraction": "macs_fraction"}
-TOLERANCE = 0.02  # measured latency may miss the requested fraction by this much (timing noise) and count as met
 CHECK_SECONDS = 4.0  # timing of each allocation against dense (the table's rows get 2 s per group)
-MAX_ROUNDS = 5  # allocation rounds (the first plus corrections from measurements)
 
 
 @dataclass
@@ -77,50 +79,55 @@ class BudgetPrune:
         table, hit = cached_table(self.cache_dir if timer else None, key,
                                   lambda: measure_table(model, inputs, groups, opts, timer))
         table_s = round(time.perf_counter() - table_started, 3)
-        scorer = Scorer(model, inputs, groups, opts, self.data.metric, self.data.train, self.data.val,
-                        kd_steps=opts.score_steps)
+        scorer_args = (model, inputs, groups, opts, self.data.metric, self.data.train, self.data.val)
+        scorer = Scorer.auto(*scorer_args) if opts.score_steps is None else \
+            Scorer(*scorer_args, kd_steps=opts.score_steps)
         executor = make_executor(opts.workers, opts.ray_address)
-        rounds, widths, steps, scored, uniform = [], None, [], 0, None
-        fraction_target = None
-        for _ in range(MAX_ROUNDS):
-            dense_now = rounds[-1]["dense"] if rounds else table.dense
-            requested = self.budget.fraction(dense_now)
-            fraction_target = requested if fraction_target is None else fraction_target
-            try:
-                result = allocate(groups, table, lambda c: executor.map(scorer, c), fraction_target * table.dense,
-                                  opts.budget_step, start=widths, on_step=self._on_step)
-            except Unreachable as exc:
-                self._unreachable(self._measure(model, inputs, groups, exc.widths, check))
-            widths, scored = result.widths, scored + result.candidates_scored
-            uniform = result.uniform or uniform
-            steps += [{**s, "step": len(steps) + i + 1, "round": len(rounds) + 1} for i, s in enumerate(result.steps)]
+        score_many = _memoised(lambda candidates: executor.map(scorer, candidates))
+        band = Band(*(TIMED_BAND if timer else EXACT_BAND))
+        rounds = []
+
+        def measure(widths):
             measured = self._measure(model, inputs, groups, widths, check)
-            requested = self.budget.fraction(measured["dense"])
-            rounds.append({"table_target_fraction": fraction_target, "requested_fraction": requested,
-                           **measured})
-            if measured["fraction"] <= requested * (1 + (TOLERANCE if timer else 0.0)):  # MACs are exact
-                break
-            if all(widths[g.name] <= g.min_width for g in groups):
-                self._unreachable(measured)
-            # the table's sum missed what the model measures: aim its estimate lower by the same factor
-            fraction_target = result.estimated_cost / table.dense * requested / measured["fraction"]
-        else:
-            self._unreachable(measured, f"after {MAX_ROUNDS} rounds of allocation")
-        widths, refilled = self._refill(model, inputs, groups, table, executor, scorer, widths, result, rounds, check)
-        scored += refilled["candidates_scored"]
+            q = self.budget.fraction(measured["dense"]) / measured["fraction"]  # achieved / requested
+            rounds.append({"family": family, "achieved_over_requested": q, **measured})
+            self._say(f"measured {family} allocation: {q:.3f} of the budget")
+            return q, measured
+
+        family, path = "greedy", GreedyPath(groups, table, score_many, opts.budget_step, self._on_step)
+        requested = self.budget.fraction(table.dense)
+        landing = land(path.to, measure, band, requested / band.aim, requested)
+        if not landing.in_band:
+            refine(landing, groups, score_many, measure, band)
+        uniform = self._compare_uniform(groups, table, score_many, landing.chosen.widths)
+        if not landing.in_band or uniform["score"] > score_many([landing.chosen.widths])[0]:
+            # the greedy steps did not land (or uniform widths score higher): land uniform widths by measurement too
+            family, greedy = "uniform", landing
+            landing = land(uniform_family(groups), measure, band, (requested / band.aim) ** 0.5, requested)
+            if not landing.in_band:
+                refine(landing, groups, score_many, measure, band)
+            uniform["landed"] = {"in_band": landing.in_band, "achieved_over_requested": landing.chosen.q}
+            landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
+        if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
+            self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
+        widths = landing.chosen.widths
+        steps = path.steps_to(landing)
         scores = {"dense_score": scorer.dense(), "final_score": scorer.metric_of(widths),  # before `model` is pruned
-                  "final_search_score": scorer(widths)}
+                  "final_search_score": score_many([widths])[0]}
         self._final = pass_for(groups, widths, opts)
         record = self._final.run(model, ctx)
         record["budget"] = {
             "kind": self.budget.kind, "requested": self.budget.requested, "achieved": None, "met": None,
-            "search_measured": rounds[-1], "steps": steps,
+            "search_measured": landing.chosen.measured, "steps": steps,
             "per_group": [{"name": g.name, "kind": g.kind, "dense": g.width, "kept": widths[g.name],
                            "kept_fraction": widths[g.name] / g.width} for g in groups],
-            "search": {"wall_s": round(time.perf_counter() - started, 3), "candidates_scored": scored,
+            "search": {"wall_s": round(time.perf_counter() - started, 3), "candidates_scored": score_many.count,
                        "candidates_timed": (0 if hit else table.candidates_timed) + len(rounds) * bool(timer),
-                       "table_cached": hit, "table_s": table_s, "table_key": key, "rounds": rounds, "executor": executor.description,
-                       "slice": opts.budget_step, "uniform_compared": uniform, "refill": refilled, **scorer.describe(), **scores},
+                       "table_cached": hit, "table_s": table_s, "table_key": key, "rounds": rounds,
+                       "landed_in_band": landing.in_band, "band": [band.low, band.high],
+                       "refined": landing.refined,
+                       "executor": executor.description, "slice": opts.budget_step, "uniform_compared": uniform,
+                       **scorer.describe(), **scores},
             "table": table.to_dict(),
         }
         return record
@@ -128,28 +135,15 @@ class BudgetPrune:
     def ensure(self, model: nn.Module, ctx) -> None:
         self._final.ensure(model, ctx)
 
-    def _refill(self, model, inputs, groups, table, executor, scorer, widths, result, rounds, check):
-        """Widen groups into what the allocation left under the budget (the table's estimate scaled by what the
-        last measurement said about it); kept only when the model measured at the new widths still meets it."""
-        last = rounds[-1]
-        scale = last["fraction"] / (result.estimated_cost / table.dense)
-        target = last["requested_fraction"] * table.dense
-        counted = []
-
-        def score_many(candidates):
-            counted.extend(candidates)
-            return executor.map(scorer, candidates)
-        wider, widened = refill(groups, table, score_many, target, widths, scale=scale)
-        record = {"widened": widened, "candidates_scored": len(counted), "kept": False}
-        if widened:
-            measured = self._measure(model, inputs, groups, wider, check)
-            record["measured"] = measured
-            if measured["fraction"] <= last["requested_fraction"]:
-                record["kept"] = True
-                rounds.append({"table_target_fraction": target / table.dense, "refill": True,
-                               "requested_fraction": self.budget.fraction(measured["dense"]), **measured})
-                return wider, record
-        return widths, record
+    def _compare_uniform(self, groups, table, score_many, widths) -> dict:
+        """Uniform widths at the same table estimate as `widths`, scored by the same scorer."""
+        found = uniform_widths(groups, table, table.estimate(widths))
+        greedy_score = score_many([widths])[0]
+        if found is None:
+            return {"kept_fraction": None, "score": float("-inf"), "greedy_score": greedy_score, "chosen": False}
+        fraction, uniform = found
+        return {"kept_fraction": fraction, "score": score_many([uniform])[0], "greedy_score": greedy_score,
+                "chosen": False, "estimated_cost": table.estimate(uniform)}
 
     def _measure(self, model, inputs, groups, widths, timer) -> dict:
         """The pruned/dense cost of the model at `widths`, measured (timed interleaved, or MACs counted)."""
@@ -161,9 +155,10 @@ class BudgetPrune:
         dense, small = count_macs_params(model, inputs)[0], count_macs_params(pruned, inputs)[0]
         return {"dense": dense, "pruned": small, "fraction": small / dense, "unit": "MACs", "kind": self.budget.kind}
 
-    def _unreachable(self, measured: dict, when: str = "with every group at its narrowest useful width"):
+    def _unreachable(self, measured: dict):
         raise user_error(f"the budget ({self.budget.describe()}) is unreachable: the best reached is "
-                         f"{_reached(measured)} {when}", "ask for less, or --ignore fewer layers")
+                         f"{_reached(measured)} with every group at its narrowest useful width",
+                         "ask for less, or --ignore fewer layers")
 
     def _on_step(self, step: dict) -> None:
         self._say(f"step {step['step']}: {step['group']} {step['from']} -> {step['to']} "
@@ -173,6 +168,31 @@ class BudgetPrune:
         if self.progress is not None and self.progress.enabled:
             self.progress.stream.write(f"\n    {text}")
             self.progress.stream.flush()
+
+
+def _memoised(score_many):
+    """score_many with each allocation scored once (branches of the greedy path revisit allocations)."""
+    scores: dict[tuple, float] = {}
+
+    def scored(candidates: list) -> list:
+        todo = list({widths_key(c): c for c in candidates if widths_key(c) not in scores}.values())
+        scores.update(zip(map(widths_key, todo), score_many(todo) if todo else []))
+        scored.count = len(scores)
+        return [scores[widths_key(c)] for c in candidates]
+    scored.count = 0
+    return scored
+
+
+def _better(greedy, uniform, score_many, band):
+    """(the landing kept, whether it is the uniform one): one in the band before one outside it, then the higher
+    score; neither in the band: the measurement closer to the request."""
+    if greedy.in_band != uniform.in_band:
+        return (uniform, True) if uniform.in_band else (greedy, False)
+    if not greedy.in_band:
+        best = closest([greedy.chosen, uniform.chosen], band)
+        return (uniform, True) if best is uniform.chosen else (greedy, False)
+    g, u = score_many([greedy.chosen.widths, uniform.chosen.widths])
+    return (uniform, True) if u > g else (greedy, False)
 
 
 def _reached(measured: dict) -> str:

@@ -6,8 +6,9 @@
                       on a small validation subset (without data: fidelity to dense on random inputs, labelled)
     latency_table.py  cost per group and width: latency measured on the target (cached), or MACs
     like_groups.py    groups of the same configuration (like blocks) share one measured row
-    allocator.py      greedy NetAdapt steps over a cost table and a scorer until the budget is met; the uniform
-                      allocation compared; the slack refilled
+    allocator.py      greedy NetAdapt steps over a cost table and a scorer until the table's target is met; the
+                      uniform allocation at the same estimate
+    landing.py        the model measured, the table's target moved by a secant until it lands in the budget's band
     executor.py       where candidates are scored: inline, a local process pool (--workers) or Ray
     sensitivity.py    `p2d sensitivity`: one group at a time at each ratio
     summary.py        report.json/report.md views and the plots (allocation.png, sensitivity.png)

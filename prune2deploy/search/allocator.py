@@ -6,10 +6,9 @@ keeps the one that loses the least score per unit of cost saved (NetAdapt compar
 latency; with coarse widths (round_to) proposals save different amounts, so the loss is divided by the saving);
 on the last step, the highest score among the proposals that meet the target and land within LANDING_BAND of it
 (else among all that meet it): a coarse group that would overshoot the budget (2.9x asked 2x) does not win.
-It stops when the table's estimate meets the target. Then the uniform allocation (every group at one kept
-fraction, the widest that meets the same target) is scored too and kept instead when it scores higher: the search
-never hands back an allocation its own scorer ranks below uniform pruning at the same estimated cost.
-`refill` then spends what coarse widths (round_to) left under the target, widening the best-scored group.
+It stops when the table's estimate meets the target. `uniform_widths` is the uniform allocation (every group at
+one kept fraction, the widest that meets the same target), which the budget pass scores against the greedy one.
+How far to go is decided by measuring the model (landing.py), since the table's sum mispredicts it.
 Independent of models and timing, so it can be tested on a synthetic table.
 """
 from __future__ import annotations
@@ -40,7 +39,6 @@ class Allocation:
     steps: list[dict] = field(default_factory=list)
     candidates_scored: int = 0
     score: float | None = None
-    uniform: dict | None = None  # the uniform allocation at the same target: kept fraction, score, chosen
 
 
 def propose(group: Group, current: int, table: CostTable, slice_cost: float) -> int | None:
@@ -77,7 +75,7 @@ def uniform_widths(groups: list[Group], table: CostTable, target_cost: float,
 
 def allocate(groups: list[Group], table: CostTable, score_many: Callable[[list], list], target_cost: float,
              slice_fraction: float = SLICE, start: dict[str, int] | None = None,
-             on_step: Callable[[dict], None] | None = None, compare_uniform: bool = True) -> Allocation:
+             on_step: Callable[[dict], None] | None = None) -> Allocation:
     """Greedy steps from `start` (default: every group dense) until table.estimate(widths) <= target_cost."""
     widths = dict(start or {g.name: g.width for g in groups})
     result = Allocation(widths, table.estimate(widths))
@@ -109,47 +107,4 @@ def allocate(groups: list[Group], table: CostTable, score_many: Callable[[list],
         if on_step:
             on_step(step)
     result.widths, result.estimated_cost, result.score = widths, table.estimate(widths), current_score
-    if compare_uniform and result.steps:
-        _compare_uniform(result, groups, table, score_many, target_cost, start)
     return result
-
-
-def refill(groups: list[Group], table: CostTable, score_many: Callable[[list], list], target_cost: float,
-           widths: dict[str, int], score: float | None = None, scale: float = 1.0) -> tuple[dict[str, int], list[dict]]:
-    """Spend what the greedy steps left under the target: widen one group by one allowed width at a time, the
-    best-scored widening whose estimate (times `scale`, the measured/estimated factor) still meets target_cost,
-    until none fits or none scores at least `score`. Returns (widths, the widenings kept)."""
-    widened = []
-    while True:
-        candidates = []
-        for g in groups:
-            wider = [w for w in range(widths[g.name] + 1, g.width + 1) if g.allowed(w) == w]
-            if wider and table.estimate({**widths, g.name: wider[0]}) * scale <= target_cost:
-                candidates.append({**widths, g.name: wider[0]})
-        if not candidates:
-            return widths, widened
-        scores = score_many(candidates)
-        best = max(range(len(candidates)), key=lambda i: scores[i])
-        if score is not None and scores[best] < score:
-            return widths, widened
-        name = next(n for n in widths if candidates[best][n] != widths[n])
-        widened.append({"group": name, "from": widths[name], "to": candidates[best][name], "score": scores[best],
-                        "estimated_cost": table.estimate(candidates[best]), "proposals": len(candidates)})
-        widths, score = candidates[best], scores[best]
-
-
-def _compare_uniform(result: Allocation, groups, table, score_many, target_cost, start) -> None:
-    found = uniform_widths(groups, table, target_cost, start)
-    if found is None:
-        return
-    fraction, widths = found
-    if widths == result.widths:
-        result.uniform = {"kept_fraction": fraction, "score": result.score, "chosen": True, "same": True}
-        return
-    score = score_many([widths])[0]
-    result.candidates_scored += 1
-    chosen = score > result.score
-    result.uniform = {"kept_fraction": fraction, "score": score, "greedy_score": result.score, "chosen": chosen,
-                      "estimated_cost": table.estimate(widths)}
-    if chosen:
-        result.widths, result.estimated_cost, result.score = widths, table.estimate(widths), score

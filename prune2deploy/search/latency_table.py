@@ -6,9 +6,9 @@ does). A group's saving is dense p50 x (1 - variant p50 / dense p50), so drift b
 grid widths the saving is interpolated linearly; noise that makes a narrower width look slower is evened out by
 a running maximum (a narrower width never saves less). A MACs table counts MACs of the same variants instead.
 The model's estimated cost is dense minus the sum of the groups' savings (NetAdapt's look-up table); the budget
-pass then measures the real model and corrects for what the sum misses. Like groups (the same layer configuration
-in the same block structure at the same input shapes, see like_groups.py) share one measured row, so a stack of
-identical blocks costs one measurement; the dense model is exported once per timer, not once per group.
+pass ranks with it and lands by measuring the real model (landing.py), since the sum mispredicts it. Like groups
+(the same layer configuration in the same block structure at the same input shapes, see like_groups.py) share
+one measured row, so a stack of identical blocks costs one measurement; the dense model is exported once per timer, not once per group.
 """
 from __future__ import annotations
 

@@ -9,10 +9,16 @@ recovery can repair (a thin layer that BN statistics cannot fix but training can
 what the final metric after recovery depends on. The loss, not top-1 on a few hundred samples, because top-1 there
 moves by sampling noise (±1 point) more than candidates differ.
 
+`--score-steps auto` (the default) picks the steps per model: SCORE_STEPS, fewer when one candidate's steps would
+take over STEP_BUDGET_S (a step timed on the dense model), and none when fewer than MIN_STEPS fit: a transformer
+step on one CPU core takes seconds, and a search scores hundreds of candidates.
+
 Without data the score is fidelity: mean cosine of the candidate's first output to the dense model's on seeded
 random inputs, labelled as such (`fidelity to dense, random inputs`): it ranks layers, it is not accuracy.
 """
 from __future__ import annotations
+
+from time import perf_counter
 
 from ..inputs import random_like
 from ..metrics import CosineToDense, Metric
@@ -26,12 +32,18 @@ SCORE_VAL_BATCHES = 4  # validation batches per candidate score (of --batch-size
 BN_BATCHES = 4  # training batches for BatchNorm re-estimation per candidate
 RANDOM_SETS = 8  # random input sets for the fidelity score without data
 FIDELITY = "fidelity to dense, random inputs (cosine)"
+SCORE_STEPS = 20  # --score-steps auto: at most this many distillation steps per candidate
+STEP_BUDGET_S = 5.0  # auto: one candidate's distillation steps may take this long
+MIN_STEPS = 5  # auto: fewer steps than this are not worth their time (BN re-estimation and --metric only)
+PROBE_STEPS = (2, 6)  # auto: the dense model scored after this many steps, to time one step
 
 
 class Scorer:
     """scorer(widths) -> metric of the model pruned to `widths`; picklable state only (for process pools).
 
     `kd_steps` > 0 (and training data): that many distillation steps from the dense model before the metric."""
+
+    auto_steps: dict | None = None  # how --score-steps auto chose kd_steps (Scorer.auto)
 
     def __init__(self, model, inputs, groups: list[Group], options, metric: Metric | None = None,
                  train: list | None = None, val: list | None = None, kd_steps: int = 0):
@@ -71,7 +83,31 @@ class Scorer:
         recover(pruned, self.model, self.kd_batches, self.val, self.metric, self.config, float("-inf"))
         return -validation_loss(pruned, self.model, self.val, self.objective)
 
+    @classmethod
+    def auto(cls, model, inputs, groups: list[Group], options, metric=None, train=None, val=None) -> "Scorer":
+        """A Scorer with --score-steps auto: the step count this model affords (recorded in describe()).
+
+        A step's time: the dense model scored after PROBE_STEPS[1] and after PROBE_STEPS[0] steps, the difference
+        divided by the extra steps (what a scoring costs besides its steps cancels), after one warm-up scoring."""
+        short, long = (cls(model, inputs, groups, options, metric, train, val, kd_steps=k) for k in PROBE_STEPS)
+        if len(long.kd_batches) <= len(short.kd_batches):  # no data (fidelity: nothing to distil), or too little
+            return cls(model, inputs, groups, options, metric, train, val, kd_steps=len(long.kd_batches))
+        dense, seconds = {g.name: g.width for g in groups}, []
+        short(dense)  # warm-up: what only the first scoring pays (lazy initialisation) is not a step
+        for scorer in (short, long):
+            started = perf_counter()
+            scorer(dense)
+            seconds.append(perf_counter() - started)
+        step_s = max(seconds[1] - seconds[0], 1e-6) / (len(long.kd_batches) - len(short.kd_batches))
+        fit = int(STEP_BUDGET_S / step_s)
+        chosen = cls(model, inputs, groups, options, metric, train, val,
+                     kd_steps=min(SCORE_STEPS, fit) if fit >= MIN_STEPS else 0)
+        chosen.auto_steps = {"step_s": round(step_s, 4), "budget_s": STEP_BUDGET_S, "fit": fit,
+                             "chosen": len(chosen.kd_batches)}
+        return chosen
+
     def describe(self) -> dict:
         score = f"minus the distillation loss after {len(self.kd_batches)} steps" if self.kd_batches else self.label
         return {"metric": self.label, "score": score, "validation_samples": self.samples,
-                "bn_batches": len(self.train), "kd_steps": len(self.kd_batches)}
+                "bn_batches": len(self.train), "kd_steps": len(self.kd_batches),
+                "score_steps_auto": self.auto_steps}

@@ -68,7 +68,9 @@ def budget_markdown(report: dict) -> list[str]:
              f"Achieved {_fmt(b['kind'], b['achieved'])} "
              f"{'(MACs counted on the pruned model)' if b['kind'] == 'macs_fraction' else 'in the final benchmark'}"
              f"; the search measured "
-             f"{b['search_measured']['fraction']:.3f} of the dense cost. {len(b['steps'])} greedy steps "
+             f"{b['search_measured']['fraction']:.3f} of the dense cost ({len(s['rounds'])} allocations measured "
+             f"while landing, {'inside' if s.get('landed_in_band') else 'outside'} the accepted band "
+             f"{_band(s)}). {len(b['steps'])} greedy steps "
              f"(slice {s['slice']:g} of dense), {s['candidates_scored']} candidates scored on "
              f"{s.get('score', s['metric'])} ({s['validation_samples']} validation samples, after BN re-estimation; "
              f"{s['metric']}: dense {s['dense_score']:.4g}, searched widths {s['final_score']:.4g} before recovery), "
@@ -84,13 +86,24 @@ def budget_markdown(report: dict) -> list[str]:
     return lines
 
 
+def _band(search: dict) -> str:
+    low, high = search.get("band") or (None, None)
+    return f"{low:g}-{high:g} of the requested speedup or reduction" if low else "(not recorded)"
+
+
 def _uniform_line(u: dict | None) -> list[str]:
     """What the search's own scorer said about uniform pruning at the same estimated cost."""
     if not u or u.get("same"):
         return []
     if u["chosen"]:
-        return [f"The greedy steps scored {u['greedy_score']:.4g}; uniform widths at the same estimated cost (kept "
-                f"fraction {u['kept_fraction']:.3f}) scored {u['score']:.4g} and were kept instead.", ""]
+        return [f"The greedy steps scored {u['greedy_score']:.4g}; uniform widths (landed by measurement like the "
+                f"greedy ones) were kept instead.", ""]
+    if u.get("kept_fraction") is None:
+        return []
+    if u["score"] > u["greedy_score"]:
+        return [f"Uniform widths at the same estimated cost (kept fraction {u['kept_fraction']:.3f}) scored "
+                f"{u['score']:.4g}, above the greedy {u['greedy_score']:.4g}; landed by measurement they scored "
+                f"lower or missed the band, so the greedy widths were kept.", ""]
     return [f"Uniform widths at the same estimated cost (kept fraction {u['kept_fraction']:.3f}) scored "
             f"{u['score']:.4g}, below the searched {u['greedy_score']:.4g}.", ""]
 
