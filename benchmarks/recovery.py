@@ -152,11 +152,12 @@ def minilm(args, work: Path) -> dict:
            "source": f"held out: the last {len(held_out)} sentences of gensim 4.4.0's lee_background.cor (300 ABC "
                      f"news articles); training: its other {len(train)}"
                      + (f" + {len(wiki)} Wikipedia sentences (gensim's enwiki-...-shortened.bz2)" if wiki else "")}
+    out["options"] = args.minilm_set
     for method in args.minilm_methods:
-        options = CompileOptions(ratio=0.5, data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
-                                 max_length=64, batch_size=32, recover=method, epochs=args.epochs,
-                                 recover_minutes=args.minilm_minutes, eval_every=args.minilm_eval_every,
-                                 bench_seconds=args.bench_seconds)
+        settings = {"ratio": 0.5, "max_length": 64, "batch_size": 32, "epochs": args.epochs,
+                    "recover_minutes": args.minilm_minutes, "eval_every": args.minilm_eval_every, **args.minilm_set}
+        options = CompileOptions(data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
+                                 recover=method, bench_seconds=args.bench_seconds, **settings)
         result = prune2deploy.compile(dense, example, options=options, use_cache=False,
                                       out_dir=work / f"minilm_{method}", model_name="all-MiniLM-L6-v2")
         val = load_data(f"text:{work / 'lee_val.txt'}", dense, example, options, what="--val-data")
@@ -174,8 +175,30 @@ def minilm(args, work: Path) -> dict:
     return out
 
 
+def option_setting(text: str) -> tuple[str, object]:
+    """--minilm-set NAME=VALUE: a CompileOptions field and its value (JSON: 1e-3, 2, null, "x"; else a string)."""
+    name, sep, value = text.partition("=")
+    if not sep or name not in CompileOptions.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with a CompileOptions field")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def machine_state() -> dict:
+    """Where the benchmark ran: CPUs it may use (taskset), torch threads, load average at the start."""
+    return {"cpus": sorted(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Recovery benchmark ({result['when']}, {result['machine']})", ""]
+    state = result.get("state")
+    if state:
+        lines += [f"CPUs {state['cpus']}, {state['torch_threads']} torch thread(s), load average at start "
+                  f"{state['load_average_start']}, at end {state.get('load_average_end')}; wall "
+                  f"{state.get('wall_s', 0):.0f} s.", ""]
     if result.get("mnist"):
         lines += ["## MNIST CNN (prune2deploy.examples.mnist_cnn), p2d default recovery (BN re-estimation + KD)", "",
                   "| ratio | MAC red. | ort-cpu speedup | val: dense / after prune / after BN / recovered | "
@@ -191,8 +214,9 @@ def markdown(result: dict) -> str:
                 f"{h['test']:.2f}, {h['wall_s']:.0f} |")
     m = result.get("minilm")
     if m:
-        lines += ["", f"## all-MiniLM-L6-v2 at 0.5, text: {m['sentences_train']} training / {m['sentences_val']} "
+        lines += ["", f"## all-MiniLM-L6-v2, text: {m['sentences_train']} training / {m['sentences_val']} "
                   f"held-out sentences ({m['source']})", "",
+                  f"Options (ratio 0.5 unless set here): {m.get('options') or 'defaults'}.", "",
                   "| recovery | cosine to dense (held out) | nearest-neighbour agreement | MAC red. | speedup | "
                   "recovery steps, wall s |", "|---|---|---|---|---|---|"]
         for method in [k for k in ("none", "kd") if k in m]:
@@ -221,20 +245,27 @@ def main() -> None:
     p.add_argument("--minilm-train", choices=("lee", "lee+wiki"), default="lee+wiki")
     p.add_argument("--minilm-methods", nargs="+", choices=("none", "kd"), default=["none", "kd"])
     p.add_argument("--minilm-eval-every", type=int, default=40, help="validation every N recovery steps")
+    p.add_argument("--minilm-set", type=option_setting, nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="CompileOptions for the MiniLM runs, e.g. lr=1e-3 max_steps=300 iterative_steps=2 head_ratio=0")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=4.0)
     p.add_argument("--out", type=Path, default=RESULTS / "recovery")
     args = p.parse_args()
+    args.minilm_set = dict(args.minilm_set)
     torch.manual_seed(0)
+    started = time.perf_counter()
     result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "torch_threads": torch.get_num_threads(), "args": {k: str(v) for k, v in vars(args).items()}}
+              "torch_threads": torch.get_num_threads(), "state": machine_state(),
+              "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="p2d-bench-recovery-") as tmp:
         work = Path(tmp)
         if args.only in (None, "mnist"):
             result["mnist"] = mnist(args, work)
         if args.only in (None, "minilm"):
             result["minilm"] = minilm(args, work)
+    result["state"].update(load_average_end=[round(x, 2) for x in os.getloadavg()],
+                           wall_s=round(time.perf_counter() - started, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
         args.out.with_name(args.out.name + suffix).write_text(text)  # not with_suffix: "..._0.5_long" has a dot
