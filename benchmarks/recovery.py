@@ -177,6 +177,8 @@ def minilm(args, work: Path) -> dict:
                        if "recovery" in r else None}
         if "recovery" in r:
             out[method]["kd_features"] = r["recovery"]["stages"][-1].get("kd_features")
+        if r.get("budget"):  # --macs-fraction & co: the widths the search chose
+            out[method]["widths"] = {g["name"]: g["kept"] for g in r["budget"]["per_group"]}
         print(json.dumps({method: out[method]}), flush=True)
     return out
 
