@@ -226,10 +226,13 @@ def test_encoders_match_every_kept_block_by_default_classifiers_none():
     mask = torch.ones(4, 12, dtype=torch.int64)
     mask[:2, 8:] = 0
     inputs = ExampleInputs((), {"input_ids": ids, "attention_mask": mask})
-    narrowed = copy.deepcopy(teacher)  # global pruning narrows this model's residual stream: no block matches
-    PruneChannels(0.5, round_to=8).run(narrowed, CompileContext(inputs))
-    assert narrowed.encoder.layers[0](narrowed.embed(ids)).shape[-1] < 64
-    assert "encoder.layers.0" not in matched_blocks(narrowed, teacher, inputs, [])
+    with pytest.raises(UserError, match="removing attention heads changed the model's output shapes"):
+        PruneChannels(0.5, round_to=8).run(copy.deepcopy(teacher), CompileContext(inputs))  # output = head width
+    narrowed = copy.deepcopy(teacher)  # a narrower residual stream: no block matches
+    narrowed.embed = torch.nn.Embedding(50, 32)
+    narrowed.encoder = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True), 3, enable_nested_tensor=False)
+    assert "encoder.layers.0" not in matched_blocks(narrowed.eval(), teacher, inputs, [])
     student = copy.deepcopy(teacher)  # FFN hidden 128 -> 64 in every layer: the residual stream keeps its width
     for layer in student.encoder.layers:
         layer.linear1 = torch.nn.Linear(64, 64)

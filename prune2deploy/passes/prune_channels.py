@@ -142,15 +142,27 @@ class PruneChannels:
                         "type": w["type"]} for n, w in before.items()],
         }
 
-    def _graph(self, module: nn.Module, example, ignored: list, importance=None):
-        """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width."""
+    def _graph(self, module: nn.Module, example, ignored: list, importance=None, shapes_before=None):
+        """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width.
+
+        `shapes_before`: the unpruned output shapes; removing heads must keep them (read off the trace)."""
         from .attention import check_still_runs, plan_attention
 
         attention = plan_attention(module)
         heads_removed = attention.prune_heads(module, example, self.head_ratio, check_runs=False)  # MHA: tp can't
+        traced = {}
+
+        def forward_and_keep_shapes(model, inputs):  # torch-pruning's own call, keeping the output shapes
+            if isinstance(inputs, dict):
+                out = model(**inputs)
+            else:
+                out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+            traced.setdefault("shapes", output_shapes(out))
+            return out
+
         try:  # the trace runs the model: it is the check that head removal left it runnable
             pruner = tp.pruner.BasePruner(
-                module, example_inputs=example, importance=importance or make_importance(self.criterion),
+                module, example_inputs=example, forward_fn=forward_and_keep_shapes, importance=importance or make_importance(self.criterion),
                 pruning_ratio=self.ratio, global_pruning=self.global_pruning,
                 iterative_steps=self.iterative_steps, round_to=self.round_to,
                 ignored_layers=ignored + list(attention.ignored_layers),
@@ -159,6 +171,11 @@ class PruneChannels:
             if heads_removed:
                 check_still_runs(module, example)  # the head removal's own error and hint, if it broke the model
             raise
+        if heads_removed and shapes_before is not None and traced.get("shapes") != shapes_before:
+            raise user_error(f"removing attention heads changed the model's output shapes ({shapes_before} -> "
+                             f"{traced.get('shapes')}): its output is the attention blocks' own width",
+                             "keep the heads with --head-ratio 0 (the other layers are still pruned), or add an "
+                             "output layer after the last block")
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
         return attention, pruner, kept
@@ -197,7 +214,7 @@ class PruneChannels:
         snapshot = Snapshot(model)
         try:
             with GraphBudget(self.graph_budget_s, self.graph_budget_gb, "the whole model's dependency graph"):
-                attention, pruner, kept = self._graph(model, example, ignored)
+                attention, pruner, kept = self._graph(model, example, ignored, shapes_before=self._shapes_before)
         except (GraphTooCostly, Exception) as exc:
             if isinstance(exc, P2DError):
                 raise
