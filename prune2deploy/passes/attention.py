@@ -272,16 +272,20 @@ def _mha_head_importance(mha: nn.MultiheadAttention, heads: int) -> torch.Tensor
     return w + o + b
 
 
+def run_example(model: nn.Module, example_inputs):
+    """model(example_inputs) the way torch-pruning calls it: a dict as keywords, a tuple/list as positionals."""
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
 def check_still_runs(model: nn.Module, example_inputs) -> None:
     """Fail early, with a hint, when head removal reached a fixed-width tensor such as a model input."""
     try:
         with torch.no_grad():
-            if isinstance(example_inputs, dict):
-                model(**example_inputs)
-            elif isinstance(example_inputs, (tuple, list)):
-                model(*example_inputs)
-            else:
-                model(example_inputs)
+            run_example(model, example_inputs)
     except RuntimeError as exc:
         raise UserError(
             f"model no longer runs after removing MultiheadAttention heads: {str(exc).splitlines()[0]}",

@@ -146,17 +146,14 @@ class PruneChannels:
         """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width.
 
         `shapes_before`: the unpruned output shapes; removing heads must keep them (read off the trace)."""
-        from .attention import check_still_runs, plan_attention
+        from .attention import check_still_runs, plan_attention, run_example
 
         attention = plan_attention(module)
         heads_removed = attention.prune_heads(module, example, self.head_ratio, check_runs=False)  # MHA: tp can't
         traced = {}
 
         def forward_and_keep_shapes(model, inputs):  # torch-pruning's own call, keeping the output shapes
-            if isinstance(inputs, dict):
-                out = model(**inputs)
-            else:
-                out = model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+            out = run_example(model, inputs)
             traced.setdefault("shapes", output_shapes(out))
             return out
 
