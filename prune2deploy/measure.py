@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
-import itertools
 import sys
 
 import torch
 import torch.nn as nn
 from torch_pruning.utils import op_counter
+
+from .shared_weights import shared_copy
 
 
 def count_macs_params(model: nn.Module, inputs) -> tuple[int, int]:
@@ -18,7 +18,7 @@ def count_macs_params(model: nn.Module, inputs) -> tuple[int, int]:
     torch-pruning's `count_ops_and_params` deep-copies the model to keep its counting hooks off it, which
     doubles the weights in memory (a BERT-base compile peaked at 4.7x its weights there). The copy made here
     shares every parameter and buffer with `model`: only the module tree is duplicated."""
-    counted = op_counter.add_flops_counting_methods(_module_tree_copy(model)).eval()
+    counted = op_counter.add_flops_counting_methods(shared_copy(model)).eval()
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints about keyword inputs
         counted.start_flops_count(ost=sys.stdout, verbose=False, ignore_list=[])
         try:
@@ -27,9 +27,3 @@ def count_macs_params(model: nn.Module, inputs) -> tuple[int, int]:
         finally:
             counted.stop_flops_count()
     return int(macs), int(params)
-
-
-def _module_tree_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of the modules whose parameters and buffers are `model`'s own tensors."""
-    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    return copy.deepcopy(model, shared)

@@ -32,6 +32,7 @@ from .passes.recover import add_to_report, recovery_pass
 from .progress import Progress
 from .report import render_markdown
 from .search.summary import add_budget, finish_budget
+from .shared_weights import shared_copy, unshare
 from .targets import TARGETS
 from .verify import fidelity, reference_outputs
 
@@ -248,9 +249,15 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
 
 def _prune_and_recover(model, ctx, prune, recover, progress) -> nn.Module:
     """Prune a copy of the dense model; with recovery, BN re-estimation and distillation after every step."""
-    pruned = copy.deepcopy(model)
-    prune.on_step = recover.between_steps if recover else None
+    pruned = shared_copy(model)  # the dense weights, shared until pruning replaces them
+
+    def recover_between_steps(step_model, step):
+        unshare(step_model, model)
+        recover.between_steps(step_model, step)
+
+    prune.on_step = recover_between_steps if recover else None
     _run_pass(prune, pruned, ctx, progress)
+    unshare(pruned, model)
     if recover:
         _run_pass(recover, pruned, ctx, progress)
         distributed.finish()
