@@ -34,6 +34,8 @@ import torch.nn.functional as F
 
 from prune2deploy.errors import UserError
 
+from .graph_budget import release_trace
+
 # A head-scope pruning ratio this small makes torch-pruning enter its head-removal branch
 # (it only removes heads inside a scope that prunes >= 1 channel) without pruning any dims,
 # because prune_head_dims=False keeps the attention groups' dims intact.
@@ -128,6 +130,7 @@ class AttentionPlan:
                 raise UserError(f"cannot remove heads of {block.name}", "exclude it from head pruning")
             group.prune()
             done.update(id(b.module) for b in tied)
+        release_trace(graph)
         self.fix_up(model)
         # pruning replaced the class token / pos embedding Parameters: point the plan at the new ones
         self.unwrapped_parameters = _loose_residual_parameters(model, _residual_widths(self.blocks))

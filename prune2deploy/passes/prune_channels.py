@@ -13,7 +13,7 @@ from ..outputs import flatten_outputs, output_shapes
 from .block_local import prune_blocks
 from .degrade import Snapshot, first_line, prune_group_by_group
 from .importance import MagnitudeImportance
-from .graph_budget import DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly
+from .graph_budget import DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly, release_trace
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "random")
 GRADIENT_CRITERIA = ("taylor", "hessian")
@@ -225,12 +225,14 @@ class PruneChannels:
             raise
         except Exception as exc:
             broken = f"torch-pruning: {first_line(exc)}"
+        release_trace(pruner.DG)
         skipped = []
         if broken:  # find the groups responsible: prune again one group at a time, keeping those that work
             snapshot.restore()
             attention, pruner, kept = self._graph(model, example, ignored)
             pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention, self._shapes_before),
                                           attention)
+            release_trace(pruner.DG)
             if not pruned and skipped and self.mode == "auto":
                 snapshot.restore()
                 first = skipped[0]
@@ -253,6 +255,7 @@ class PruneChannels:
             check = self._checker(block, _Call(args, kwargs), attention)
             prefix = block_names[id(block)]
             count, block_skipped = self._steps(block, pruner, ctx=None, check=check)
+            release_trace(pruner.DG)
             pruned.append(count)
             skipped.extend({**item, "group": f"{prefix}.{item['group']}"} for item in block_skipped)
             heads.extend({**h, "name": f"{prefix}.{h['name']}"} for h in attention.fix_up(block))
