@@ -1,5 +1,9 @@
-"""The copy that gets pruned shares the dense weights until it needs its own, and never writes into them."""
+"""What the pruning stage holds: the copy that gets pruned shares the dense weights until it needs its own (and
+never writes into them); torch-pruning's traced autograd graph is let go once the groups are pruned."""
 from __future__ import annotations
+
+import gc
+import weakref
 
 import torch
 import torch.nn as nn
@@ -7,6 +11,7 @@ import torch.nn as nn
 from recovery_digits import digits_tensors, trained_deep_digits_cnn
 from prune2deploy import pipeline
 from prune2deploy.context import CompileContext, ExampleInputs
+from prune2deploy.passes.graph_budget import release_trace
 from prune2deploy.passes.prune_channels import PruneChannels
 from prune2deploy.shared_weights import shared_copy, unshare
 
@@ -82,3 +87,41 @@ def test_compile_with_iterative_recovery_and_taylor_leaves_the_dense_model_intac
     after = dense.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in dense.parameters())
+
+
+class _Token:
+    """Lives as long as the autograd node that saved it."""
+
+
+class _Mark(torch.autograd.Function):
+    tokens: list = []
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.token = _Token()
+        _Mark.tokens.append(weakref.ref(ctx.token))
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _Marked(nn.Module):
+    def forward(self, x):
+        return _Mark.apply(x)
+
+
+def test_release_trace_frees_the_traced_autograd_graph_without_the_garbage_collector():
+    import torch_pruning as tp
+
+    model = nn.Sequential(nn.Linear(4, 8), _Marked(), nn.ReLU(), nn.Linear(8, 2))
+    graph = tp.DependencyGraph().build_dependency(model, torch.randn(1, 4))
+    token = _Mark.tokens[-1]
+    gc.disable()
+    try:
+        assert token() is not None  # the dependency graph's nodes keep the trace's autograd graph alive
+        release_trace(graph)
+        assert token() is None
+    finally:
+        gc.enable()
