@@ -102,7 +102,7 @@ class Scorer:
         fit = int(STEP_BUDGET_S / step_s)
         chosen = cls(model, inputs, groups, options, metric, train, val,
                      kd_steps=min(SCORE_STEPS, fit) if fit >= MIN_STEPS else 0)
-        chosen.auto_steps = {"step_s": round(step_s, 4), "budget_s": STEP_BUDGET_S, "fit": fit,
+        chosen.auto_steps = {"step_s": float(f"{step_s:.3g}"), "budget_s": STEP_BUDGET_S, "fit": fit,
                              "chosen": len(chosen.kd_batches)}
         return chosen
 
