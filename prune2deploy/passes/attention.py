@@ -96,11 +96,13 @@ class AttentionPlan:
         )
         return kwargs
 
-    def prune_heads(self, model: nn.Module, example_inputs, head_ratio: float, check_runs: bool = True) -> bool:
+    def prune_heads(self, model: nn.Module, example_inputs, head_ratio: float, check_runs: bool = True,
+                    forward_fn=None) -> bool:
         """Remove whole heads of nn.MultiheadAttention blocks (torch-pruning 1.6 cannot); no-op for others.
 
         True when heads were removed. `check_runs=False` leaves the check that the model still runs to the
-        caller (`check_still_runs`), who runs the model next anyway: one forward fewer on a large model."""
+        caller (`check_still_runs`), who runs the model next anyway: one forward fewer on a large model.
+        `forward_fn(model, example_inputs)`: how torch-pruning's trace calls the model (default `run_example`)."""
         _check_ratio(head_ratio)
         mha_blocks = [b for b in self.blocks if b.kind == "torch-mha"]
         if not mha_blocks or _heads_to_remove(head_ratio, mha_blocks[0].heads) == 0:
@@ -108,7 +110,8 @@ class AttentionPlan:
         import torch_pruning as tp
 
         graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs, unwrapped_parameters=list(self.unwrapped_parameters.items()) or None
+            model, example_inputs, forward_fn=forward_fn or run_example,
+            unwrapped_parameters=list(self.unwrapped_parameters.items()) or None
         )
         done: set[int] = set()
         for block in mha_blocks:

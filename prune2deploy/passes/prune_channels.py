@@ -119,9 +119,13 @@ class PruneChannels:
         was_training = model.training
         ignored = resolve_layers(model, self.ignore)
         before = layer_widths(model)
-        self._shapes_before = output_shapes(_forward(model, inputs))
+        # the dense output shapes; torch-pruning's first trace records them when it calls the model as `inputs` do
+        traced_as_called = not (inputs.args and inputs.kwargs)
+        self._shapes_before = None if traced_as_called else output_shapes(_forward(model, inputs))
         outcome = None if self.mode == "block-local" else self._prune_global(model, ctx, ignored)
-        if outcome is None or "fallback" in outcome:
+        if outcome is None or "fallback" in outcome:  # the model is as it came (a fallback restores it)
+            if self._shapes_before is None:
+                self._shapes_before = output_shapes(_forward(model, inputs))
             fallback = outcome["fallback"] if outcome else "--pruning-mode block-local"
             outcome = self._prune_block_local(model, ctx, ignored)
             outcome["why"] = fallback
@@ -142,20 +146,22 @@ class PruneChannels:
                         "type": w["type"]} for n, w in before.items()],
         }
 
-    def _graph(self, module: nn.Module, example, ignored: list, importance=None, shapes_before=None):
-        """Attention plan (MHA heads already removed) and a BasePruner over `module`, outputs kept at width.
-
-        `shapes_before`: the unpruned output shapes; removing heads must keep them (read off the trace)."""
+    def _graph(self, module: nn.Module, example, ignored: list, importance=None):
+        """Attention plan (MHA heads already removed), a BasePruner over `module` (outputs kept at width), and
+        `module`'s output shapes before anything was removed, read off torch-pruning's first trace (removing
+        heads must keep them: the second trace says)."""
         from .attention import check_still_runs, plan_attention, run_example
 
-        attention = plan_attention(module)
-        heads_removed = attention.prune_heads(module, example, self.head_ratio, check_runs=False)  # MHA: tp can't
-        traced = {}
+        traced = []
 
         def forward_and_keep_shapes(model, inputs):  # torch-pruning's own call, keeping the output shapes
             out = run_example(model, inputs)
-            traced.setdefault("shapes", output_shapes(out))
+            traced.append(output_shapes(out))
             return out
+
+        attention = plan_attention(module)
+        heads_removed = attention.prune_heads(module, example, self.head_ratio, check_runs=False,  # MHA: tp can't
+                                              forward_fn=forward_and_keep_shapes)
 
         try:  # the trace runs the model: it is the check that head removal left it runnable
             pruner = tp.pruner.BasePruner(
@@ -168,14 +174,14 @@ class PruneChannels:
             if heads_removed:
                 check_still_runs(module, example)  # the head removal's own error and hint, if it broke the model
             raise
-        if heads_removed and shapes_before is not None and traced.get("shapes") != shapes_before:
-            raise user_error(f"removing attention heads changed the model's output shapes ({shapes_before} -> "
-                             f"{traced.get('shapes')}): its output is the attention blocks' own width",
+        if heads_removed and traced[-1] != traced[0]:
+            raise user_error(f"removing attention heads changed the model's output shapes ({traced[0]} -> "
+                             f"{traced[-1]}): its output is the attention blocks' own width",
                              "keep the heads with --head-ratio 0 (the other layers are still pruned), or add an "
                              "output layer after the last block")
         kept = output_layers(pruner.DG)
         pruner.ignored_layers.extend(m for layer in kept for m in layer.modules())
-        return attention, pruner, kept
+        return attention, pruner, kept, traced[0]
 
     def pruner_kwargs(self, attention) -> dict:
         """BasePruner's attention keywords; search.prune_to adds per-group ratios here."""
@@ -211,7 +217,8 @@ class PruneChannels:
         snapshot = Snapshot(model)
         try:
             with GraphBudget(self.graph_budget_s, self.graph_budget_gb, "the whole model's dependency graph"):
-                attention, pruner, kept = self._graph(model, example, ignored, shapes_before=self._shapes_before)
+                attention, pruner, kept, traced_shapes = self._graph(model, example, ignored)
+                self._shapes_before = self._shapes_before or traced_shapes
         except (GraphTooCostly, Exception) as exc:
             if isinstance(exc, P2DError):
                 raise
@@ -229,7 +236,7 @@ class PruneChannels:
         skipped = []
         if broken:  # find the groups responsible: prune again one group at a time, keeping those that work
             snapshot.restore()
-            attention, pruner, kept = self._graph(model, example, ignored)
+            attention, pruner, kept, _ = self._graph(model, example, ignored)
             pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention, self._shapes_before),
                                           attention)
             release_trace(pruner.DG)
@@ -251,7 +258,7 @@ class PruneChannels:
         pruned = []
 
         def prune_one(block, args, kwargs):
-            attention, pruner, block_kept = self._graph(block, kwargs or args, ignored, importance)
+            attention, pruner, block_kept, _ = self._graph(block, kwargs or args, ignored, importance)
             check = self._checker(block, _Call(args, kwargs), attention)
             prefix = block_names[id(block)]
             count, block_skipped = self._steps(block, pruner, ctx=None, check=check)
