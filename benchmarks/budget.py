@@ -291,7 +291,8 @@ def markdown(result: dict) -> str:
              "uniform model; the interpolated column is uniform's metric linear in cost between the two (an "
              "estimate). Tie-break: when p2d's greedy and uniform widths both land in the band and there is "
              "training data, p2d recovers each with the compile's own recovery and keeps the one better on the "
-             "validation split (never the test split); the column gives the family kept, then greedy / uniform "
+             "validation split (never the test split), so `searched` is p2d's output, greedy or uniform widths; the last "
+             "column gives the family kept, then greedy / uniform "
              "validation metric and measured achieved/requested. The final model is recovered afresh, exactly as the "
              "uniform `--ratio` models.", "",
              "| model | budget | achieved | achieved / requested | speedup side by side: searched / uniform costlier "

@@ -6,7 +6,7 @@ target, the pruned model itself is measured, and the target moves by a secant on
 model lands in the band (search/landing.py: the table ranks, measurements decide how far). Uniform widths at the
 same table estimate are scored too; when they score higher, or the greedy path does not land, uniform widths are
 landed the same way and the better of the two is kept. With a recovery to come (--data), uniform widths are
-always landed too, and when both land in the band the one better on the validation split after the compile's own
+always landed too, and when both meet the budget the one better on the validation split after the compile's own
 recovery is kept (search/tie_break.py: NetAdapt's final step). A budget is refused only when the narrowest
 allocation measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback, attention
 fix-ups), whose `ensure` checks it.
@@ -29,7 +29,7 @@ from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest,
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
-from ..search.tie_break import TieBreak, skipped, tie_break_config
+from ..search.tie_break import ACCEPTED, TieBreak, contender, skipped, tie_break_config
 from .recover import recovery_method
 
 KINDS = {"target_speedup": "speedup", "latency_ms": "latency_ms", "macs_fraction": "macs_fraction"}
@@ -114,14 +114,22 @@ class BudgetPrune:
             if not landing.in_band:
                 refine(landing, groups, score_many, measure, band)
             uniform["landed"] = {"in_band": landing.in_band, "achieved_over_requested": landing.chosen.q}
-            if tie_break and greedy.in_band and landing.in_band:
-                kept, tie = tie_break({"greedy": greedy.chosen.widths, "uniform": landing.chosen.widths})
-                for name, point in (("greedy", greedy.chosen), ("uniform", landing.chosen)):
+            picks = {"greedy": contender(greedy, band), "uniform": contender(landing, band)}
+            if tie_break and all(picks.values()) and widths_key(picks["greedy"].widths) != widths_key(
+                    picks["uniform"].widths):
+                self._say(f"tie-break: greedy and uniform widths both meet the budget; recovering each "
+                          f"({tie_break.config.max_steps} steps, {tie_break.why})")
+                kept, tie = tie_break({name: point.widths for name, point in picks.items()})
+                self._say(f"tie-break: {tie['metric']} on validation {tie['greedy']['val_metric']:.4g} greedy, "
+                          f"{tie['uniform']['val_metric']:.4g} uniform: {kept} kept")
+                for name, point in picks.items():
                     tie[name]["achieved_over_requested"] = point.q
                 landing, uniform["chosen"] = (landing, True) if kept == "uniform" else (greedy, False)
+                landing.chosen, landing.in_band = picks[kept], band.holds(picks[kept].q)
             else:
                 landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
-                tie = skipped("not both in the band" if tie_break else self._tie_break_off)
+                tie = skipped(f"not both measured within {ACCEPTED[0]:g}-{ACCEPTED[1]:g} of the request, or the same widths"
+                              if tie_break else self._tie_break_off)
         if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
