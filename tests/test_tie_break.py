@@ -52,7 +52,7 @@ def test_both_allocations_recovered_alike_and_the_better_on_validation_kept(digi
     assert result.report["accuracy"]["pruned"] == pytest.approx(tie[kept]["val_metric"])
     assert result.report["recovery"]["steps"] == 40
     md = (tmp_path / "out" / "report.md").read_text()
-    assert f"Tie-break (the recovery's own settings: 40 and 40 recovery steps)" in md and f"{kept} kept." in md
+    assert "Tie-break (the recovery's own settings: 40 and 40 recovery steps)" in md and f"{kept} kept." in md
 
 
 def test_uniform_widths_kept_when_they_recover_better(digits_split, tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ same table estimate are scored too; when they score higher, or the greedy path d
 landed the same way and the better of the two is kept. With a recovery to come (--data), uniform widths are
 always landed too, and when both meet the budget the one better on the validation split after the compile's own
 recovery is kept (search/tie_break.py: NetAdapt's final step). A budget is refused only when the narrowest
-allocation measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback, attention
-fix-ups), whose `ensure` checks it.
+allocation measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback,
+attention fix-ups), whose `ensure` checks it.
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ class BudgetPrune:
         if not landing.in_band:
             refine(landing, groups, score_many, measure, band)
         uniform = self._compare_uniform(groups, table, score_many, landing.chosen.widths)
-        tie_break, tie = self._tie_break(model, inputs, groups), None
+        tie_break = self._tie_break(model, inputs, groups)
+        tie = skipped(self._tie_break_off)  # replaced below when a tie-break can run
         if tie_break or not landing.in_band or uniform["score"] > score_many([landing.chosen.widths])[0]:
             # the greedy steps did not land, uniform widths score higher, or a tie-break will recover both: land
             # uniform widths by measurement too
@@ -128,9 +129,9 @@ class BudgetPrune:
                 landing.chosen, landing.in_band = picks[kept], band.holds(picks[kept].q)
             else:
                 landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
-                tie = skipped(f"not both measured within {ACCEPTED[0]:g}-{ACCEPTED[1]:g} of the request, or the same widths"
-                              if tie_break else self._tie_break_off)
-        if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
+                tie = skipped(f"not both measured within {ACCEPTED[0]:g}-{ACCEPTED[1]:g} of the request, or the "
+                              "same widths" if tie_break else self._tie_break_off)
+        if landing.chosen.q < band.floor and not tie.get("kept"):  # none comes close (the narrowest measured)
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
         steps = path.steps_to(landing)
@@ -151,7 +152,7 @@ class BudgetPrune:
                        "executor": executor.description, "slice": opts.budget_step, "uniform_compared": uniform,
                        **scorer.describe(), **scores},
             "table": table.to_dict(),
-            "tie_break": tie or skipped(self._tie_break_off),
+            "tie_break": tie,
         }
         return record
 
