@@ -94,15 +94,15 @@ def test_negative_tie_break_steps_is_a_one_line_error(p2d, tmp_path):
                       "tie-break-steps -1 must be >= 0")
 
 
-def test_allocations_within_the_issues_range_compete_even_outside_the_landing_band():
+def test_only_allocations_at_least_as_fast_as_asked_compete_even_outside_the_landing_band():
     from prune2deploy.search.landing import EXACT_BAND, TIMED_BAND, Band, Landing, Point
     from prune2deploy.search.tie_break import contender, eligible
 
     timed, exact = Band(*TIMED_BAND), Band(*EXACT_BAND)
-    assert not timed.holds(0.999) and eligible(0.999, timed) and eligible(1.09, timed)  # timing noise
-    assert eligible(0.945, timed) and not eligible(0.93, timed) and not eligible(1.12, timed)
-    assert not eligible(0.99, exact) and eligible(1.0, exact)  # counted MACs: the budget or better
-    points = [Point(x, q, {"a": w}, {}) for x, q, w in ((0.5, 1.16, 8), (0.6, 0.945, 16), (0.7, 0.80, 24))]
-    landed = Landing(points=points, chosen=points[0])  # chosen: the closest above the floor, too fast to compete
+    assert not timed.holds(1.09) and eligible(1.09, timed) and eligible(1.0, timed)  # faster than the band
+    assert not eligible(0.999, timed) and not eligible(1.12, timed)  # slower than asked; beyond the issue's range
+    assert eligible(1.0, exact) and not eligible(0.99, exact)
+    points = [Point(x, q, {"a": w}, {}) for x, q, w in ((0.5, 1.16, 8), (0.6, 1.09, 16), (0.7, 0.97, 24))]
+    landed = Landing(points=points, chosen=points[2])  # chosen: the closest to the aim, slower than asked
     assert contender(landed, timed) is points[1]
-    assert contender(Landing(points=points[2:], chosen=points[2]), timed) is None
+    assert contender(Landing(points=points[::2], chosen=points[2]), timed) is None

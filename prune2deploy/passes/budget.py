@@ -29,7 +29,7 @@ from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest,
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
-from ..search.tie_break import ACCEPTED, TieBreak, contender, skipped, tie_break_config
+from ..search.tie_break import ACCEPTED_HIGH, TieBreak, contender, skipped, tie_break_config
 from .recover import recovery_method
 
 KINDS = {"target_speedup": "speedup", "latency_ms": "latency_ms", "macs_fraction": "macs_fraction"}
@@ -129,9 +129,9 @@ class BudgetPrune:
                 landing.chosen, landing.in_band = picks[kept], band.holds(picks[kept].q)
             else:
                 landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
-                tie = skipped(f"not both measured within {ACCEPTED[0]:g}-{ACCEPTED[1]:g} of the request, or the "
-                              "same widths" if tie_break else self._tie_break_off)
-        if landing.chosen.q < band.floor and not tie.get("kept"):  # none comes close (the narrowest measured)
+                tie = skipped(f"not both measured at 1-{ACCEPTED_HIGH:g} of the request, or the same widths"
+                              if tie_break else self._tie_break_off)
+        if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
         steps = path.steps_to(landing)
