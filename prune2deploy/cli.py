@@ -394,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "minus the validation distillation loss (needs --data; 0: --metric after BN re-estimation only); "
                    "default auto: 20, fewer when one candidate's steps would take over 5 s (a step timed on the "
                    "dense model), 0 when fewer than 5 fit")
+    p.add_argument("--tie-break-steps", type=_steps_or_auto, metavar="N|auto",
+                   help="budget search: when the searched and uniform widths both meet the budget, recover each for N "
+                   "steps on the training data and keep the better on validation (0: off); default auto: the "
+                   "recovery's own settings, at most 1000 steps")
     p.add_argument("--workers", type=int, help="budget search: processes scoring candidates (local pool); default 1")
     p.add_argument("--ray-address", metavar="ADDR", help="budget search: score candidates on this Ray cluster "
                    "(pip install 'prune2deploy[ray]')")
@@ -481,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _steps_or_auto(value: str) -> int | None:
-    """--score-steps: a count, or `auto` (None: the per-model default)."""
+    """--score-steps, --tie-break-steps: a count, or `auto` (None: the default)."""
     if value == "auto":
         return None
     try:

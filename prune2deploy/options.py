@@ -68,6 +68,8 @@ class CompileOptions:
     budget_step: float = 0.05  # cost removed per greedy step, as a fraction of the dense cost
     score_steps: int | None = None  # distillation steps per scored candidate (0: BN re-estimation only; None: auto,
     # per model: up to 20, fewer when a candidate's steps would exceed a time budget, see search/scoring.py)
+    tie_break_steps: int | None = None  # recovery steps of the final greedy-vs-uniform tie-break (0: off; None:
+    # auto, the recovery's own length, at most 1000 steps; see search/tie_break.py)
     workers: int = 1  # candidate scoring: processes of a local pool (1: this process)
     ray_address: str | None = None  # candidate scoring on a Ray cluster instead
 
@@ -169,6 +171,8 @@ class CompileOptions:
             raise user_error(f"workers {self.workers} must be >= 1")
         if self.score_steps is not None and self.score_steps < 0:
             raise user_error(f"score-steps {self.score_steps} must be >= 0", "0 scores after BN re-estimation only")
+        if self.tie_break_steps is not None and self.tie_break_steps < 0:
+            raise user_error(f"tie-break-steps {self.tie_break_steps} must be >= 0", "0 turns the tie-break off")
         if given and self.target != "ort-cpu" and self.macs_fraction is None:
             raise user_error(f"{given[0]} is measured on ort-cpu only so far (target {self.target})",
                              "use --macs-fraction on this target, or --target ort-cpu")

@@ -60,6 +60,7 @@ Schema (every key optional; the flag each one stands for is on the right):
     macs_fraction = 0.4                            # --macs-fraction (pruned MACs / dense MACs)
     step = 0.05                                    # --budget-step (cost removed per greedy step, of dense)
     score_steps = 20                               # --score-steps (distillation steps per candidate; omit: auto)
+    tie_break_steps = 300                          # --tie-break-steps (greedy vs uniform recovery; omit: auto)
     workers = 1                                    # --workers (local process pool scoring candidates)
     ray_address = "auto"                           # --ray-address (score candidates on a Ray cluster)
 
@@ -191,6 +192,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("budget.macs_fraction", "float", "macs_fraction", "macs_fraction"),
     Key("budget.step", "float", "budget_step", "budget_step"),
     Key("budget.score_steps", "int", "score_steps", "score_steps"),
+    Key("budget.tie_break_steps", "int", "tie_break_steps", "tie_break_steps"),
     Key("budget.workers", "int", "workers", "workers"),
     Key("budget.ray_address", "str", "ray_address", "ray_address"),
     Key("sparsity.pattern", "str", "sparsity", "sparsity"),

@@ -5,9 +5,11 @@ their cost table on the target (cached), then land: greedy steps scored on valid
 target, the pruned model itself is measured, and the target moves by a secant on the measurements until the
 model lands in the band (search/landing.py: the table ranks, measurements decide how far). Uniform widths at the
 same table estimate are scored too; when they score higher, or the greedy path does not land, uniform widths are
-landed the same way and the better of the two is kept. A budget is refused only when the narrowest allocation
-measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback, attention
-fix-ups), whose `ensure` checks it.
+landed the same way and the better of the two is kept. With a recovery to come (--data), uniform widths are
+always landed too, and when both meet the budget the one better on the validation split after the compile's own
+recovery is kept (search/tie_break.py: NetAdapt's final step). A budget is refused only when the narrowest
+allocation measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback,
+attention fix-ups), whose `ensure` checks it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest,
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
+from ..search.tie_break import ACCEPTED_HIGH, TieBreak, contender, skipped, tie_break_config
+from .recover import recovery_method
 
 KINDS = {"target_speedup": "speedup", "latency_ms": "latency_ms", "macs_fraction": "macs_fraction"}
 CHECK_SECONDS = 4.0  # timing of each allocation against dense (the table's rows get 2 s per group)
@@ -63,6 +67,7 @@ class BudgetPrune:
         self.progress = progress
         self.on_step = None  # the pipeline's recovery hook (only called between iterative steps: none here)
         self._final = None
+        self._tie_break_off = ""  # why no tie-break runs (set by _tie_break)
 
     def run(self, model: nn.Module, ctx) -> dict:
         started = time.perf_counter()
@@ -100,14 +105,32 @@ class BudgetPrune:
         if not landing.in_band:
             refine(landing, groups, score_many, measure, band)
         uniform = self._compare_uniform(groups, table, score_many, landing.chosen.widths)
-        if not landing.in_band or uniform["score"] > score_many([landing.chosen.widths])[0]:
-            # the greedy steps did not land (or uniform widths score higher): land uniform widths by measurement too
+        tie_break = self._tie_break(model, inputs, groups)
+        tie = skipped(self._tie_break_off)  # replaced below when a tie-break can run
+        if tie_break or not landing.in_band or uniform["score"] > score_many([landing.chosen.widths])[0]:
+            # the greedy steps did not land, uniform widths score higher, or a tie-break will recover both: land
+            # uniform widths by measurement too
             family, greedy = "uniform", landing
             landing = land(uniform_family(groups), measure, band, (requested / band.aim) ** 0.5, requested)
             if not landing.in_band:
                 refine(landing, groups, score_many, measure, band)
             uniform["landed"] = {"in_band": landing.in_band, "achieved_over_requested": landing.chosen.q}
-            landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
+            picks = {"greedy": contender(greedy, band), "uniform": contender(landing, band)}
+            if tie_break and all(picks.values()) and widths_key(picks["greedy"].widths) != widths_key(
+                    picks["uniform"].widths):
+                self._say(f"tie-break: greedy and uniform widths both meet the budget; recovering each "
+                          f"({tie_break.config.max_steps} steps, {tie_break.why})")
+                kept, tie = tie_break({name: point.widths for name, point in picks.items()})
+                self._say(f"tie-break: {tie['metric']} on validation {tie['greedy']['val_metric']:.4g} greedy, "
+                          f"{tie['uniform']['val_metric']:.4g} uniform: {kept} kept")
+                for name, point in picks.items():
+                    tie[name]["achieved_over_requested"] = point.q
+                landing, uniform["chosen"] = (landing, True) if kept == "uniform" else (greedy, False)
+                landing.chosen, landing.in_band = picks[kept], band.holds(picks[kept].q)
+            else:
+                landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
+                tie = skipped(f"not both measured at 1-{ACCEPTED_HIGH:g} of the request, or the same widths"
+                              if tie_break else self._tie_break_off)
         if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
@@ -129,11 +152,19 @@ class BudgetPrune:
                        "executor": executor.description, "slice": opts.budget_step, "uniform_compared": uniform,
                        **scorer.describe(), **scores},
             "table": table.to_dict(),
+            "tie_break": tie,
         }
         return record
 
     def ensure(self, model: nn.Module, ctx) -> None:
         self._final.ensure(model, ctx)
+
+    def _tie_break(self, model, inputs, groups) -> TieBreak | None:
+        """The final tie-break between greedy and uniform widths (search/tie_break.py), or None (why: _tie_break_off)."""
+        method = recovery_method(self.options, self.data)
+        config, why = tie_break_config(self.options, method, len(self.data.train or []))
+        self._tie_break_off = why
+        return TieBreak(model, inputs, groups, self.options, self.data, config, why) if config else None
 
     def _compare_uniform(self, groups, table, score_many, widths) -> dict:
         """Uniform widths at the same table estimate as `widths`, scored by the same scorer."""

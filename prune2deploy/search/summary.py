@@ -77,7 +77,7 @@ def budget_markdown(report: dict) -> list[str]:
              f"{s['candidates_timed']} timed"
              f"{' (cost table from the cache)' if s['table_cached'] else ''}, {s['wall_s']:.0f} s, "
              f"scored in {s['executor']}.", "",
-             *_uniform_line(s.get("uniform_compared")),
+             *_uniform_line(s.get("uniform_compared")), *_tie_break_line(b.get("tie_break")),
              "| group | kind | dense | kept | kept fraction |", "|---|---|---|---|---|"]
     lines += [f"| {g['name']} | {g['kind']} | {g['dense']} | {g['kept']} | {g['kept_fraction']:.2f} |"
               for g in b["per_group"]]
@@ -106,6 +106,16 @@ def _uniform_line(u: dict | None) -> list[str]:
                 f"lower or missed the band, so the greedy widths were kept.", ""]
     return [f"Uniform widths at the same estimated cost (kept fraction {u['kept_fraction']:.3f}) scored "
             f"{u['score']:.4g}, below the searched {u['greedy_score']:.4g}.", ""]
+
+
+def _tie_break_line(t: dict | None) -> list[str]:
+    """The final tie-break: both allocations recovered alike, the better on validation kept."""
+    if not t or t.get("kept") is None:
+        return [f"No tie-break after recovery: {t['skipped']}.", ""] if t else []
+    g, u = t["greedy"], t["uniform"]
+    return [f"Tie-break ({t['settings']}: {g['steps']} and {u['steps']} recovery steps): {t['metric']} on validation "
+            f"{g['val_metric']:.4g} for the greedy widths ({g['achieved_over_requested']:.3f} of the budget), "
+            f"{u['val_metric']:.4g} for uniform widths ({u['achieved_over_requested']:.3f}); {t['kept']} kept.", ""]
 
 
 def plot_allocation(budget: dict, path: Path) -> str:
