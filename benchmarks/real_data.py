@@ -16,6 +16,14 @@ redirects and non-article pages are left out). Wiki markup is removed with `mwpa
 `pip install -c constraints.txt mwparserfromhell`); paragraphs (not headings, lists or tables) are split as
 above, keeping sentences of 5-60 words that end in . ? or ! and hold no markup left-overs (about 19,600).
 
+WordNet 3.0 (Princeton University; WordNet 3.0 licence: use, copy, modify and distribute with its copyright
+notice), from Debian's `wordnet-base` package: its data.{noun,verb,adj,adv} give every synset's gloss, a
+definition ("a rayon fabric made from viscose (cellulose xanthate) fibers") followed by example sentences in
+quotes ("he took a vicious cut at the ball"). Install without root or the wordnet tools:
+`apt-get download wordnet-base && dpkg-deb -x wordnet-base_*.deb DIR` (then DIR/usr/share/wordnet), or
+`apt-get install wordnet-base` (/usr/share/wordnet). We keep definitions and examples of 5+ words, deduplicated
+(about 105,800 definitions and 29,600 examples).
+
     python benchmarks/real_data.py mnist DIR      # DIR/mnist_{train,val,test}.{pt,npz}
     python benchmarks/real_data.py text DIR       # DIR/lee_sentences.txt, DIR/wiki_sentences.txt (one per line)
 """
@@ -124,6 +132,29 @@ def wiki_sentences() -> list[str]:
                 sentences += [s for s in (x.strip() for x in _SENTENCE_END.split(paragraph))
                               if 5 <= len(s.split()) <= 60 and s[-1] in ".?!" and not _MARKUP_LEFT.search(s)]
     return sentences
+
+
+WORDNET_DIRS = (Path("/usr/share/wordnet"),)
+
+
+def wordnet_sentences(root: Path | None = None, min_words: int = 5) -> list[str]:
+    """WordNet 3.0 glosses split into definitions and quoted examples of `min_words`+ words, deduplicated, in
+    file order (data.adj, data.adv, data.noun, data.verb). `root`: a directory holding data.noun (a
+    `dpkg-deb -x` of wordnet-base: DIR/usr/share/wordnet), default /usr/share/wordnet."""
+    found = [d for d in ([Path(root), Path(root) / "usr/share/wordnet"] if root else WORDNET_DIRS)
+             if (d / "data.noun").is_file()]
+    if not found:
+        raise SystemExit(f"no WordNet data.noun under {root or WORDNET_DIRS[0]}: apt-get download wordnet-base && "
+                         "dpkg-deb -x wordnet-base_*.deb DIR, then pass DIR")
+    sentences: dict[str, None] = {}
+    for part in ("adj", "adv", "noun", "verb"):
+        for line in (found[0] / f"data.{part}").read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or " | " not in line:  # the licence header; every synset has a gloss
+                continue
+            for piece in (p.strip().strip('"').strip() for p in line.split(" | ", 1)[1].split(";")):
+                if len(piece.split()) >= min_words:
+                    sentences[piece] = None
+    return list(sentences)
 
 
 def write_text(out_dir: Path) -> list[Path]:

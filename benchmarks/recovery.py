@@ -37,7 +37,7 @@ import torch.nn as nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from real_data import LEE_TEST_FILE, lee_sentences, wiki_sentences, write_mnist  # noqa: E402
+from real_data import LEE_TEST_FILE, lee_sentences, wiki_sentences, wordnet_sentences, write_mnist  # noqa: E402
 
 import prune2deploy  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
@@ -142,7 +142,9 @@ def minilm(args, work: Path) -> dict:
 
     sentences = lee_sentences()
     held_out, train = sentences[-args.held_out:], sentences[:-args.held_out]
-    wiki = wiki_sentences() if args.minilm_train == "lee+wiki" else []
+    wiki = wiki_sentences() if "wiki" in args.minilm_train else []
+    wordnet = wordnet_sentences(args.wordnet) if "wordnet" in args.minilm_train else []
+    wiki += wordnet  # shuffled with the rest: p2d draws batches in a seeded random order
     (work / "lee_train.txt").write_text("\n".join(train + wiki) + "\n")
     (work / "lee_val.txt").write_text("\n".join(held_out) + "\n")
     test = lee_sentences(file=LEE_TEST_FILE)  # seen by nothing: not trained on, not used to pick or stop
@@ -153,7 +155,10 @@ def minilm(args, work: Path) -> dict:
     out = {"sentences_train": len(train) + len(wiki), "sentences_val": len(held_out), "sentences_test": len(test),
            "source": f"held out: the last {len(held_out)} sentences of gensim 4.4.0's lee_background.cor (300 ABC "
                      f"news articles); training: its other {len(train)}"
-                     + (f" + {len(wiki)} Wikipedia sentences (gensim's enwiki-...-shortened.bz2)" if wiki else "")}
+                     + (f" + {len(wiki) - len(wordnet)} Wikipedia sentences (gensim's enwiki-...-shortened.bz2)"
+                        if len(wiki) > len(wordnet) else "")
+                     + (f" + {len(wordnet)} WordNet 3.0 definitions and examples (Debian wordnet-base)"
+                        if wordnet else "")}
     out["options"] = args.minilm_set
     for method in args.minilm_methods:
         settings = {"ratio": 0.5, "max_length": 64, "batch_size": 32, "epochs": args.epochs,
@@ -253,7 +258,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="recovery epochs at most (early stop on validation)")
     p.add_argument("--recover-minutes", type=float, default=3.0, help="MNIST recovery budget per ratio")
     p.add_argument("--minilm-minutes", type=float, default=20.0)
-    p.add_argument("--minilm-train", choices=("lee", "lee+wiki"), default="lee+wiki")
+    p.add_argument("--minilm-train", choices=("lee", "lee+wiki", "lee+wiki+wordnet"), default="lee+wiki")
+    p.add_argument("--wordnet", type=Path, help="WordNet directory (a dpkg-deb -x of wordnet-base; see "
+                   "real_data.py); default /usr/share/wordnet")
     p.add_argument("--minilm-methods", nargs="+", choices=("none", "kd"), default=["none", "kd"])
     p.add_argument("--minilm-eval-every", type=int, default=40, help="validation every N recovery steps")
     p.add_argument("--minilm-set", type=option_setting, nargs="+", default=[], metavar="FIELD=VALUE",

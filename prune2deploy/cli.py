@@ -381,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kd-feature", action="append", metavar="LAYER",
                    help="also match this layer's output to the dense model's (a layer pruning kept at full width); "
                    "default: every block of an encoder, none of a classifier; `none`: outputs only")
+    p.add_argument("--kd-relations", type=int, metavar="HEADS", help="also distil self-attention relations (MiniLMv2: "
+                   "query, key and value relations of every BERT-style attention block, split into HEADS relation "
+                   "heads); default 0: off")
+    p.add_argument("--kd-augment", type=float, metavar="F", help="replace a fraction F of each training sentence's "
+                   "tokens by other tokens of the batch (the teacher labels any input); default 0")
     p.add_argument("--resume", action="store_true", help="continue an interrupted recovery from its last "
                    "checkpoint (same command and --out)")
     p.add_argument("--target-speedup", type=float, metavar="X", help="budget instead of --ratio: per-group widths "

@@ -60,6 +60,8 @@ class CompileOptions:
     kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs cross-entropy on labels
     kd_temperature: float = 2.0
     kd_features: list[str] = field(default_factory=list)  # layers whose outputs are matched too (MSE)
+    kd_relations: int = 0  # relation heads of MiniLMv2 self-attention relation distillation; 0: off
+    kd_augment: float = 0.0  # fraction of training tokens replaced by others of the batch; 0: clean inputs
     resume: bool = False  # continue an interrupted recovery from its last checkpoint
     # budget (passes/budget.py, search/): per-group widths instead of one ratio; at most one of the three
     target_speedup: float | None = None  # dense p50 / pruned p50 on the target
@@ -152,6 +154,12 @@ class CompileOptions:
                              "the weight of distillation; 1 - kd-alpha weighs cross-entropy on labels")
         if self.kd_temperature <= 0:
             raise user_error(f"kd-temperature {self.kd_temperature} must be > 0")
+        if not isinstance(self.kd_relations, int) or self.kd_relations < 0:
+            raise user_error(f"kd-relations {self.kd_relations} must be an integer >= 0",
+                             "the number of relation heads, e.g. 4; 0 turns relation distillation off")
+        if not 0.0 <= self.kd_augment < 1.0:
+            raise user_error(f"kd-augment {self.kd_augment} is outside [0, 1)",
+                             "the fraction of training tokens replaced, e.g. 0.15")
 
     def _validate_budget(self) -> None:
         given = [f"--{n.replace('_', '-')}" for n in ("target_speedup", "latency_ms", "macs_fraction")

@@ -52,6 +52,8 @@ Schema (every key optional; the flag each one stands for is on the right):
     kd_alpha = 0.7                                 # --kd-alpha, in [0, 1]
     kd_temperature = 2.0                           # --kd-temperature
     kd_features = ["encoder.layer.5"]              # --kd-feature (repeatable): match these layers' outputs
+    kd_relations = 4                               # --kd-relations (relation heads; 0: off)
+    kd_augment = 0.15                              # --kd-augment (fraction of training tokens replaced)
     resume = false                                 # --resume
 
     [budget]                     # at most one of the first three; none: uniform --ratio
@@ -186,6 +188,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("recover.kd_alpha", "float", "kd_alpha", "kd_alpha"),
     Key("recover.kd_temperature", "float", "kd_temperature", "kd_temperature"),
     Key("recover.kd_features", "list", "kd_feature", "kd_features"),
+    Key("recover.kd_relations", "int", "kd_relations", "kd_relations"),
+    Key("recover.kd_augment", "float", "kd_augment", "kd_augment"),
     Key("recover.resume", "bool", "resume", "resume"),
     Key("budget.target_speedup", "float", "target_speedup", "target_speedup"),
     Key("budget.latency_ms", "float", "latency_ms", "latency_ms"),

@@ -375,3 +375,37 @@ def test_minilm_dynamo_export(minilm_factory, tmp_path):
     _prune(model, None, 0.5, 0.5, ignored=[], example_kwargs=inputs)
     err = _onnx_max_err(model, (), tmp_path, kwargs=inputs, dynamo=True, output=lambda o: o.last_hidden_state)
     assert err < 1e-4
+
+
+def _tiny_bert():
+    _import_torchvision()
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=96, num_hidden_layers=2, num_attention_heads=12,
+                                     intermediate_size=192, max_position_embeddings=32)
+    return transformers.BertModel(config).eval()
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+def test_iterative_steps_end_at_one_shot_heads_and_macs(steps):
+    """torch-pruning applies each step's cumulative head ratio to the heads left, so 2 steps at 0.5 of 12 heads
+    ended at 4 heads (2.25x fewer MACs on all-MiniLM-L6-v2); the schedule must end where one step does."""
+    from prune2deploy.context import CompileContext, ExampleInputs
+    from prune2deploy.measure import count_macs_params
+    from prune2deploy.passes.prune_channels import PruneChannels
+
+    inputs = ExampleInputs((), {"input_ids": torch.randint(0, 100, (1, 16)),
+                                "attention_mask": torch.ones(1, 16, dtype=torch.long)})
+    seen_heads, widths, macs = [], {}, {}
+    for n in (1, steps):
+        model = _tiny_bert()
+        pass_ = PruneChannels(0.5, iterative_steps=n, mode="global")
+        pass_.on_step = lambda m, step: seen_heads.append([layer.attention.self.num_attention_heads
+                                                           for layer in m.encoder.layer])
+        pass_.run(model, CompileContext(inputs))
+        widths[n] = [(layer.attention.self.num_attention_heads, layer.intermediate.dense.out_features)
+                     for layer in model.encoder.layer]
+        macs[n] = count_macs_params(model, inputs)[0]
+    assert widths[1] == [(6, 96)] * 2
+    assert widths[steps] == widths[1] and macs[steps] == macs[1]
+    assert seen_heads[0] == [12 - _heads_to_remove(0.5 / steps, 12)] * 2  # the first step prunes part of the way

@@ -70,3 +70,21 @@ def test_markdown_shows_validation_and_test_side_by_side(bench):
 
 def test_markdown_marks_a_missing_test_set(bench):
     assert "| kd | 0.8967 / - | 56.5% / - |" in bench.markdown(_minilm_result(with_test=False))
+
+
+def test_wordnet_reader_keeps_definitions_and_examples(bench, tmp_path):
+    """The data.* line format of WordNet 3.0 (wndb(5WN)): licence header lines start with two spaces."""
+    from real_data import wordnet_sentences
+
+    root = tmp_path / "usr/share/wordnet"
+    root.mkdir(parents=True)
+    header = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
+    line = ("00217593 04 n 01 kill 1 002 @ 00217014 n 0000 | the destruction of an enemy plane or ship; "
+            '"the pilot reported two kills during the mission"; "two kills"  \n')
+    (root / "data.noun").write_text(header + line + line)
+    for part in ("adj", "adv", "verb"):
+        (root / f"data.{part}").write_text(header)
+    assert wordnet_sentences(tmp_path) == ["the destruction of an enemy plane or ship",
+                                           "the pilot reported two kills during the mission"]
+    with pytest.raises(SystemExit, match="apt-get download wordnet-base"):
+        wordnet_sentences(tmp_path / "missing")

@@ -76,6 +76,8 @@ def test_without_matplotlib_a_note_not_an_error(monkeypatch, tmp_path):
     (["--kd-alpha", "1.5"], "kd-alpha 1.5 is outside [0, 1]"),
     (["--recover", "distil"], "unknown recovery method 'distil'"),
     (["--lr", "0"], "lr 0.0 is outside (0, 1)"),
+    (["--kd-relations", "-2"], "kd-relations -2 must be an integer >= 0"),
+    (["--kd-augment", "1.5"], "kd-augment 1.5 is outside [0, 1)"),
 ])
 def test_bad_recovery_flags_are_one_line_user_errors(p2d, tmp_path, flags, fragment):
     run = p2d("compile", "prune2deploy.examples:small_resnet", "--input-shape", "1,3,64,64", *flags,
@@ -212,12 +214,14 @@ def test_recovery_settings_are_flags_options_and_recipe_keys(tmp_path):
 
     recipe = tmp_path / "p2d.toml"
     recipe.write_text('model = "m:build"\n[recover]\nmethod = "finetune"\nlr = 1e-3\nepochs = 2\nmax_steps = 9\n'
-                      'minutes = 1.5\nkd_alpha = 0.5\nkd_temperature = 3.0\nkd_features = ["fc"]\nresume = true\n')
+                      'minutes = 1.5\nkd_alpha = 0.5\nkd_temperature = 3.0\nkd_features = ["fc"]\nresume = true\n'
+                      'kd_relations = 4\nkd_augment = 0.1\n')
     parser = build_parser()
-    argv = ["compile", "--config", str(recipe), "--epochs", "4"]  # the flag beats the recipe
+    argv = ["compile", "--config", str(recipe), "--epochs", "4", "--kd-augment", "0.2"]  # the flag beats the recipe
     o = compile_options(merge(load_recipe(recipe), parser.parse_args(argv), parser, argv))
     assert (o.recover, o.lr, o.epochs, o.max_steps, o.recover_minutes, o.kd_alpha, o.kd_temperature,
-            o.kd_features, o.resume) == ("finetune", 1e-3, 4, 9, 1.5, 0.5, 3.0, ["fc"], True)
+            o.kd_features, o.resume, o.kd_relations, o.kd_augment) == ("finetune", 1e-3, 4, 9, 1.5, 0.5, 3.0, ["fc"],
+                                                                       True, 4, 0.2)
     recipe.write_text("[recover]\nkd_alpha = 2\n")
     with pytest.raises(UserError, match=r"p2d.toml:2:1: recover.kd_alpha = 2.0: kd-alpha 2.0 is outside"):
         load_recipe(recipe)

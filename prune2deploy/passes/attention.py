@@ -96,6 +96,24 @@ class AttentionPlan:
         )
         return kwargs
 
+    def schedule_heads(self, pruner, head_ratio: float, steps: int) -> None:
+        """Make `steps` iterative steps end at the heads one step would keep.
+
+        torch-pruning applies step k's cumulative head ratio to the heads left after step k-1, so removals
+        compound (12 heads at 0.5 in 2 steps: 3, then ceil(0.5 * 9) = 5, ending at 4 heads, not 6). Each
+        block's schedule is rewritten as per-step ratios of the heads then left (a ceil-proof r per step)."""
+        if steps <= 1:
+            return
+        for b in (b for b in self.blocks if b.kind != "torch-mha"):
+            left, ratios = b.heads, [0.0]
+            for k in range(1, steps + 1):
+                remove = _heads_to_remove(head_ratio * k / steps, b.heads) - (b.heads - left)
+                ratios.append((remove - 0.5) / left if remove > 0 else 0.0)
+                left -= max(remove, 0)
+            for sub in b.module.modules():
+                if sub in pruner.head_pruning_ratio_dict:
+                    pruner.head_pruning_ratio_dict[sub] = list(ratios)
+
     def prune_heads(self, model: nn.Module, example_inputs, head_ratio: float, check_runs: bool = True,
                     forward_fn=None) -> bool:
         """Remove whole heads of nn.MultiheadAttention blocks (torch-pruning 1.6 cannot); no-op for others.

@@ -170,6 +170,7 @@ class PruneChannels:
                 iterative_steps=self.iterative_steps, round_to=self.round_to,
                 ignored_layers=ignored + list(attention.ignored_layers),
                 **self.pruner_kwargs(attention))
+            attention.schedule_heads(pruner, self.head_ratio, self.iterative_steps)
         except Exception:
             if heads_removed:
                 check_still_runs(module, example)  # the head removal's own error and hint, if it broke the model

@@ -45,6 +45,7 @@ class Recover:
             method=method, lr=options.lr, epochs=options.epochs, max_steps=options.max_steps,
             minutes=options.recover_minutes / steps if options.recover_minutes else None,
             kd_alpha=options.kd_alpha, kd_temperature=options.kd_temperature, features=list(options.kd_features),
+            relations=options.kd_relations, augment=options.kd_augment,
             eval_every=options.eval_every, seed=options.seed)
         self.stages: list[dict] = []
         self.started = None

@@ -119,6 +119,27 @@ def _block_stacks(model: nn.Module) -> list[list[tuple[str, nn.Module]]]:
     return stacks
 
 
+@contextmanager
+def capture_pairs(matcher, layers: list[tuple[str, nn.Module, nn.Module]], pick=lambda output: output):
+    """Forward hooks storing pick(output) of each (name, student layer, teacher layer) in the matcher's
+    student_feats / teacher_feats under `name`, removed on exit; yields the matcher."""
+    def hook(store, name):
+        def fn(_module, _inputs, output):
+            value = pick(output)
+            if value is not None:
+                store[name] = value
+        return fn
+    handles = []
+    for name, s, t in layers:
+        handles.append(s.register_forward_hook(hook(matcher.student_feats, name)))
+        handles.append(t.register_forward_hook(hook(matcher.teacher_feats, name)))
+    try:
+        yield matcher
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class FeatureMatcher:
     """Distance between the outputs of named layers in student and teacher (layers whose width pruning kept)."""
 
@@ -133,23 +154,12 @@ class FeatureMatcher:
         self.student_feats: dict[str, torch.Tensor] = {}
         self.teacher_feats: dict[str, torch.Tensor] = {}
 
-    @contextmanager
     def capture(self):
-        def hook(store, name):
-            def fn(_module, _inputs, output):
-                tensors = flatten_outputs(output)
-                if tensors:
-                    store[name] = tensors[0][1]
-            return fn
-        handles = []
-        for name, (s, t) in zip(self.names, self.pairs):
-            handles.append(s.register_forward_hook(hook(self.student_feats, name)))
-            handles.append(t.register_forward_hook(hook(self.teacher_feats, name)))
-        try:
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
+        """While the block runs, each named layer's first output tensor goes to student_feats / teacher_feats."""
+        def first_tensor(output):
+            tensors = flatten_outputs(output)
+            return tensors[0][1] if tensors else None
+        return capture_pairs(self, [(n, s, t) for n, (s, t) in zip(self.names, self.pairs)], first_tensor)
 
     def loss(self, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over the layers: cosine per token for [batch, tokens, hidden] features (`mask`: the attention

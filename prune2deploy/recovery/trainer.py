@@ -7,6 +7,7 @@ import copy
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -14,8 +15,10 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
+from .augment import check_augmentable, replace_tokens
 from .checkpoints import Checkpoints, rebuild, structure
 from .distill import NO_FEATURES, DistillLoss, FeatureMatcher, matched_blocks
+from .relations import RelationMatcher
 
 METHODS = ("kd", "finetune", "none")
 
@@ -31,6 +34,8 @@ class RecoveryConfig:
     kd_temperature: float = 2.0
     output_loss: str = "cosine"
     features: list[str] = field(default_factory=list)
+    relations: int = 0  # relation heads of self-attention relation distillation (relations.py); 0: off
+    augment: float = 0.0  # fraction of training tokens replaced (augment.py); 0: clean inputs
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     patience: int = 2  # validations without a better metric before stopping
@@ -104,7 +109,11 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
         student.load_state_dict(saved["state_dict"])
     feature_names = matched_blocks(student, teacher, shard[0][0], config.features) if config.method == "kd" \
         else [n for n in config.features if n != NO_FEATURES]
-    features = FeatureMatcher(student, teacher, feature_names) if feature_names else None
+    matchers = [FeatureMatcher(student, teacher, feature_names)] if feature_names else []
+    if config.relations and config.method == "kd":
+        matchers.append(RelationMatcher(student, teacher, config.relations))
+    if config.augment:
+        check_augmentable(shard[0][0])
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     plan = Schedule(total, config.warmup_fraction)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
@@ -141,7 +150,10 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
             losses = []
             for i in order[offset:]:
                 inputs, labels = shard[i]
-                loss = _step(model, teacher, inputs, labels, objective, features, config.method)
+                if config.augment:  # seeded by position, so --resume replays the same inputs
+                    inputs = replace_tokens(inputs, config.augment, torch.Generator().manual_seed(
+                        config.seed * 100003 + stage * 1009 + step))
+                loss = _step(model, teacher, inputs, labels, objective, matchers, config.method)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -198,20 +210,21 @@ def validation_loss(student: nn.Module, teacher: nn.Module, batches: list, objec
     """The recovery objective (distillation from `teacher`) averaged over `batches`, without gradients."""
     student.eval()
     with torch.no_grad():
-        return sum(float(_step(student, teacher, inputs, labels, objective, None, "kd")) for inputs, labels in batches) \
+        return sum(float(_step(student, teacher, inputs, labels, objective, [], "kd")) for inputs, labels in batches) \
             / max(1, len(batches))
 
 
-def _step(model, teacher, inputs, labels, objective, features, method):
+def _step(model, teacher, inputs, labels, objective, matchers, method):
+    """The batch's loss: the objective on the outputs plus each matcher's (features, relations) loss."""
     teacher_out, mask = None, inputs.kwargs.get("attention_mask")
-    if features:
-        with features.capture():
-            if method == "kd":
-                with torch.no_grad():
-                    teacher_out = inputs.call(teacher)
-            student_out = inputs.call(model)
-        return objective(student_out, teacher_out, labels, mask) + features.loss(mask)
-    if method == "kd":
-        with torch.no_grad():
-            teacher_out = inputs.call(teacher)
-    return objective(inputs.call(model), teacher_out, labels, mask)
+    with ExitStack() as captures:
+        for matcher in matchers:
+            captures.enter_context(matcher.capture())
+        if method == "kd":
+            with torch.no_grad():
+                teacher_out = inputs.call(teacher)
+        student_out = inputs.call(model)
+    loss = objective(student_out, teacher_out, labels, mask)
+    for matcher in matchers:
+        loss = loss + matcher.loss(mask)
+    return loss
