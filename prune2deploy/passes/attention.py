@@ -108,7 +108,7 @@ class AttentionPlan:
             left, ratios = b.heads, [0.0]
             for k in range(1, steps + 1):
                 remove = _heads_to_remove(head_ratio * k / steps, b.heads) - (b.heads - left)
-                ratios.append((remove - 0.5) / left if remove > 0 else 0.0)
+                ratios.append(_ratio_removing(remove, left))
                 left -= max(remove, 0)
             for sub in b.module.modules():
                 if sub in pruner.head_pruning_ratio_dict:
@@ -283,7 +283,11 @@ def _heads_to_remove(head_ratio: float, heads: int) -> int:
 
 def _ratio_for_ceil(head_ratio: float, heads: int) -> float:
     """A ratio r with ceil(r * heads) == _heads_to_remove(head_ratio, heads)."""
-    n = _heads_to_remove(head_ratio, heads)
+    return _ratio_removing(_heads_to_remove(head_ratio, heads), heads)
+
+
+def _ratio_removing(n: int, heads: int) -> float:
+    """A ratio r with ceil(r * heads) == n: what makes torch-pruning remove exactly n of `heads`."""
     return (n - 0.5) / heads if n > 0 else 0.0
 
 
