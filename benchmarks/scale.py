@@ -242,7 +242,12 @@ def _example_inputs(flags: list[str]):
 
 
 STAGES = ("load", "measure", "prune_channels", "measure_pruned", "export_dense", "export_pruned", "fidelity",
-          "park", "verify_dense", "verify_pruned", "benchmark", "unpark")
+          "park", "release", "verify_dense", "verify_pruned", "benchmark", "unpark")
+
+
+def _stages(rows: list[dict]) -> list[str]:
+    """The stages some row ran (the CLI frees the torch models, `release`; the API parks them, `park`/`unpark`)."""
+    return [s for s in STAGES if any(s in r.get("stages_s", {}) for r in rows)]
 
 
 def _fmt(v, spec: str = "{:.0f}") -> str:
@@ -272,10 +277,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"{r['load_avg_1m'][0]}/{r['load_avg_1m'][1]} |"]))
     for title, key in (("Peak RSS per stage, MB", "stages_peak_rss_mb"), ("Wall time per stage, s (under load)", "stages_s"),
                        ("CPU time per stage, s (all threads; less sensitive to load than wall time)", "stages_cpu_s")):
-        out += ["", title, "", "| model | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
+        out += ["", title, "", "| model | " + " | ".join(_stages(ok)) + " |", "|---|" + "---|" * len(_stages(ok))]
         for r in ok:
             out.append(f"| {r['model']} | " + " | ".join(_fmt(r[key].get(s), "{:.0f}" if key == "stages_peak_rss_mb" else "{:.1f}")
-                                                         for s in STAGES) + " |")
+                                                         for s in _stages(ok)) + " |")
     for label, names in (("ViT", VIT_SERIES), ("BERT", BERT_SERIES)):
         out += _growth(label, [r for r in ok if r["model"] in names])
     return "\n".join(out) + "\n"
@@ -288,12 +293,12 @@ def _growth(label: str, series: list[dict]) -> list[str]:
     out = ["", f"Growth of CPU time per stage along the {label} series, relative to {series[0]['model']} (a stage "
            "grows at most linearly when its ratio is not above the parameter ratio; a stage that runs the model grows "
            "with its MACs, which grow faster than parameters when the token count grows)", "",
-           "| model | tokens | params ratio | MACs ratio | " + " | ".join(STAGES) + " |",
-           "|---|---|---|---|" + "---|" * len(STAGES)]
+           "| model | tokens | params ratio | MACs ratio | " + " | ".join(_stages(series)) + " |",
+           "|---|---|---|---|" + "---|" * len(_stages(series))]
     base = series[0]
     for r in series[1:]:
         cells = []
-        for s in STAGES:
+        for s in _stages(series):
             a, b = base["stages_cpu_s"].get(s), r["stages_cpu_s"].get(s)
             cells.append(_fmt(b / a, "{:.2f}") if a and b else "-")
         macs = _fmt(r["macs"] / base["macs"], "{:.2f}") if r.get("macs") and base.get("macs") else "-"

@@ -71,13 +71,14 @@ def cmd_compile(args) -> int:
     if not args.out:
         _check_outputs(args, out_root, protected, bool(gates))
     runs, first_error, summaries = [], None, []
-    for target, opts in options.items():
+    for i, (target, opts) in enumerate(options.items()):
         out_dir = out_root if len(options) == 1 else out_root / target
         try:
             result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name,
                              progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates,
-                             protected_paths=protected, cache_max_gb=args.cache_max_gb)
+                             protected_paths=protected, cache_max_gb=args.cache_max_gb,
+                             keep_models=i < len(options) - 1)  # the last target's models are not needed after
             report, results = result.report, result.gate_results
             if not distributed.is_main():
                 return 0  # torchrun: rank 0 reports

@@ -6,6 +6,10 @@ the torch models are not run again until the compile returns them. Parking write
 buffer to one file in the work area and empties them in place; each tensor object keeps its identity, so
 tied weights, optimizers and hooks that hold them see the same values again when the context exits (also
 after an error). If the file cannot be written (a full disk), nothing is parked and the compile goes on.
+
+A caller that wants neither model back (the CLI on its last target) gets `keep=False`: the tensors are emptied
+without being written, since writing gigabytes only to read them back costs disk time that grows faster than
+the model once the kernel's dirty-page limit is crossed.
 """
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ PARK_FILE = ".parked-tensors.pt"
 
 
 class TensorParking:
-    """`park(*models)` moves the models' tensors to `path`; `restore()` brings them back and removes it."""
+    """`park(*models)` moves the models' tensors to `path`; `restore()` brings them back and removes it.
+    With `keep=False`, `park` frees them instead and nothing comes back."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep: bool = True):
         self.path = Path(path)
+        self.keep = keep
         self.tensors: list[torch.Tensor] = []
+        self.released = False
         self.failed: str | None = None
 
     def park(self, *models: nn.Module | None) -> None:
@@ -35,15 +42,16 @@ class TensorParking:
         tensors = _parkable_tensors(models)
         if not tensors:
             return
-        try:
-            torch.save([t.data for t in tensors], self.path)
-        except (OSError, RuntimeError) as exc:  # a full disk: keep everything in memory
-            self.path.unlink(missing_ok=True)
-            self.failed = f"could not park the torch models on disk ({exc}); they stayed in memory"
-            return
+        if self.keep:
+            try:
+                torch.save([t.data for t in tensors], self.path)
+            except (OSError, RuntimeError) as exc:  # a full disk: keep everything in memory
+                self.path.unlink(missing_ok=True)
+                self.failed = f"could not park the torch models on disk ({exc}); they stayed in memory"
+                return
         for t in tensors:
             t.data = torch.empty(0, dtype=t.dtype)
-        self.tensors = tensors
+        self.tensors, self.released = (tensors, False) if self.keep else ([], True)
         return_freed_memory()
 
     def restore(self) -> None:
@@ -57,9 +65,9 @@ class TensorParking:
 
 
 @contextlib.contextmanager
-def parking(path: Path):
-    """A TensorParking whose tensors are back in place when the block exits, however it exits."""
-    spot = TensorParking(path)
+def parking(path: Path, keep: bool = True):
+    """A TensorParking whose kept tensors are back in place when the block exits, however it exits."""
+    spot = TensorParking(path, keep)
     try:
         yield spot
     finally:

@@ -67,14 +67,16 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             model_name: str = "model", calib_batches: list | None = None, progress: Progress | None = None,
             options: CompileOptions | None = None, recipe: dict | None = None, cache_dir: str | Path | None = None,
             gates: list | None = None, use_cache: bool = True, protected_paths: dict | None = None,
-            cache_max_gb: float | None = None, **option_overrides) -> CompileResult:
+            cache_max_gb: float | None = None, keep_models: bool = True, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
     Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, sparsity, ...).
     `gates` are prune2deploy.gates.Gate objects, evaluated into the report. `out_dir` must be new, empty
     or written by p2d, and must neither be nor contain any of `protected_paths` (label -> path: model and
     data files) or the cache, working, home or root directory. The cache keeps its least recently used
-    entries within `cache_max_gb` (default 10). Returns the report and the artifact paths;
+    entries within `cache_max_gb` (default 10). With `keep_models=False` the caller needs no torch model back:
+once the ONNX files run on their own, `model`'s tensors are freed, not parked on disk, and the result holds
+no torch models (the pruned one is in `pruned.pt`). Returns the report and the artifact paths;
     raises UserError (exit 2) for bad input and MissingDependency when the target's library or device is
     absent (after writing every artifact that needs neither).
     """
@@ -120,7 +122,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
         if use_cache and spec.backend != "torch_cuda" else None
 
-    with locked(out_dir), workspace() as work, parking(work / PARK_FILE) as park:
+    with locked(out_dir), workspace() as work, parking(work / PARK_FILE, keep_models) as park:
         hit = cache.lookup(cache_dir, key) if key else None
         if hit:
             with progress.stage("cache", "reusing cached artifacts"):
@@ -168,8 +170,9 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     if recover:
         recover.checkpoints.clear()
     names = [p.name for p in out_dir.iterdir()]
-    result = CompileResult(report, out_dir, {n: out_dir / n for n in names}, model,
-                           models.get("pruned") if isinstance(models, dict) else None, gate_results)
+    kept = not park.released
+    result = CompileResult(report, out_dir, {n: out_dir / n for n in names}, model if kept else None,
+                           models.get("pruned") if kept and isinstance(models, dict) else None, gate_results)
     if not ok:
         error = MissingDependency(f"{reason.removesuffix('with `p2d build OUT_DIR`').rstrip()} "
                                   f"(the prepared artifacts are in {out_dir})",
@@ -265,7 +268,9 @@ def _prune_and_recover(model, ctx, prune, recover, progress) -> nn.Module:
 
 
 def _park(park, progress, *models) -> None:
-    with progress.stage("park", "parking the torch models on disk while only ONNX files run"):
+    stage = ("park", "parking the torch models on disk while only ONNX files run") if park.keep else \
+        ("release", "freeing the torch models: only ONNX files run from here")
+    with progress.stage(*stage):
         park.park(*models)
 
 
