@@ -171,18 +171,25 @@ def _tie_break(t: dict | None) -> dict | None:
                for f in ("greedy", "uniform")}}
 
 
-def mnist(args, work: Path) -> dict:
+def trained_mnist(train_epochs: int, work: Path):
+    """(the MNIST files written under work/data, the CNN trained for `train_epochs` (cached in benchmarks/data/),
+    test images, test labels)."""
     files = write_mnist(work / "data")
     split = {k: torch.load(files[f"{k}.pt"]) for k in ("train", "test")}
     (train_x, train_y), (test_x, test_y) = ((split[k]["inputs"], split[k]["labels"]) for k in ("train", "test"))
-    saved = HERE / "data" / f"mnist_cnn_{args.train_epochs}ep.pt"  # benchmarks/data/ is git-ignored
+    saved = HERE / "data" / f"mnist_cnn_{train_epochs}ep.pt"  # benchmarks/data/ is git-ignored
     dense = mnist_cnn.build()
     if saved.exists():
         dense.load_state_dict(torch.load(saved, weights_only=True))
     else:
-        dense = mnist_cnn.train(dense, train_x, train_y, epochs=args.train_epochs, lr=1e-3)
+        dense = mnist_cnn.train(dense, train_x, train_y, epochs=train_epochs, lr=1e-3)
         saved.parent.mkdir(exist_ok=True)
         torch.save(dense.state_dict(), saved)
+    return files, dense, test_x, test_y
+
+
+def mnist(args, work: Path) -> dict:
+    files, dense, test_x, test_y = trained_mnist(args.train_epochs, work)
     dense_test = mnist_cnn.top1(dense, test_x, test_y)
     print(f"MNIST CNN: {args.train_epochs} epochs, test top-1 {dense_test:.2f}%", flush=True)
     example = ExampleInputs((test_x[:args.mnist_batch],), {})
