@@ -1,7 +1,6 @@
 """Latency statistics and interleaved timing (A B A B ...) so drift hits every variant alike."""
 from __future__ import annotations
 
-import resource
 import time
 
 import numpy as np
@@ -20,7 +19,12 @@ def summarize(samples_ms: list[float], batch: int = 1) -> dict:
 
 
 def involuntary_switches() -> int:
-    """Involuntary context switches of this process so far (the kernel preempted one of its threads)."""
+    """Involuntary context switches of this process so far (the kernel preempted one of its threads); 0 where the
+    OS does not count them (no `resource` module: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
     return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 

@@ -82,3 +82,33 @@ def test_a_machine_too_busy_for_clean_rounds_keeps_every_round_and_says_so():
     assert len(samples["a"]) == 5 and tally == {"rounds_timed": 5, "rounds_preempted": 5, "preempted_kept": True}
     assert "5 of 5 timing rounds were preempted" in preemption_warnings(tally)[0]
     assert preemption_warnings({"rounds_timed": 5, "rounds_preempted": 1, "preempted_kept": False}) == []
+
+
+def test_involuntary_switches_counts_up():
+    from prune2deploy.timing import involuntary_switches
+
+    first = involuntary_switches()
+    assert isinstance(first, int) and 0 <= first <= involuntary_switches()
+
+
+def test_ort_cpu_benchmark_reports_dropped_rounds_and_warns_when_it_kept_them(monkeypatch):
+    import prune2deploy.drivers.ort_cpu as ort_cpu
+    from prune2deploy.options import CompileOptions
+    from prune2deploy.progress import Progress
+
+    class Runner:
+        def __init__(self, path, threads):
+            pass
+
+        def timed_call(self, feed):
+            return lambda: None
+    monkeypatch.setattr(ort_cpu, "OrtRunner", Runner)
+    opts = CompileOptions(bench_seconds=0.0, min_iters=5, warmup=0, threads=1)
+    paths = {"dense": "d.onnx", "pruned": "p.onnx"}
+    bench = ort_cpu.benchmark_onnx(paths, {}, opts, Progress(enabled=False))
+    assert bench["settings"]["rounds_timed"] >= 5 and "rounds_preempted" in bench["settings"]
+    monkeypatch.setattr(ort_cpu, "time_interleaved",  # every round preempted: kept, and said so
+                        lambda calls, tally, **kw: tally.update(rounds_timed=5, rounds_preempted=5,
+                                                                preempted_kept=True) or {n: [1.0] * 5 for n in calls})
+    bench = ort_cpu.benchmark_onnx(paths, {}, opts, Progress(enabled=False))
+    assert bench["settings"]["preempted_kept"] and any("preempted" in w for w in bench["warnings"])
