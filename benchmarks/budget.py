@@ -171,18 +171,25 @@ def _tie_break(t: dict | None) -> dict | None:
                for f in ("greedy", "uniform")}}
 
 
-def mnist(args, work: Path) -> dict:
+def trained_mnist(train_epochs: int, work: Path):
+    """(the MNIST files written under work/data, the CNN trained for `train_epochs` (cached in benchmarks/data/),
+    test images, test labels)."""
     files = write_mnist(work / "data")
     split = {k: torch.load(files[f"{k}.pt"]) for k in ("train", "test")}
     (train_x, train_y), (test_x, test_y) = ((split[k]["inputs"], split[k]["labels"]) for k in ("train", "test"))
-    saved = HERE / "data" / f"mnist_cnn_{args.train_epochs}ep.pt"  # benchmarks/data/ is git-ignored
+    saved = HERE / "data" / f"mnist_cnn_{train_epochs}ep.pt"  # benchmarks/data/ is git-ignored
     dense = mnist_cnn.build()
     if saved.exists():
         dense.load_state_dict(torch.load(saved, weights_only=True))
     else:
-        dense = mnist_cnn.train(dense, train_x, train_y, epochs=args.train_epochs, lr=1e-3)
+        dense = mnist_cnn.train(dense, train_x, train_y, epochs=train_epochs, lr=1e-3)
         saved.parent.mkdir(exist_ok=True)
         torch.save(dense.state_dict(), saved)
+    return files, dense, test_x, test_y
+
+
+def mnist(args, work: Path) -> dict:
+    files, dense, test_x, test_y = trained_mnist(args.train_epochs, work)
     dense_test = mnist_cnn.top1(dense, test_x, test_y)
     print(f"MNIST CNN: {args.train_epochs} epochs, test top-1 {dense_test:.2f}%", flush=True)
     example = ExampleInputs((test_x[:args.mnist_batch],), {})
@@ -289,7 +296,8 @@ def markdown(result: dict) -> str:
              "matched on MACs for MACs budgets, on ort-cpu p50 for speedup budgets), with the same recovery "
              "(a fixed number of steps). The search wins outright when it is at least as accurate as the costlier "
              "uniform model; the interpolated column is uniform's metric linear in cost between the two (an "
-             "estimate). Tie-break: when p2d's greedy and uniform widths both land in the band and there is "
+             "estimate). Tie-break: when p2d's greedy and uniform widths both measured an allocation at or above the "
+             "request (per family the nearest within 1.00-1.10, else its slowest faster one) and there is "
              "training data, p2d recovers each with the compile's own recovery and keeps the one better on the "
              "validation split (never the test split), so `searched` is p2d's output, greedy or uniform widths; the last "
              "column gives the family kept, then greedy / uniform "

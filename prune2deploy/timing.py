@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 HIGH_CV = 0.10  # trtexec warns when the coefficient of variance exceeds 10%
+PREEMPTED_OVERRUN = 3.0  # a loaded machine: time up to this multiple of budget_s for min_iters unpreempted rounds
 
 
 def summarize(samples_ms: list[float], batch: int = 1) -> dict:
@@ -17,32 +18,72 @@ def summarize(samples_ms: list[float], batch: int = 1) -> dict:
             "throughput_per_s": batch * 1000.0 / float(np.percentile(a, 50))}
 
 
+def involuntary_switches() -> int:
+    """Involuntary context switches of this process so far (the kernel preempted one of its threads); 0 where the
+    OS does not count them (no `resource` module: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
 def time_interleaved(variants: dict, warmup: int = 5, min_iters: int = 20, max_iters: int = 2000,
-                     budget_s: float = 10.0, progress=None) -> dict[str, list[float]]:
+                     budget_s: float = 10.0, progress=None, switches=involuntary_switches,
+                     tally: dict | None = None) -> dict[str, list[float]]:
     """Call each zero-argument callable in turn, round after round; milliseconds per call per variant.
 
     Round r starts at variant r mod k (A B, B A, A B, ... for two), so every variant runs in every
     position of the round, after every other, equally often: what runs before a call (warm or evicted
     caches, the loop's own bookkeeping) is not a fixed bias of one variant. Runs at least `min_iters`
     rounds, then stops when `budget_s` is spent or at `max_iters`.
+
+    A round in which the kernel preempted the process during a call (`switches()` moved) is dropped: the call
+    then also timed whatever ran in its place. On a core shared with another busy process a scheduler time
+    slice (~4 ms) cut into most calls of a 4 ms model and few of a 2 ms one, and p50 / p50 read a 2x
+    speedup as 4x; the unpreempted rounds read 2x. With too few unpreempted rounds after PREEMPTED_OVERRUN x
+    `budget_s`, every round is kept. `tally` (a dict) gets rounds_timed, rounds_preempted and preempted_kept.
     """
     for _ in range(warmup):
         for fn in variants.values():
             fn()
     items = list(variants.items())
-    samples = {name: [] for name in variants}
+    kept = {name: [] for name in variants}
+    every = {name: [] for name in variants}
     start = time.perf_counter()
-    rounds = 0
-    while rounds < max_iters and (rounds < min_iters or time.perf_counter() - start < budget_s):
+    rounds = clean = 0
+    while clean < max_iters:
+        elapsed = time.perf_counter() - start
+        if clean >= min_iters and elapsed >= budget_s:
+            break
+        if clean < min_iters and rounds >= min_iters and elapsed >= budget_s * PREEMPTED_OVERRUN:
+            break
         shift = rounds % len(items)
+        times, preempted = {}, False
         for name, fn in items[shift:] + items[:shift]:
+            before = switches()
             t0 = time.perf_counter()
             fn()
-            samples[name].append((time.perf_counter() - t0) * 1000.0)
-        rounds += 1
+            times[name] = (time.perf_counter() - t0) * 1000.0
+            preempted = preempted or switches() != before
+        for name, ms in times.items():
+            every[name].append(ms)
+            if not preempted:
+                kept[name].append(ms)
+        rounds, clean = rounds + 1, clean + (not preempted)
         if progress:
             progress(rounds)
-    return samples
+    fallback = clean < min_iters
+    if tally is not None:
+        tally.update(rounds_timed=rounds, rounds_preempted=rounds - clean, preempted_kept=fallback)
+    return every if fallback else kept
+
+
+def preemption_warnings(tally: dict) -> list[str]:
+    if not tally.get("preempted_kept"):
+        return []
+    return [f"{tally['rounds_preempted']} of {tally['rounds_timed']} timing rounds were preempted by other "
+            f"processes and kept (too few were not): latencies include their time; use an idle machine or core"]
 
 
 def high_variance_warnings(stats: dict[str, dict]) -> list[str]:

@@ -94,15 +94,68 @@ def test_negative_tie_break_steps_is_a_one_line_error(p2d, tmp_path):
                       "tie-break-steps -1 must be >= 0")
 
 
-def test_only_allocations_at_least_as_fast_as_asked_compete_even_outside_the_landing_band():
+def test_only_allocations_at_least_as_fast_as_asked_compete_nearest_to_the_request_first():
     from prune2deploy.search.landing import EXACT_BAND, TIMED_BAND, Band, Landing, Point
     from prune2deploy.search.tie_break import contender, eligible
 
     timed, exact = Band(*TIMED_BAND), Band(*EXACT_BAND)
     assert not timed.holds(1.09) and eligible(1.09, timed) and eligible(1.0, timed)  # faster than the band
-    assert not eligible(0.999, timed) and not eligible(1.12, timed)  # slower than asked; beyond the issue's range
+    assert not eligible(0.999, timed) and eligible(1.3, timed)  # slower than asked never; faster always
     assert eligible(1.0, exact) and not eligible(0.99, exact)
     points = [Point(x, q, {"a": w}, {}) for x, q, w in ((0.5, 1.16, 8), (0.6, 1.09, 16), (0.7, 0.97, 24))]
     landed = Landing(points=points, chosen=points[2])  # chosen: the closest to the aim, slower than asked
-    assert contender(landed, timed) is points[1]
-    assert contender(Landing(points=points[::2], chosen=points[2]), timed) is None
+    assert contender(landed, timed) is points[1]  # within 1.00-1.10 before one faster than that
+    # a family that jumped over 1.00-1.10 (a latency staircase): its slowest allocation faster than asked
+    jumped = [Point(0.6, 1.31, {"a": 8}, {}), Point(0.7, 1.14, {"a": 16}, {}), Point(0.8, 0.93, {"a": 24}, {})]
+    assert contender(Landing(points=jumped, chosen=jumped[2]), timed) is jumped[1]
+    assert contender(Landing(points=jumped[2:], chosen=jumped[2]), timed) is None  # none meets the budget
+
+
+def _landings_rewritten(monkeypatch, rewrite):
+    """The budget pass with each family's landing rewritten by `rewrite(family, landing)` after it is measured
+    (latency staircases, mocked on the exact MACs budget); no refine() for rewritten landings."""
+    import prune2deploy.passes.budget as budget_pass
+
+    real_land, real_refine = budget_pass.land, budget_pass.refine
+    calls = []
+
+    def land(to, *args, **kwargs):
+        landing = real_land(to, *args, **kwargs)
+        calls.append(landing)
+        rewrite(("greedy", "uniform")[len(calls) - 1], landing)  # the greedy path is landed first
+        return landing
+    monkeypatch.setattr(budget_pass, "land", land)
+    monkeypatch.setattr(budget_pass, "refine", lambda *a, **k: None)
+
+
+def test_a_family_that_jumped_over_the_range_competes_with_its_slowest_allocation_faster_than_asked(
+        digits_split, tmp_path, monkeypatch):
+    from prune2deploy.search.landing import Point
+
+    def jumped(family, landing):  # uniform widths measured 1.14 (the landed ones) and 0.93 (wider): nothing between
+        if family == "greedy":
+            return
+        landed = landing.chosen
+        landing.points = [Point(landed.x, 1.14, landed.widths, landed.measured),
+                          Point(1.0, 0.93, {k: w + 8 for k, w in landed.widths.items()}, landed.measured)]
+        landing.chosen, landing.in_band = landing.points[1], False
+    _landings_rewritten(monkeypatch, jumped)
+    budget = _compile(digits_split, tmp_path / "out").report["budget"]
+    tie = budget["tie_break"]
+    assert tie["kept"] in ("greedy", "uniform") and tie["uniform"]["achieved_over_requested"] == 1.14
+    assert 1.0 <= tie["greedy"]["achieved_over_requested"] <= 1.08
+    assert budget["search"]["landed_in_band"] == (tie["kept"] == "greedy")
+    assert {g["name"]: g["kept"] for g in budget["per_group"]} == tie[tie["kept"]]["widths"]
+
+
+def test_with_one_family_faster_than_asked_and_the_other_short_of_it_the_faster_is_kept(
+        digits_split, tmp_path, monkeypatch):
+    def short(family, landing):  # greedy measured 1.12 (too fast), uniform 0.97: closer to the aim, but slow
+        for p in landing.points:
+            p.q = 1.12 if family == "greedy" else 0.97
+        landing.in_band = False
+    _landings_rewritten(monkeypatch, short)
+    budget = _compile(digits_split, tmp_path / "out").report["budget"]
+    assert budget["tie_break"] == {"kept": None, "skipped": "only the greedy widths measured at or above the request"}
+    assert budget["search"]["uniform_compared"]["chosen"] is False and not budget["search"]["landed_in_band"]
+    assert budget["steps"]  # the greedy path reached the kept widths

@@ -1,9 +1,12 @@
 """Latency statistics and the interleaved timing loop."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from prune2deploy.timing import high_variance_warnings, summarize, time_interleaved
+from prune2deploy.timing import (high_variance_warnings, preemption_warnings, summarize,
+                                time_interleaved)
 
 
 def test_summarize_percentiles_and_cv():
@@ -16,7 +19,7 @@ def test_summarize_percentiles_and_cv():
 def test_variants_alternate_and_respect_min_iters():
     calls = []
     samples = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                               warmup=2, min_iters=5, budget_s=0.0)
+                               warmup=2, min_iters=5, budget_s=0.0, switches=lambda: 0)
     # 2 warm-up rounds, then 5 timed rounds whose order rotates: a b, b a, a b, b a, a b
     assert calls == ["a", "b"] * 2 + ["a", "b", "b", "a"] * 2 + ["a", "b"]
     assert len(samples["a"]) == len(samples["b"]) == 5
@@ -25,7 +28,7 @@ def test_variants_alternate_and_respect_min_iters():
 def test_every_variant_runs_in_every_position_equally_often():
     calls = []
     variants = {k: (lambda k=k: calls.append(k)) for k in "abc"}
-    samples = time_interleaved(variants, warmup=0, min_iters=6, budget_s=0.0)
+    samples = time_interleaved(variants, warmup=0, min_iters=6, budget_s=0.0, switches=lambda: 0)
     rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
     assert len(rounds) == 6 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
     for position in range(3):
@@ -36,3 +39,76 @@ def test_every_variant_runs_in_every_position_equally_often():
 def test_high_cv_warns():
     assert high_variance_warnings({"x": {"cv": 0.5}, "y": {"cv": 0.01}})[0].startswith("x: coefficient")
     assert len(high_variance_warnings({"y": {"cv": 0.01}})) == 0
+
+
+class FakeScheduler:
+    """Preempts the calls of `victim` in the rounds listed: the call runs `stolen_s` longer (another process's
+    time slice) and the process's involuntary switch count moves."""
+
+    def __init__(self, victim: str, rounds: set, stolen_s: float = 0.004):
+        self.victim, self.rounds, self.stolen_s = victim, rounds, stolen_s
+        self.switches, self.calls = 0, {}
+
+    def variant(self, name: str, run_s: float):
+        def call():
+            n = self.calls[name] = self.calls.get(name, 0) + 1
+            time.sleep(run_s)
+            if name == self.victim and n in self.rounds:
+                time.sleep(self.stolen_s)
+                self.switches += 1
+        return call
+
+
+def test_preempted_rounds_are_dropped_so_a_time_slice_does_not_skew_the_ratio():
+    # the 4 ms-ish "dense" call is preempted in most rounds (as on a shared core), the 2 ms one never: p50 / p50
+    # over every round would read ~4x; over the unpreempted rounds ~2x
+    sched = FakeScheduler("dense", rounds={n for n in range(1, 10_000) if n % 4})  # 3 rounds in 4 preempted
+    tally = {}
+    samples = time_interleaved({"dense": sched.variant("dense", 0.004), "pruned": sched.variant("pruned", 0.002)},
+                               warmup=0, min_iters=8, budget_s=0.1, switches=lambda: sched.switches, tally=tally)
+    kept = tally["rounds_timed"] - tally["rounds_preempted"]
+    assert tally["preempted_kept"] is False and kept >= 8 and tally["rounds_preempted"] >= 2 * kept
+    assert len(samples["dense"]) == len(samples["pruned"]) == kept
+    assert max(samples["dense"]) < 4 + 3.5  # no sample carries the stolen slice (4 ms on top of 4 ms)
+    ratio = sorted(samples["dense"])[4] / sorted(samples["pruned"])[4]
+    assert 1.3 < ratio < 2.7
+
+
+def test_a_machine_too_busy_for_clean_rounds_keeps_every_round_and_says_so():
+    sched = FakeScheduler("a", rounds=set(range(1, 1000)), stolen_s=0.0)
+    tally = {}
+    samples = time_interleaved({"a": sched.variant("a", 0.0), "b": sched.variant("b", 0.0)}, warmup=0,
+                               min_iters=5, budget_s=0.0, switches=lambda: sched.switches, tally=tally)
+    assert len(samples["a"]) == 5 and tally == {"rounds_timed": 5, "rounds_preempted": 5, "preempted_kept": True}
+    assert "5 of 5 timing rounds were preempted" in preemption_warnings(tally)[0]
+    assert preemption_warnings({"rounds_timed": 5, "rounds_preempted": 1, "preempted_kept": False}) == []
+
+
+def test_involuntary_switches_counts_up():
+    from prune2deploy.timing import involuntary_switches
+
+    first = involuntary_switches()
+    assert isinstance(first, int) and 0 <= first <= involuntary_switches()
+
+
+def test_ort_cpu_benchmark_reports_dropped_rounds_and_warns_when_it_kept_them(monkeypatch):
+    import prune2deploy.drivers.ort_cpu as ort_cpu
+    from prune2deploy.options import CompileOptions
+    from prune2deploy.progress import Progress
+
+    class Runner:
+        def __init__(self, path, threads):
+            pass
+
+        def timed_call(self, feed):
+            return lambda: None
+    monkeypatch.setattr(ort_cpu, "OrtRunner", Runner)
+    opts = CompileOptions(bench_seconds=0.0, min_iters=5, warmup=0, threads=1)
+    paths = {"dense": "d.onnx", "pruned": "p.onnx"}
+    bench = ort_cpu.benchmark_onnx(paths, {}, opts, Progress(enabled=False))
+    assert bench["settings"]["rounds_timed"] >= 5 and "rounds_preempted" in bench["settings"]
+    monkeypatch.setattr(ort_cpu, "time_interleaved",  # every round preempted: kept, and said so
+                        lambda calls, tally, **kw: tally.update(rounds_timed=5, rounds_preempted=5,
+                                                                preempted_kept=True) or {n: [1.0] * 5 for n in calls})
+    bench = ort_cpu.benchmark_onnx(paths, {}, opts, Progress(enabled=False))
+    assert bench["settings"]["preempted_kept"] and any("preempted" in w for w in bench["warnings"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prune2deploy.backends.ort import OrtRunner, default_threads, device_description
 
-from ..timing import high_variance_warnings, summarize, time_interleaved
+from ..timing import high_variance_warnings, preemption_warnings, summarize, time_interleaved
 from .base import ExportingDriver
 
 
@@ -20,12 +20,13 @@ def benchmark_onnx(paths: dict, feed: dict, opts, progress) -> dict:
     """Interleaved onnxruntime timing of several ONNX files on the same inputs."""
     threads = opts.threads or default_threads()
     runners = {name: OrtRunner(path, threads) for name, path in paths.items()}
+    tally = {}
     with progress.stage("benchmark", f"benchmarking {' vs '.join(paths)} (interleaved, {threads} threads)"):
         samples = time_interleaved({n: r.timed_call(feed) for n, r in runners.items()}, warmup=opts.warmup,
-                                   min_iters=opts.min_iters, budget_s=opts.bench_seconds)
+                                   min_iters=opts.min_iters, budget_s=opts.bench_seconds, tally=tally)
     batch = next(iter(feed.values())).shape[0] if feed else 1
     stats = {name: summarize(s, batch) for name, s in samples.items()}
-    return {"stats": stats, "warnings": high_variance_warnings(stats),
+    return {"stats": stats, "warnings": high_variance_warnings(stats) + preemption_warnings(tally),
             "settings": {"backend": "onnxruntime", "threads": threads, "warmup": opts.warmup,
                          "iterations": len(next(iter(samples.values()))), "interleaved": True,
-                         "batch": batch}}
+                         "batch": batch, **tally}}

@@ -7,7 +7,8 @@ model lands in the band (search/landing.py: the table ranks, measurements decide
 same table estimate are scored too; when they score higher, or the greedy path does not land, uniform widths are
 landed the same way and the better of the two is kept. With a recovery to come (--data), uniform widths are
 always landed too, and when both meet the budget the one better on the validation split after the compile's own
-recovery is kept (search/tie_break.py: NetAdapt's final step). A budget is refused only when the narrowest
+recovery is kept (search/tie_break.py: NetAdapt's final step); when only one family measured an allocation at or
+above the request, that one. A budget is refused only when the narrowest
 allocation measured misses it. The model is pruned to the final widths by the pruning pass (round_to, rollback,
 attention fix-ups), whose `ensure` checks it.
 """
@@ -29,7 +30,7 @@ from ..search.landing import (EXACT_BAND, TIMED_BAND, Band, GreedyPath, closest,
 from ..search.latency_table import OrtTimer, cached_table, default_grid, device_name, measure_table, table_key
 from ..search.prune_to import pass_for, pruned_copy
 from ..search.scoring import Scorer
-from ..search.tie_break import ACCEPTED_HIGH, TieBreak, contender, skipped, tie_break_config
+from ..search.tie_break import TieBreak, contender, skipped, tie_break_config
 from .recover import recovery_method
 
 KINDS = {"target_speedup": "speedup", "latency_ms": "latency_ms", "macs_fraction": "macs_fraction"}
@@ -125,12 +126,16 @@ class BudgetPrune:
                           f"{tie['uniform']['val_metric']:.4g} uniform: {kept} kept")
                 for name, point in picks.items():
                     tie[name]["achieved_over_requested"] = point.q
-                landing, uniform["chosen"] = (landing, True) if kept == "uniform" else (greedy, False)
-                landing.chosen, landing.in_band = picks[kept], band.holds(picks[kept].q)
+                landing, uniform["chosen"] = _kept(kept, picks[kept], greedy, landing, band)
+            elif tie_break and any(picks.values()):  # one allocation meets the budget (or both, the same widths)
+                kept = "greedy" if picks["greedy"] else "uniform"
+                landing, uniform["chosen"] = _kept(kept, picks[kept], greedy, landing, band)
+                tie = skipped(f"only the {kept} widths measured at or above the request" if not all(picks.values())
+                              else "greedy and uniform widths are the same")
             else:
                 landing, uniform["chosen"] = _better(greedy, landing, score_many, band)
-                tie = skipped(f"not both measured at 1-{ACCEPTED_HIGH:g} of the request, or the same widths"
-                              if tie_break else self._tie_break_off)
+                tie = skipped("neither family measured an allocation at or above the request" if tie_break
+                              else self._tie_break_off)
         if landing.chosen.q < band.floor:  # both families measured their narrowest allocation: none comes close
             self._unreachable(max(rounds, key=lambda r: r["achieved_over_requested"]))
         widths = landing.chosen.widths
@@ -212,6 +217,13 @@ def _memoised(score_many):
         return [scores[widths_key(c)] for c in candidates]
     scored.count = 0
     return scored
+
+
+def _kept(family: str, point, greedy, uniform, band):
+    """(the landing of `family` with `point` chosen, whether it is the uniform one)."""
+    landing = uniform if family == "uniform" else greedy
+    landing.chosen, landing.in_band = point, band.holds(point.q)
+    return landing, family == "uniform"
 
 
 def _better(greedy, uniform, score_many, band):
