@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from prune2deploy.backends.ort import OrtRunner, default_threads, device_description
 
-from ..timing import high_variance_warnings, preemption_warnings, summarize, time_interleaved
+from ..timing import (high_variance_warnings, preemption_counter, preemption_warnings, summarize,
+                      time_interleaved)
 from .base import ExportingDriver
 
 
@@ -23,10 +24,11 @@ def benchmark_onnx(paths: dict, feed: dict, opts, progress) -> dict:
     tally = {}
     with progress.stage("benchmark", f"benchmarking {' vs '.join(paths)} (interleaved, {threads} threads)"):
         samples = time_interleaved({n: r.timed_call(feed) for n, r in runners.items()}, warmup=opts.warmup,
-                                   min_iters=opts.min_iters, budget_s=opts.bench_seconds, tally=tally)
+                                   min_iters=opts.min_iters, budget_s=opts.bench_seconds, tally=tally,
+                                   switches=preemption_counter(threads))
     batch = next(iter(feed.values())).shape[0] if feed else 1
     stats = {name: summarize(s, batch) for name, s in samples.items()}
     return {"stats": stats, "warnings": high_variance_warnings(stats) + preemption_warnings(tally),
             "settings": {"backend": "onnxruntime", "threads": threads, "warmup": opts.warmup,
                          "iterations": len(next(iter(samples.values()))), "interleaved": True,
-                         "batch": batch, **tally}}
+                         "batch": batch, "preemption_filter": threads == 1, **tally}}

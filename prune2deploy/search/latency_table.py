@@ -148,16 +148,18 @@ class OrtTimer:
     def __call__(self, models: dict) -> dict:
         from prune2deploy.backends.ort import OrtRunner
 
-        from ..timing import time_interleaved
+        from ..timing import preemption_counter, time_interleaved
 
         feed = self.inputs.as_feed()
         with tempfile.TemporaryDirectory(prefix="p2d-latency-") as tmp:
-            calls = {}
+            calls, threads = {}, 1
             for name, model in models.items():
                 path = self._reference_path(model) if name == "dense" else \
                     self._export(model, Path(tmp) / f"m{len(calls)}.onnx")
-                calls[name] = OrtRunner(path, self.options.threads).timed_call(feed)
-            samples = time_interleaved(calls, warmup=3, min_iters=10, budget_s=self.seconds)
+                runner = OrtRunner(path, self.options.threads)
+                calls[name], threads = runner.timed_call(feed), runner.threads
+            samples = time_interleaved(calls, warmup=3, min_iters=10, budget_s=self.seconds,
+                                       switches=preemption_counter(threads))
         return paired_p50(samples)
 
 
