@@ -75,8 +75,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     or written by p2d, and must neither be nor contain any of `protected_paths` (label -> path: model and
     data files) or the cache, working, home or root directory. The cache keeps its least recently used
     entries within `cache_max_gb` (default 10). With `keep_models=False` the caller needs no torch model back:
-once the ONNX files run on their own, `model`'s tensors are freed, not parked on disk, and the result holds
-no torch models (the pruned one is in `pruned.pt`). Returns the report and the artifact paths;
+    once the ONNX files run on their own, `model`'s tensors are freed, not parked on disk, and the result holds
+    no torch models (the pruned one is in `pruned.pt`). Returns the report and the artifact paths;
     raises UserError (exit 2) for bad input and MissingDependency when the target's library or device is
     absent (after writing every artifact that needs neither).
     """

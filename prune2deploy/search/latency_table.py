@@ -146,18 +146,17 @@ class OrtTimer:
         return self._reference[2]
 
     def __call__(self, models: dict) -> dict:
-        from prune2deploy.backends.ort import OrtRunner
+        from prune2deploy.backends.ort import OrtRunner, default_threads
 
         from ..timing import preemption_counter, time_interleaved
 
         feed = self.inputs.as_feed()
         with tempfile.TemporaryDirectory(prefix="p2d-latency-") as tmp:
-            calls, threads = {}, 1
+            calls, threads = {}, self.options.threads or default_threads()
             for name, model in models.items():
                 path = self._reference_path(model) if name == "dense" else \
                     self._export(model, Path(tmp) / f"m{len(calls)}.onnx")
-                runner = OrtRunner(path, self.options.threads)
-                calls[name], threads = runner.timed_call(feed), runner.threads
+                calls[name] = OrtRunner(path, threads).timed_call(feed)
             samples = time_interleaved(calls, warmup=3, min_iters=10, budget_s=self.seconds,
                                        switches=preemption_counter(threads))
         return paired_p50(samples)
