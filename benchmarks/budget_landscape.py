@@ -148,7 +148,8 @@ def markdown(result: dict) -> str:
              f"average at start {result['load_at_start']})", "",
              f"Groups (dense widths): {groups}; widths in steps of {result['args']['round_to']}; "
              f"{len(result['speedup'])} allocations, each timed against dense {timed}. Per budget: every "
-             f"allocation measured within {RANGE[0]}-{RANGE[1]} of it {which}and the uniform-like allocations (one kept fraction for every group) nearest on either side, each "
+             f"allocation measured within {RANGE[0]}-{RANGE[1]} of it {which}and the uniform-like allocations (one "
+             f"kept fraction for every group) nearest on either side, each "
              f"recovered alike (KD for {result['args']['recover_steps']} steps at most, at most "
              f"{RECOVER_EPOCHS} epochs); top-1 on the validation split and on the "
              f"10,000 test images.", ""]

@@ -292,12 +292,14 @@ def cmd_targets(args) -> int:
     rows = []
     for name, spec in TARGETS.items():
         ok, reason = availability(name)
-        rows.append({"target": name, "available": ok, "reason": reason, "description": spec.description})
+        rows.append({"target": name, "available": ok, "reason": reason, "description": spec.description,
+                     "round_to": spec.round_to})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        print(f"{r['target']:<11} {'yes' if r['available'] else 'no ':<4} {r['description']}")
+        print(f"{r['target']:<11} {'yes' if r['available'] else 'no ':<4} round-to {r['round_to']:<3} "
+              f"{r['description']}")
         print(f"{'':<16}{r['reason']}")
     return 0
 
@@ -364,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers")
     g.add_argument("--local", dest="global_pruning", action="store_false", help="same ratio per layer (default)")
     p.add_argument("--iterative-steps", type=int, default=1, help="prune in N steps; default 1")
-    p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's)")
+    p.add_argument("--round-to", type=int, help="keep channel counts multiples of N (default: the target's, "
+                   "see p2d targets)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
     _add_graph_args(p)
     _add_data_args(p)
@@ -453,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                    help="ratios removed from each group, comma-separated; default 0.1,...,0.9")
     p.add_argument("--macs", action="store_true", help="MACs saved instead of latency measured on ort-cpu")
-    p.add_argument("--round-to", type=int, help="kept widths are multiples of N (default: ort-cpu's, 8)")
+    p.add_argument("--round-to", type=int,
+                   help="kept widths are multiples of N (default: ort-cpu's: 16 on an AVX-512 CPU, else 8)")
     p.add_argument("--criterion", default="l1", help="l1 | l2 | bn-scale | random (which channels go)")
     p.add_argument("--ignore", action="append", metavar="NAME", help="layer to leave unpruned (repeatable)")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")

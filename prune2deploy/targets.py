@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 
@@ -13,6 +14,20 @@ class Target:
     round_to: int  # default channel alignment
     sparse_round_to: int  # alignment when a 2:4 pass follows (sparse kernels want K % 16 == 0)
     availability: Callable[[], tuple[bool, str]]
+
+
+def cpu_channel_block(cpuinfo: str = "/proc/cpuinfo") -> int:
+    """ort-cpu's channel alignment on this CPU: 16 with AVX-512F, else 8.
+
+    onnxruntime's blocked (NCHWc) convolutions work in blocks of 16 channels with AVX-512 and 8 with AVX2. On an
+    AVX-512 CPU a width that is a multiple of 8 but not of 16 never ran faster than the multiple of 16 above it,
+    and up to 1.16x slower (benchmarks/results/round_to_cliffs.md)."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path(cpuinfo).read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:  # not Linux: keep the AVX2-safe alignment
+        return 8
+    return 16 if "avx512f" in flags else 8
 
 
 def _ort_available() -> tuple[bool, str]:
@@ -39,7 +54,8 @@ def _torch_cuda_available() -> tuple[bool, str]:
 
 
 TARGETS: dict[str, Target] = {
-    "ort-cpu": Target("ort-cpu", "ort", "ONNX Runtime on this CPU (default)", 8, 16, _ort_available),
+    "ort-cpu": Target("ort-cpu", "ort", "ONNX Runtime on this CPU (default)", cpu_channel_block(), 16,
+                      _ort_available),
     "trt-ampere": Target("trt-ampere", "tensorrt", "TensorRT engine for every Ampere-or-later GPU "
                          "(hardware compatibility AMPERE_PLUS)", 8, 16, _trt_available("trt-ampere")),
     "trt-hopper": Target("trt-hopper", "tensorrt", "TensorRT engine for compute capability 9.x (H100/H200)",

@@ -151,7 +151,7 @@ def test_unreachable_speedup_measured_on_the_timer(tmp_path, monkeypatch):
     monkeypatch.setattr(budget_pass, "OrtTimer", Timer)
     with pytest.raises(UserError) as exc:
         prune2deploy.compile(_Net().eval(), torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out", target_speedup=50,
-                             skip_benchmark=True, use_cache=False, cache_dir=tmp_path / "c")
+                             round_to=8, skip_benchmark=True, use_cache=False, cache_dir=tmp_path / "c")
     assert "the budget (speedup 50x) is unreachable: the best reached is 2.50x speedup" in str(exc.value)
 
 
