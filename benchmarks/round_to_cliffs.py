@@ -15,14 +15,12 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 from prune2deploy.context import ExampleInputs  # noqa: E402
 from prune2deploy.examples import mnist_cnn, small_resnet  # noqa: E402
@@ -32,6 +30,7 @@ from prune2deploy.search.groups import prunable_groups  # noqa: E402
 from prune2deploy.search.landing import uniform_family  # noqa: E402
 from prune2deploy.search.latency_table import OrtTimer  # noqa: E402
 from prune2deploy.search.prune_to import pruned_copy  # noqa: E402
+from prune2deploy.targets import cpu_channel_block  # noqa: E402
 
 
 def models(names: list[str]):
@@ -109,13 +108,10 @@ def main() -> None:
 
 
 def cpu_model() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return f"{name} ({'AVX-512F' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
+    """This CPU and the channel block ort-cpu aligns to on it."""
+    from prune2deploy.backends.ort import device_description
+
+    return f"{device_description()}, ort-cpu channel block {cpu_channel_block()}"
 
 
 def markdown(result: dict) -> str:
