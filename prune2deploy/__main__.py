@@ -1,3 +1,3 @@
-from .cli import main
+from prune2deploy.cli.app import main
 
 raise SystemExit(main())

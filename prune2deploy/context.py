@@ -43,6 +43,6 @@ class CompileContext:
     """Shared state of one compile. Passes read options from here and never touch the CLI."""
 
     example_inputs: ExampleInputs
-    options: Any = None  # prune2deploy.options.CompileOptions
+    options: Any = None  # prune2deploy.config.options.CompileOptions
     calib_batches: list = field(default_factory=list)  # [(ExampleInputs, labels or None)]
     records: dict = field(default_factory=dict)  # pass name -> record

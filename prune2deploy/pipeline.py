@@ -14,27 +14,29 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import __version__, cache, cache_limits, distributed
-from .accuracy import measure_accuracy, prepare_data
-from .context import CompileContext, ExampleInputs
-from .errors import MissingDependency, VerificationError, user_error
-from .inputs import check_model_runs, random_like
-from .manifest import REFERENCE, save_reference, tool_versions, write_manifest
-from .measure import count_macs_params
-from .options import CompileOptions
-from .peak_memory import process_peak_mb
-from .outdir import check_writable, locked, publish_dir, workspace, write_atomic
-from .ownership import check_out_dir
-from .parking import PARK_FILE, parking
-from .passes.budget import budget_pass, refuse_ratio_with_budget
-from .passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
-from .passes.recover import add_to_report, recovery_pass
-from .progress import Progress
-from .report import render_markdown
-from .search.summary import add_budget, finish_budget
-from .shared_weights import shared_copy, unshare
-from .targets import TARGETS
-from .verify import fidelity, reference_outputs
+from prune2deploy import __version__
+from prune2deploy.artifacts import cache, cache_limits
+from prune2deploy.runtime import distributed
+from prune2deploy.data.prepare import measure_accuracy, prepare_data
+from prune2deploy.context import CompileContext, ExampleInputs
+from prune2deploy.errors import MissingDependency, VerificationError, user_error
+from prune2deploy.model.inputs import check_model_runs, random_like
+from prune2deploy.artifacts.manifest import REFERENCE, save_reference, tool_versions, write_manifest
+from prune2deploy.model.facts import count_macs_params
+from prune2deploy.config.options import CompileOptions
+from prune2deploy.runtime.peak_memory import process_peak_mb
+from prune2deploy.artifacts.outdir import check_writable, locked, publish_dir, workspace, write_atomic
+from prune2deploy.artifacts.ownership import check_out_dir
+from prune2deploy.artifacts.parking import PARK_FILE, parking
+from prune2deploy.search.budget_pass import budget_pass, refuse_ratio_with_budget
+from prune2deploy.passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
+from prune2deploy.recovery.recover_pass import add_to_report, recovery_pass
+from prune2deploy.runtime.progress import Progress
+from prune2deploy.report.render import render_markdown
+from prune2deploy.report.budget import add_budget, finish_budget
+from prune2deploy.model.shared_weights import shared_copy, unshare
+from prune2deploy.backends.registry import TARGETS
+from prune2deploy.model.fidelity import fidelity, reference_outputs
 
 
 FIDELITY_RANDOM_SETS = 15  # without calibration data: the example inputs plus this many random sets
@@ -71,7 +73,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
     Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, sparsity, ...).
-    `gates` are prune2deploy.gates.Gate objects, evaluated into the report. `out_dir` must be new, empty
+    `gates` are prune2deploy.report.gates.Gate objects, evaluated into the report. `out_dir` must be new, empty
     or written by p2d, and must neither be nor contain any of `protected_paths` (label -> path: model and
     data files) or the cache, working, home or root directory. The cache keeps its least recently used
     entries within `cache_max_gb` (default 10). With `keep_models=False` the caller needs no torch model back:
@@ -114,7 +116,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     use_cache = use_cache and distributed.world_size() == 1
     sparsify = None
     if options.sparsity:
-        from .passes.sparsity import SparsityPass, parse_pattern
+        from prune2deploy.passes.sparsity import SparsityPass, parse_pattern
 
         n, m = parse_pattern(options.sparsity)
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)
@@ -302,7 +304,7 @@ def _evaluate_gates(gates: list, report: dict) -> list:
     if report.get("status") == "prepared":
         report["gates"] = {"evaluated": False, "reason": "the target was not benchmarked here"}
         return []
-    from .gates import check_gate_fields, evaluate
+    from prune2deploy.report.gates import check_gate_fields, evaluate
 
     check_gate_fields(gates, report)
     results = evaluate(gates, report)
@@ -322,14 +324,14 @@ def _finish_report(report: dict, progress, started: float) -> None:
 def _driver(spec):
     """The pipeline's side of a target: build artifacts, verify them, benchmark them."""
     if spec.backend == "ort":
-        from .drivers.ort_cpu import OrtCpuDriver
+        from prune2deploy.backends.ort_cpu.driver import OrtCpuDriver
 
         return OrtCpuDriver()
     if spec.backend == "tensorrt":
-        from .drivers.tensorrt import TensorRtDriver
+        from prune2deploy.backends.tensorrt.driver import TensorRtDriver
 
         return TensorRtDriver(spec.name)
-    from .drivers.torch_cuda import TorchCudaDriver
+    from prune2deploy.backends.torch_cuda.driver import TorchCudaDriver
 
     return TorchCudaDriver()
 

@@ -51,8 +51,8 @@ def minilm_path() -> Path | None:
 
 def publish_files(out: Path, files: dict[str, str]) -> None:
     """Publish `files` (name -> text) to `out` as a compile does: work directory, manifest, atomic swap."""
-    from prune2deploy.manifest import write_manifest
-    from prune2deploy.outdir import publish_dir, workspace
+    from prune2deploy.artifacts.manifest import write_manifest
+    from prune2deploy.artifacts.outdir import publish_dir, workspace
 
     with workspace() as work:
         for name, text in files.items():
@@ -63,7 +63,7 @@ def publish_files(out: Path, files: dict[str, str]) -> None:
 
 def import_or_skip(name: str):
     """An optional library through p2d's own import (torchvision's schema shim first), or skip the test."""
-    from prune2deploy.compat import import_optional
+    from prune2deploy.runtime.compat import import_optional
 
     module = import_optional(name)
     if module is None:

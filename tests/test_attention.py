@@ -391,7 +391,7 @@ def test_iterative_steps_end_at_one_shot_heads_and_macs(steps):
     """torch-pruning applies each step's cumulative head ratio to the heads left, so 2 steps at 0.5 of 12 heads
     ended at 4 heads (2.25x fewer MACs on all-MiniLM-L6-v2); the schedule must end where one step does."""
     from prune2deploy.context import CompileContext, ExampleInputs
-    from prune2deploy.measure import count_macs_params
+    from prune2deploy.model.facts import count_macs_params
     from prune2deploy.passes.prune_channels import PruneChannels
 
     inputs = ExampleInputs((), {"input_ids": torch.randint(0, 100, (1, 16)),

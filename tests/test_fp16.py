@@ -13,7 +13,7 @@ import torch.nn as nn
 
 
 
-from prune2deploy.backends import fp16
+from prune2deploy.backends.tensorrt import fp16
 from prune2deploy.errors import UserError
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from prune2deploy.errors import EXIT_GATE, EXIT_USER, GateFailed, UserError
-from prune2deploy.gates import (evaluate, check_gate_fields, gate_markdown, gate_table, numeric_fields, parse_gate,
-                                raise_if_failed)
+from prune2deploy.report.gates import (
+    evaluate, check_gate_fields, gate_markdown, gate_table, numeric_fields, parse_gate, raise_if_failed
+)
 
 REPORT = {
     "model": "small_resnet",

@@ -26,7 +26,7 @@ def test_inspect_global_mode_refuses_with_one_line(p2d):
 def test_inspect_block_local_lists_blocks_and_kept_attention(p2d, tmp_path):
     (tmp_path / "swin.py").write_text(
         "import torch\n"
-        "from prune2deploy.compat import import_torchvision\n"
+        "from prune2deploy.runtime.compat import import_torchvision\n"
         "def build():\n"
         "    tv = import_torchvision()\n"
         "    from torchvision.models.swin_transformer import SwinTransformer\n"
@@ -35,7 +35,7 @@ def test_inspect_block_local_lists_blocks_and_kept_attention(p2d, tmp_path):
         "                           window_size=[4, 4], num_classes=10)\n")
     import pytest
 
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
     if import_torchvision() is None:
         pytest.skip("torchvision does not import here")
     r = p2d("inspect", "swin.py:build", "--input-shape", "1,3,32,32", "--pruning-mode", "block-local", "--json")

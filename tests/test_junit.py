@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from prune2deploy.errors import UserError
-from prune2deploy.gates import evaluate, parse_gate
-from prune2deploy.junit import append_step_summary, write_junit, write_junit_runs
+from prune2deploy.report.gates import evaluate, parse_gate
+from prune2deploy.report.junit import append_step_summary, write_junit, write_junit_runs
 
 REPORT = {
     "p2d_version": "0.1.0", "model": "small_resnet", "target": "ort-cpu", "device": "AMD EPYC, 2 cores",

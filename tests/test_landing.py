@@ -112,7 +112,7 @@ class _ProductTimer:
 
 
 def _compile(tmp_path, monkeypatch, speedup):
-    import prune2deploy.passes.budget as budget_pass
+    import prune2deploy.search.budget_pass as budget_pass
 
     monkeypatch.setattr(budget_pass, "OrtTimer", _ProductTimer)
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from helpers import MODELS, minilm_path
 from prune2deploy.errors import UserError
-from prune2deploy.loading import load_model
+from prune2deploy.model.loading import load_model
 
 
 def test_torch_nn_model_loads_weights_only(tmp_path):
@@ -66,7 +66,7 @@ def test_module_callable_and_missing_attribute():
 
 
 def test_torchvision_name_where_it_imports():
-    from prune2deploy.compat import import_torchvision
+    from prune2deploy.runtime.compat import import_torchvision
 
     if import_torchvision() is None:
         pytest.skip("torchvision does not import on this machine")
@@ -91,7 +91,7 @@ def test_hf_not_a_model_dir(tmp_path):
 def test_file_callable_imported_once_so_its_objects_keep_pickling(tmp_path):
     """Naming the same file.py twice (model, then --data) reuses the module: a second execution would make a
     second copy of its classes, and objects built from the first would no longer pickle."""
-    from prune2deploy.loading import import_callable
+    from prune2deploy.model.loading import import_callable
 
     src = tmp_path / "p2d_once_module.py"
     src.write_text("import torch.nn as nn\n\nclass Net(nn.Linear):\n    pass\n\ndef build():\n    return Net(2, 2)\n")

@@ -12,7 +12,7 @@ from digits import digits, trained_digits_cnn
 from helpers import MODELS, assert_user_error
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError
-from prune2deploy.metrics import drop, resolve_metric
+from prune2deploy.data.metrics import drop, resolve_metric
 
 
 class Fixed(nn.Module):
@@ -107,7 +107,7 @@ def test_metric_keeps_the_models_training_mode():
 
 def test_accuracy_in_report_on_digits(tmp_path):
     """Real learnable task: the dense model is far above chance; pruning 70% loses accuracy; gates read it."""
-    from prune2deploy.gates import parse_gate
+    from prune2deploy.report.gates import parse_gate
     from prune2deploy.pipeline import compile
 
     x, y = digits()

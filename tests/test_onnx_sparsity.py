@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import VerificationError
-from prune2deploy.onnx_sparsity import assert_onnx_nm, check_onnx_nm
+from prune2deploy.backends.onnx.sparsity import assert_onnx_nm, check_onnx_nm
 from prune2deploy.passes.sparsity import SparsityPass
 
 

@@ -227,9 +227,9 @@ def _dead_pid() -> int:
 
 
 def test_stale_directories_go_only_with_name_and_marker(tmp_path):
-    from prune2deploy.manifest import write_manifest
-    from prune2deploy.outdir import _remove_stale, _stage_name
-    from prune2deploy.ownership import mark_dir
+    from prune2deploy.artifacts.manifest import write_manifest
+    from prune2deploy.artifacts.outdir import _remove_stale, _stage_name
+    from prune2deploy.artifacts.ownership import mark_dir
 
     pid = _dead_pid()
     theirs = tmp_path / f"p2d-work-abcd1234-{pid}"  # p2d's name, no marker: the user's
@@ -266,7 +266,7 @@ def test_publish_refuses_when_a_user_file_appears_during_the_compile(tmp_path):
 
 
 def test_cache_writes_only_its_marked_entries(tmp_path):
-    from prune2deploy import cache
+    from prune2deploy.artifacts import cache
 
     cache_dir, work = tmp_path / "cache", tmp_path / "work"
     work.mkdir()
@@ -284,7 +284,7 @@ def test_cache_writes_only_its_marked_entries(tmp_path):
 
 
 def test_only_listed_regular_files_count_as_p2d_s(tmp_path):
-    from prune2deploy.ownership import first_foreign, remove_output
+    from prune2deploy.artifacts.ownership import first_foreign, remove_output
 
     out = tmp_path / "out"
     publish_files(out, {"report.json": "{}", "pruned.onnx": "onnx"})

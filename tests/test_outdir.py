@@ -5,7 +5,7 @@ import pytest
 
 from helpers import publish_files
 from prune2deploy.errors import UserError
-from prune2deploy.outdir import check_writable, locked, workspace
+from prune2deploy.artifacts.outdir import check_writable, locked, workspace
 
 
 def test_publish_replaces_previous_output(tmp_path):

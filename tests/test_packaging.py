@@ -35,4 +35,4 @@ def test_wheel_holds_every_module_and_the_entry_point(tmp_path):
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert not [n for n in names if n.startswith(("backends/", "tests/", "benchmarks/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "p2d = prune2deploy.cli:main" in zipfile.ZipFile(next(tmp_path.glob("prune2deploy-*.whl"))).read(entry_points).decode()
+    assert "p2d = prune2deploy.cli.app:main" in zipfile.ZipFile(next(tmp_path.glob("prune2deploy-*.whl"))).read(entry_points).decode()

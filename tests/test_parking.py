@@ -13,9 +13,9 @@ import json
 from helpers import MODELS
 from models import resnet_like, transformer_like
 from prune2deploy.context import ExampleInputs
-from prune2deploy.drivers.ort_cpu import OrtCpuDriver
-from prune2deploy.measure import count_macs_params
-from prune2deploy.parking import PARK_FILE, TensorParking, parking
+from prune2deploy.backends.ort_cpu.driver import OrtCpuDriver
+from prune2deploy.model.facts import count_macs_params
+from prune2deploy.artifacts.parking import PARK_FILE, TensorParking, parking
 
 FAST = dict(bench_seconds=0.3, threads=1, min_iters=3, warmup=1)
 

@@ -7,7 +7,7 @@ import torch
 from models import mobilenet_like, resnet_like
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import UserError
-from prune2deploy.measure import count_macs_params
+from prune2deploy.model.facts import count_macs_params
 from prune2deploy.passes.prune_channels import CRITERIA, PruneChannels, layer_widths
 
 

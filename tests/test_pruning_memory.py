@@ -13,7 +13,7 @@ from prune2deploy import pipeline
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.passes.graph_budget import release_trace
 from prune2deploy.passes.prune_channels import PruneChannels
-from prune2deploy.shared_weights import shared_copy, unshare
+from prune2deploy.model.shared_weights import shared_copy, unshare
 
 
 class TiedEncoder(nn.Module):

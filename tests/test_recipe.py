@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from prune2deploy.cli import build_parser
+from prune2deploy.cli.app import build_parser
 from prune2deploy.errors import UserError
-from prune2deploy.recipe import compile_options, explicit_flags, load_recipe, merge, resolved_recipe
+from prune2deploy.config.recipe import compile_options, explicit_flags, load_recipe, merge, resolved_recipe
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "p2d.toml"
 

@@ -11,8 +11,10 @@ from recovery_digits import batches, digits_tensors, top1, trained_deep_digits_c
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import UserError
 from prune2deploy.passes.prune_channels import PruneChannels
-from prune2deploy.recovery import (Checkpoints, DistillLoss, FeatureMatcher, RecoveryConfig, kd_loss, output_loss,
-                                   rebuild, recalibrate_bn, recover, structure, warmup_cosine)
+from prune2deploy.recovery import (
+    Checkpoints, DistillLoss, FeatureMatcher, RecoveryConfig, kd_loss, output_loss, rebuild, recalibrate_bn,
+    recover, structure, warmup_cosine
+)
 
 
 # ---- losses on known values ----------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_iterative_recovery_end_to_end_with_gates(digits_files, tmp_path):
 def test_without_matplotlib_a_note_not_an_error(monkeypatch, tmp_path):
     import builtins
 
-    from prune2deploy.recovery.summary import NO_MATPLOTLIB, write_plot
+    from prune2deploy.report.recovery import NO_MATPLOTLIB, write_plot
 
     real_import = builtins.__import__
 
@@ -208,9 +208,9 @@ def test_torchrun_two_processes_rank_0_alone_writes(digits_files, tmp_path):
 
 
 def test_recovery_settings_are_flags_options_and_recipe_keys(tmp_path):
-    from prune2deploy.cli import build_parser
+    from prune2deploy.cli.app import build_parser
     from prune2deploy.errors import UserError
-    from prune2deploy.recipe import compile_options, load_recipe, merge
+    from prune2deploy.config.recipe import compile_options, load_recipe, merge
 
     recipe = tmp_path / "p2d.toml"
     recipe.write_text('model = "m:build"\n[recover]\nmethod = "finetune"\nlr = 1e-3\nepochs = 2\nmax_steps = 9\n'

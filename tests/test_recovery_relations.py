@@ -11,7 +11,7 @@ import torch
 from helpers import import_or_skip
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import UserError
-from prune2deploy.options import CompileOptions
+from prune2deploy.config.options import CompileOptions
 from prune2deploy.passes.prune_channels import PruneChannels
 from prune2deploy.recovery import RecoveryConfig, recover
 from prune2deploy.recovery.augment import replace_tokens

@@ -75,7 +75,7 @@ checks = ["verification.max_rel_err<=1e-3"]
 
 
 def test_several_targets_one_section_each(p2d, tmp_path):
-    from prune2deploy.targets import availability
+    from prune2deploy.backends.registry import availability
 
     r = p2d("compile", *ARGS, "--out", "out", "--target", "ort-cpu", "--target", "trt-ampere", "--junit", "j.xml")
     ort = json.loads((tmp_path / "out" / "ort-cpu" / "report.json").read_text())

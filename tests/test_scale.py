@@ -13,10 +13,10 @@ import torch
 
 import prune2deploy
 from models import resnet_like, transformer_like
-from prune2deploy.backends import onnx_export
-from prune2deploy.manifest import verify_out_dir
-from prune2deploy.peak_memory import PeakTracker, process_peak_mb
-from prune2deploy.progress import Progress
+from prune2deploy.backends.onnx import export as onnx_export
+from prune2deploy.artifacts.manifest import verify_out_dir
+from prune2deploy.runtime.peak_memory import PeakTracker, process_peak_mb
+from prune2deploy.runtime.progress import Progress
 
 MB = 1024**2
 FAST = dict(bench_seconds=0.3, threads=1, min_iters=3, warmup=1)

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from prune2deploy.context import ExampleInputs
-from prune2deploy.metrics import Metric, top1
-from prune2deploy.options import CompileOptions
+from prune2deploy.data.metrics import Metric, top1
+from prune2deploy.config.options import CompileOptions
 from prune2deploy.search.groups import prunable_groups
 from prune2deploy.search.latency_table import CostTable, measure_table
 from prune2deploy.search.like_groups import representatives

@@ -10,7 +10,7 @@ import torch.nn as nn
 from helpers import MODELS, assert_user_error
 from models import two_paths
 from prune2deploy.context import ExampleInputs
-from prune2deploy.options import CompileOptions
+from prune2deploy.config.options import CompileOptions
 from prune2deploy.search.sensitivity import measure_sensitivity, sensitivity
 
 

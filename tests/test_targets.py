@@ -7,8 +7,8 @@ import json
 import torch
 
 import prune2deploy
-from prune2deploy import targets
-from prune2deploy.targets import cpu_channel_block
+from prune2deploy.backends import registry as targets
+from prune2deploy.backends.registry import cpu_channel_block
 
 
 def _cpuinfo(tmp_path, flags: str):

@@ -13,7 +13,7 @@ import pytest
 
 
 
-from prune2deploy.backends import tensorrt as trt_backend
+from prune2deploy.backends.tensorrt import engine as trt_backend
 from prune2deploy.errors import MissingDependency, UserError  # noqa: E402
 
 
@@ -313,7 +313,7 @@ def test_real_build_run_and_inspect(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from prune2deploy.backends import fp16 as fp16
+    from prune2deploy.backends.tensorrt import fp16
     model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.ReLU(), torch.nn.Linear(512, 128)).eval()
     with torch.no_grad():
         for layer in (model[0], model[2]):  # 2:4 along the input axis

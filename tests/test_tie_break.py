@@ -9,7 +9,7 @@ import torch
 
 import prune2deploy
 from helpers import assert_user_error
-from prune2deploy.options import CompileOptions
+from prune2deploy.config.options import CompileOptions
 from prune2deploy.search import tie_break as tie_break_module
 from prune2deploy.search.tie_break import TIE_BREAK_MAX_STEPS, tie_break_config
 from recovery_digits import digits_tensors, trained_deep_digits_cnn
@@ -114,7 +114,7 @@ def test_only_allocations_at_least_as_fast_as_asked_compete_nearest_to_the_reque
 def _landings_rewritten(monkeypatch, rewrite):
     """The budget pass with each family's landing rewritten by `rewrite(family, landing)` after it is measured
     (latency staircases, mocked on the exact MACs budget); no refine() for rewritten landings."""
-    import prune2deploy.passes.budget as budget_pass
+    import prune2deploy.search.budget_pass as budget_pass
 
     real_land, real_refine = budget_pass.land, budget_pass.refine
     calls = []

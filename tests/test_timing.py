@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from prune2deploy.timing import (high_variance_warnings, preemption_warnings, summarize,
-                                time_interleaved)
+from prune2deploy.runtime.timing import high_variance_warnings, preemption_warnings, summarize, time_interleaved
 
 
 def test_summarize_percentiles_and_cv():
@@ -101,16 +100,16 @@ def test_harmless_preemptions_of_long_calls_keep_every_round_without_a_warning()
 
 
 def test_involuntary_switches_counts_up():
-    from prune2deploy.timing import involuntary_switches
+    from prune2deploy.runtime.timing import involuntary_switches
 
     first = involuntary_switches()
     assert isinstance(first, int) and 0 <= first <= involuntary_switches()
 
 
 def test_ort_cpu_benchmark_reports_dropped_rounds_and_warns_when_it_kept_them(monkeypatch):
-    import prune2deploy.drivers.ort_cpu as ort_cpu
-    from prune2deploy.options import CompileOptions
-    from prune2deploy.progress import Progress
+    import prune2deploy.backends.ort_cpu.driver as ort_cpu
+    from prune2deploy.config.options import CompileOptions
+    from prune2deploy.runtime.progress import Progress
 
     class Runner:
         def __init__(self, path, threads):
@@ -132,7 +131,7 @@ def test_ort_cpu_benchmark_reports_dropped_rounds_and_warns_when_it_kept_them(mo
 
 
 def test_preemption_is_counted_only_for_one_thread_calls():
-    from prune2deploy.timing import involuntary_switches, preemption_counter
+    from prune2deploy.runtime.timing import involuntary_switches, preemption_counter
 
     assert preemption_counter(1) is involuntary_switches
     many = preemption_counter(2)  # onnxruntime's pool threads would move the process's count themselves

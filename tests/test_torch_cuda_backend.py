@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prune2deploy.backends import semi_structured as ss
-from prune2deploy.backends import torch_cuda as tc
+from prune2deploy.backends.torch_cuda import semi_structured as ss
+from prune2deploy.backends.torch_cuda import runner as tc
 from prune2deploy.errors import MissingDependency, P2DError
 from prune2deploy.passes.sparsity import nm_mask
 

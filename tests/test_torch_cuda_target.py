@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import prune2deploy
-from prune2deploy.backends import semi_structured as ss
-from prune2deploy.backends import torch_cuda as tc
-from prune2deploy.cli import build_parser
+from prune2deploy.backends.torch_cuda import semi_structured as ss
+from prune2deploy.backends.torch_cuda import runner as tc
+from prune2deploy.cli.app import build_parser
 from prune2deploy.errors import UserError
-from prune2deploy.progress import Progress
-from prune2deploy.recipe import compile_options, load_recipe, merge
-from prune2deploy.watchdog import Limits
+from prune2deploy.runtime.progress import Progress
+from prune2deploy.config.recipe import compile_options, load_recipe, merge
+from prune2deploy.runtime.watchdog import Limits
 
 from models import mlp_like
 from test_torch_cuda_backend import CompileSpy

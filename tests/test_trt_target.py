@@ -13,7 +13,7 @@ RESNET = f"{MODELS}:resnet_like"
 
 
 def _have_trt() -> bool:
-    from prune2deploy.targets import availability
+    from prune2deploy.backends.registry import availability
 
     return availability("trt-ampere")[0]
 
@@ -63,7 +63,7 @@ def test_build_without_tensorrt(prepared, p2d):
 
 
 def test_torch_cuda_without_gpu(p2d, tmp_path):
-    from prune2deploy.targets import availability
+    from prune2deploy.backends.registry import availability
 
     if availability("torch-cuda")[0]:
         pytest.skip("a CUDA GPU is present")

@@ -10,7 +10,7 @@ import torch
 
 from helpers import import_or_skip
 from prune2deploy.context import CompileContext, ExampleInputs
-from prune2deploy.measure import count_macs_params
+from prune2deploy.model.facts import count_macs_params
 from prune2deploy.passes.prune_channels import PruneChannels, layer_widths
 
 

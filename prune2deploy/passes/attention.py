@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from prune2deploy.errors import UserError
 
-from .graph_budget import release_trace
+from prune2deploy.passes.graph_budget import release_trace
 
 # A head-scope pruning ratio this small makes torch-pruning enter its head-removal branch
 # (it only removes heads inside a scope that prunes >= 1 channel) without pruning any dims,

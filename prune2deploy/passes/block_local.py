@@ -14,9 +14,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..outputs import output_shapes
-from .degrade import Snapshot, first_line
-from .graph_budget import GraphBudget, GraphTooCostly
+from prune2deploy.model.outputs import output_shapes
+from prune2deploy.passes.degrade import Snapshot, first_line
+from prune2deploy.passes.graph_budget import GraphBudget, GraphTooCostly
 
 PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from ..watchdog import rss_bytes, take_sigint
+from prune2deploy.runtime.watchdog import rss_bytes, take_sigint
 
 DEFAULT_SECONDS = 30.0
 DEFAULT_GB = 4.0

@@ -7,13 +7,15 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..errors import P2DError, user_error
-from ..inputs import random_like
-from ..outputs import flatten_outputs, output_shapes
-from .block_local import prune_blocks
-from .degrade import Snapshot, first_line, prune_group_by_group
-from .importance import MagnitudeImportance
-from .graph_budget import DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly, release_trace
+from prune2deploy.errors import P2DError, user_error
+from prune2deploy.model.inputs import random_like
+from prune2deploy.model.outputs import flatten_outputs, output_shapes
+from prune2deploy.passes.block_local import prune_blocks
+from prune2deploy.passes.degrade import Snapshot, first_line, prune_group_by_group
+from prune2deploy.passes.importance import MagnitudeImportance
+from prune2deploy.passes.graph_budget import (
+    DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly, release_trace
+)
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "random")
 GRADIENT_CRITERIA = ("taylor", "hessian")
@@ -150,7 +152,7 @@ class PruneChannels:
         """Attention plan (MHA heads already removed), a BasePruner over `module` (outputs kept at width), and
         `module`'s output shapes before anything was removed, read off torch-pruning's first trace (removing
         heads must keep them: the second trace says)."""
-        from .attention import check_still_runs, plan_attention, run_example
+        from prune2deploy.passes.attention import check_still_runs, plan_attention, run_example
 
         traced = []
 
@@ -270,7 +272,7 @@ class PruneChannels:
             kinds.append(attention.kind)
             kept.extend(f"{prefix}.{n}" for n in _names(block, block_kept))
 
-        from .attention import plan_attention
+        from prune2deploy.passes.attention import plan_attention
 
         whole = plan_attention(model)  # attention whose heads stay is reported, never traced
         held = {id(m): item["reason"] for m, item in zip(whole.kept_modules, whole.kept)}

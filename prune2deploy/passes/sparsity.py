@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import P2DError, UserError
+from prune2deploy.errors import P2DError, UserError
 
 # What the sparse tensor-core kernels need for a layer to run sparse.
 IN_CHANNEL_MULTIPLE = 16
@@ -123,7 +123,7 @@ class SparsityPass:
         chosen, skipped = self.select(model)
         permuted: dict[str, dict] = {}
         if self.permute and chosen:
-            from .permute import permute_for_sparsity  # permute imports this module's helpers
+            from prune2deploy.passes.permute import permute_for_sparsity  # permute imports this module's helpers
 
             permuted = permute_for_sparsity(model, ctx.example_inputs, self.n, self.m, chosen,
                                             time_budget_s=self.permute_time_s)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..context import ExampleInputs
-from ..errors import user_error
+from prune2deploy.context import ExampleInputs
+from prune2deploy.errors import user_error
 
 
 def check_augmentable(inputs: ExampleInputs) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..outdir import write_atomic
+from prune2deploy.artifacts.outdir import write_atomic
 
 _SIMPLE = (int, float, bool, str)
 FILE = "recovery.pt"
@@ -87,7 +87,7 @@ class Checkpoints:
             return None
 
     def save(self, state: dict) -> None:
-        from .. import distributed
+        from prune2deploy.runtime import distributed
 
         if not distributed.is_main():
             return
@@ -97,7 +97,7 @@ class Checkpoints:
         write_atomic(self.path, buffer.getvalue())
 
     def clear(self) -> None:
-        from .. import distributed
+        from prune2deploy.runtime import distributed
 
         if not distributed.is_main():
             return

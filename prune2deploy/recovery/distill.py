@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import user_error
-from ..outputs import flatten_outputs
+from prune2deploy.errors import user_error
+from prune2deploy.model.outputs import flatten_outputs
 
 OUTPUT_LOSSES = ("cosine", "mse")
 
@@ -108,7 +108,7 @@ def matched_blocks(student: nn.Module, teacher: nn.Module, inputs, requested: li
 
 def _block_stacks(model: nn.Module) -> list[list[tuple[str, nn.Module]]]:
     """Containers of two or more blocks of one class (transformer layers, residual stages' blocks)."""
-    from ..passes.block_local import CONTAINERS, is_block
+    from prune2deploy.passes.block_local import CONTAINERS, is_block
 
     stacks = []
     for name, m in model.named_modules():

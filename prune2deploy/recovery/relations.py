@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import user_error
-from .distill import capture_pairs
+from prune2deploy.errors import user_error
+from prune2deploy.recovery.distill import capture_pairs
 
 PROJECTIONS = ("query", "key", "value")
 

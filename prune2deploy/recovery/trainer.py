@@ -14,11 +14,11 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .. import distributed
-from .augment import check_augmentable, replace_tokens
-from .checkpoints import Checkpoints, rebuild, structure
-from .distill import NO_FEATURES, DistillLoss, FeatureMatcher, matched_blocks
-from .relations import RelationMatcher
+from prune2deploy.runtime import distributed
+from prune2deploy.recovery.augment import check_augmentable, replace_tokens
+from prune2deploy.recovery.checkpoints import Checkpoints, rebuild, structure
+from prune2deploy.recovery.distill import NO_FEATURES, DistillLoss, FeatureMatcher, matched_blocks
+from prune2deploy.recovery.relations import RelationMatcher
 
 METHODS = ("kd", "finetune", "none")
 

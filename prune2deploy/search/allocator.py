@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .groups import Group
-from .latency_table import CostTable
+from prune2deploy.search.groups import Group
+from prune2deploy.search.latency_table import CostTable
 
 SLICE = 0.05  # cost removed per step, as a fraction of the dense cost
 LANDING_BAND = 0.10  # last step: proposals landing at most this far below the target are preferred

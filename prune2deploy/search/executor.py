@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing
 from typing import Callable
 
-from ..errors import MissingDependency, user_error
+from prune2deploy.errors import MissingDependency, user_error
 
 _TASK: Callable | None = None  # the function a forked pool worker calls (set before the fork)
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..passes.attention import plan_attention
-from ..passes.prune_channels import output_layers, resolve_layers
+from prune2deploy.passes.attention import plan_attention
+from prune2deploy.passes.prune_channels import output_layers, resolve_layers
 
 HEADS = ":heads"
 

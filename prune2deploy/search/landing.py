@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .allocator import Unreachable, allocate
-from .groups import Group
-from .latency_table import CostTable
+from prune2deploy.search.allocator import Unreachable, allocate
+from prune2deploy.search.groups import Group
+from prune2deploy.search.latency_table import CostTable
 
 MAX_MEASUREMENTS = 8  # per family
 # q accepted at once (low, high), aimed at, and the floor: with no allocation in the band, the closest at or above

@@ -22,11 +22,11 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from ..measure import count_macs_params
-from ..outdir import write_atomic
-from .groups import Group
-from .like_groups import representatives
-from .prune_to import pruned_copy
+from prune2deploy.model.facts import count_macs_params
+from prune2deploy.artifacts.outdir import write_atomic
+from prune2deploy.search.groups import Group
+from prune2deploy.search.like_groups import representatives
+from prune2deploy.search.prune_to import pruned_copy
 
 GRID = (0.75, 0.5, 0.25, 0.0)  # kept fractions measured per group (0.0: the group's smallest allowed width)
 TIMING_SECONDS = 2.0  # per group: dense and its grid variants interleaved
@@ -133,7 +133,7 @@ class OrtTimer:
         self._reference = None  # (model, TemporaryDirectory holding its export)
 
     def _export(self, model, path: Path) -> Path:
-        from prune2deploy.backends.onnx_export import export_onnx
+        from prune2deploy.backends.onnx.export import export_onnx
 
         export_onnx(model, self.inputs, path, opset=self.options.opset, exporter=self.options.exporter,
                     slim=self.options.slim)
@@ -146,9 +146,9 @@ class OrtTimer:
         return self._reference[2]
 
     def __call__(self, models: dict) -> dict:
-        from prune2deploy.backends.ort import OrtRunner, default_threads
+        from prune2deploy.backends.ort_cpu.runner import OrtRunner, default_threads
 
-        from ..timing import preemption_counter, time_interleaved
+        from prune2deploy.runtime.timing import preemption_counter, time_interleaved
 
         feed = self.inputs.as_feed()
         with tempfile.TemporaryDirectory(prefix="p2d-latency-") as tmp:
@@ -175,14 +175,14 @@ def paired_p50(samples: dict[str, list[float]], reference: str = "dense") -> dic
 
 
 def device_name() -> str:
-    from prune2deploy.backends.ort import device_description
+    from prune2deploy.backends.ort_cpu.runner import device_description
 
     return device_description()
 
 
 def table_key(model: nn.Module, inputs, groups: list[Group], grid_widths: dict, options, device: str) -> str:
     """Latency depends on the architecture, the input shapes, the widths and the machine, not on weights."""
-    from ..manifest import tool_versions
+    from prune2deploy.artifacts.manifest import tool_versions
 
     h = hashlib.sha256()
     for part in (repr(model), [(n, str(t.dtype), tuple(t.shape)) for n, t in zip(inputs.names, inputs.tensors())],

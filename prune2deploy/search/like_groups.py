@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..passes.block_local import capture_block_inputs
-from .groups import HEADS, Group
+from prune2deploy.passes.block_local import capture_block_inputs
+from prune2deploy.search.groups import HEADS, Group
 
 
 def block_of(name: str) -> tuple[str, str]:

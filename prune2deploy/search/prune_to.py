@@ -11,10 +11,10 @@ import copy
 
 import torch.nn as nn
 
-from ..context import CompileContext
-from ..passes.attention import _ratio_for_ceil
-from ..passes.prune_channels import PruneChannels
-from .groups import HEADS, Group
+from prune2deploy.context import CompileContext
+from prune2deploy.passes.attention import _ratio_for_ceil
+from prune2deploy.passes.prune_channels import PruneChannels
+from prune2deploy.search.groups import HEADS, Group
 
 
 class PruneToWidths(PruneChannels):

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from time import perf_counter
 
-from ..inputs import random_like
-from ..metrics import CosineToDense, Metric
-from ..recovery.bn_recalibration import recalibrate_bn
-from ..recovery.distill import DistillLoss
-from ..recovery.trainer import RecoveryConfig, recover, validation_loss
-from .groups import Group
-from .prune_to import pruned_copy
+from prune2deploy.model.inputs import random_like
+from prune2deploy.data.metrics import CosineToDense, Metric
+from prune2deploy.recovery.bn_recalibration import recalibrate_bn
+from prune2deploy.recovery.distill import DistillLoss
+from prune2deploy.recovery.trainer import RecoveryConfig, recover, validation_loss
+from prune2deploy.search.groups import Group
+from prune2deploy.search.prune_to import pruned_copy
 
 SCORE_VAL_BATCHES = 4  # validation batches per candidate score (of --batch-size samples each)
 BN_BATCHES = 4  # training batches for BatchNorm re-estimation per candidate

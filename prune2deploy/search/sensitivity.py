@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .executor import make_executor
-from .groups import prunable_groups
-from .latency_table import OrtTimer, cached_table, device_name, measure_table, table_key
-from .scoring import Scorer
-from .summary import plot_sensitivity
+from prune2deploy.search.executor import make_executor
+from prune2deploy.search.groups import prunable_groups
+from prune2deploy.search.latency_table import OrtTimer, cached_table, device_name, measure_table, table_key
+from prune2deploy.search.scoring import Scorer
+from prune2deploy.report.budget import plot_sensitivity
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def parse_ratios(text: str) -> list[float]:
-    from ..errors import user_error
+    from prune2deploy.errors import user_error
 
     try:
         ratios = sorted({float(v) for v in text.split(",") if v.strip()})
@@ -35,7 +35,7 @@ def measure_sensitivity(model, inputs, options, data, ratios=RATIOS, macs: bool 
     """{"groups": [{name, kind, dense, points: [{ratio, kept, score, saved}], mean_drop}], ...}, fragile first."""
     groups = prunable_groups(model, inputs, options.ignore, options.round_to)
     if not groups:
-        from ..errors import user_error
+        from prune2deploy.errors import user_error
 
         raise user_error("the model has no prunable group", "run `p2d inspect MODEL` to see why")
     kept = {g.name: {r: g.allowed(round((1 - r) * g.width)) for r in ratios} for g in groups}
@@ -73,15 +73,15 @@ def sensitivity(model, example_inputs, out_dir, options=None, ratios=RATIOS, mac
     """
     import dataclasses
 
-    from .. import cache
-    from ..accuracy import prepare_data
-    from ..inputs import check_model_runs
-    from ..manifest import write_manifest
-    from ..options import CompileOptions
-    from ..outdir import check_writable, locked, publish_dir, workspace
-    from ..ownership import check_out_dir
-    from ..pipeline import as_example_inputs
-    from ..targets import TARGETS
+    from prune2deploy.artifacts import cache
+    from prune2deploy.data.prepare import prepare_data
+    from prune2deploy.model.inputs import check_model_runs
+    from prune2deploy.artifacts.manifest import write_manifest
+    from prune2deploy.config.options import CompileOptions
+    from prune2deploy.artifacts.outdir import check_writable, locked, publish_dir, workspace
+    from prune2deploy.artifacts.ownership import check_out_dir
+    from prune2deploy.pipeline import as_example_inputs
+    from prune2deploy.backends.registry import TARGETS
 
     options = dataclasses.replace(options or CompileOptions(), **option_overrides).validate()
     if options.round_to is None:
@@ -93,7 +93,7 @@ def sensitivity(model, example_inputs, out_dir, options=None, ratios=RATIOS, mac
     model = model.eval()
     check_model_runs(model, inputs)
     data = prepare_data(options, model, inputs)
-    from ..progress import Progress
+    from prune2deploy.runtime.progress import Progress
 
     progress = progress or Progress(enabled=False)
     with progress.stage("sensitivity", f"pruning each group at {len(ratios)} ratios"):

@@ -29,9 +29,9 @@ import dataclasses
 import math
 import time
 
-from ..recovery.bn_recalibration import recalibrate_bn
-from ..recovery.trainer import RecoveryConfig, recover
-from .prune_to import pruned_copy
+from prune2deploy.recovery.bn_recalibration import recalibrate_bn
+from prune2deploy.recovery.trainer import RecoveryConfig, recover
+from prune2deploy.search.prune_to import pruned_copy
 
 TIE_BREAK_MAX_STEPS = 1000  # --tie-break-steps auto: the recovery's own length, at most this many steps
 ACCEPTED_HIGH = 1.10  # a family's contender is within 1.00-1.10 of the request when it measured one there

@@ -1,0 +1,79 @@
+"""What every target shares: FP32 ONNX of each model variant, verified against torch in onnxruntime,
+and the N:M layout re-checked in the exported files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prune2deploy.backends.onnx.export import export_onnx, onnx_bytes, takes_large_model_path
+from prune2deploy.backends.ort_cpu.runner import OrtRunner
+
+from prune2deploy.backends.onnx.sparsity import assert_onnx_nm
+from prune2deploy.model.fidelity import verify_onnx
+
+
+class ExportingDriver:
+    """Exports `models` (name -> nn.Module) to `<name>.onnx` and verifies them; subclasses benchmark."""
+
+    runs_torch_models = False  # the benchmark runs exported files only: the torch models can wait on disk
+
+    def device(self) -> str:
+        raise NotImplementedError
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether this machine can run the target-specific stages (engines, benchmark)."""
+        return True, ""
+
+    def build(self, models: dict, ctx, work: Path, progress, report) -> dict:
+        opts, artifacts, exports = ctx.options, {}, {}
+        # One export path per compile, chosen by the dense model's size: a 480 MB CNN pruned to 120 MB would
+        # otherwise export its pruned model through TorchScript + onnxslim (~10x those weights, the peak).
+        large = takes_large_model_path(models["dense"]) if "dense" in models else None
+        for name, model in models.items():
+            path = work / f"{name}.onnx"
+            with progress.stage(f"export_{name}", f"exporting {name} ONNX"):
+                exports[name] = export_onnx(model, ctx.example_inputs, path, opset=opts.opset,
+                                            exporter=opts.exporter, slim=opts.slim,
+                                            dynamic_batch=opts.dynamic_batch is not None, large=large)
+            artifacts[f"{name}.onnx"] = path
+            if exports[name]["external_data"]:
+                artifacts[f"{name}.onnx.data"] = path.parent / f"{path.name}.data"
+        report["export"] = exports
+        sparsity = ctx.records.get("sparsity")
+        if sparsity:
+            report["sparsity_check"] = self.check_sparsity(artifacts, models, sparsity, progress)
+        return artifacts
+
+    def check_sparsity(self, artifacts: dict, models: dict, record: dict, progress, suffix: str = "") -> dict:
+        """Every layer the sparsity pass claims must still hold N:M in the ONNX file, on the axis TensorRT reads."""
+        n, m = (int(v) for v in record["pattern"].split(":"))
+        results = {}
+        for name in [k for k in models if k.endswith("_2to4") or k.endswith("_sparse")]:
+            path = artifacts[f"{name}{suffix}.onnx"]
+            with progress.stage(f"sparsity_check_{name}{suffix}", f"checking {record['pattern']} in {path.name}"):
+                checked = assert_onnx_nm(path, record["layers"], n, m, model=models[name])
+            results[path.name] = {"layers": len(checked), "held": sum(r["holds"] for r in checked),
+                                  "matched_by": sorted({r["match"] for r in checked})}
+        return results
+
+    def verify(self, references: dict, artifacts: dict, check_sets: list, opts, progress) -> dict:
+        """Each `<name>.onnx` in onnxruntime against `references` (name -> the torch model or its
+        verify.reference_outputs on `check_sets`)."""
+        per_model = {}
+        for name, reference in references.items():
+            with progress.stage(f"verify_{name}", f"verifying {name} ONNX against torch"):
+                runner = OrtRunner(artifacts[f"{name}.onnx"], opts.threads)
+                per_model[name] = verify_onnx(reference, runner, check_sets, opts.tolerance)
+                del runner  # one session at a time: the next model's must not meet this one in memory
+        worst = max(per_model, key=lambda n: per_model[n]["max_rel_err"])
+        self.warnings = [f"{name}.onnx {o['output']}: {o['warning']}" for name, v in per_model.items()
+                         for o in v["outputs"] if "warning" in o]
+        return {"max_abs_err": max(v["max_abs_err"] for v in per_model.values()),
+                "max_rel_err": per_model[worst]["max_rel_err"], "worst_model": worst,
+                "worst_output": per_model[worst]["worst_output"], "tolerance": opts.tolerance,
+                "passed": all(v["passed"] for v in per_model.values()), "models": per_model}
+
+    def model_facts(self, artifacts: dict, name: str) -> dict:
+        return {"onnx_bytes": onnx_bytes(artifacts[f"{name}.onnx"])}
+
+    def benchmark(self, artifacts: dict, inputs, opts, progress) -> dict:
+        raise NotImplementedError

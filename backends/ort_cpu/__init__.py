@@ -1,0 +1,1 @@
+"""Target ort-cpu: ONNX Runtime on this CPU."""

@@ -1,0 +1,1 @@
+"""Target torch-cuda: torch.compile on a CUDA GPU, 2:4 Linear weights as semi-structured tensors."""

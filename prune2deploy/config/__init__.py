@@ -1,0 +1,1 @@
+"""Settings: CompileOptions, the CLI flags and recipe keys."""

@@ -1,0 +1,210 @@
+"""Every compile setting in one validated dataclass; the CLI and (later) recipe files fill it."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from prune2deploy.errors import user_error
+from prune2deploy.passes.prune_channels import CRITERIA, MODES as PRUNING_MODES
+
+
+@dataclass
+class CompileOptions:
+    target: str = "ort-cpu"
+    ratio: float = 0.5
+    criterion: str = "l1"
+    global_pruning: bool = False
+    iterative_steps: int = 1
+    round_to: int | None = None  # None: the target's alignment
+    ignore: list[str] = field(default_factory=list)
+    head_ratio: float | None = None  # None: same as ratio
+    pruning_mode: str = "auto"  # auto | global | block-local (passes/prune_channels.py)
+    graph_budget_s: float = 30.0  # the whole-model graph's time budget (auto: then block-local; a block: 1/3)
+    graph_budget_gb: float = 4.0  # ... and its memory budget (GB above the start)
+    sparsity: str | None = None  # "2:4" (N:M) or None
+    permute: bool = False
+    dynamic_batch: str | None = None  # "MIN,OPT,MAX": batch axis dynamic in ONNX, a TensorRT profile
+    exporter: str = "auto"  # auto: dynamo with external data from 128 MB of weights, else torchscript
+    opset: int = 18
+    slim: bool = True
+    tolerance: float = 1e-3  # max relative error ONNX vs torch
+    verify_random_inputs: int = 2
+    threads: int | None = None
+    warmup: int = 5
+    min_iters: int = 20
+    bench_seconds: float = 8.0
+    seed: int = 0
+    skip_benchmark: bool = False
+    # torch-cuda only
+    dtype: str = "fp16"  # fp16 | bf16
+    cuda_graphs: bool = True  # torch.compile mode reduce-overhead
+    autotune: bool = False  # Inductor autotunes every GEMM/conv (max-autotune): minutes of compile
+    sparsity_margin: float = 0.05  # a Linear goes 2:4 only when its GEMM is >= this much faster
+    # data and accuracy (data.py, metrics.py): specs are FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
+    data: str | None = None  # training/calibration data
+    val_data: str | None = None  # validation data; None: a val_split fraction of `data` is held out
+    val_split: float = 0.1
+    calib_data: str | None = None  # Taylor/Hessian gradients; None: the first batches of `data`
+    batch_size: int = 32
+    max_length: int = 128  # text: tokens per sentence at most
+    image_size: str | None = None  # images: "224" or "H,W"; None: the example input's size
+    image_mean: str | None = None  # images: per-channel mean subtracted after scaling to [0, 1], "0.485,0.456,0.406"
+    image_std: str | None = None  # images: per-channel divisor after the mean
+    metric: str | None = None  # top1 | cosine | module:callable; None: top1 with labels and class scores, else cosine
+    # recovery (passes/recover.py, recovery/): BN re-estimation, then distillation from the dense model
+    recover: str | None = None  # kd | finetune | none; None: kd with --data, else none
+    lr: float = 5e-4  # AdamW peak LR (linear warm-up, cosine decay)
+    epochs: int = 5
+    max_steps: int | None = None
+    eval_every: int | None = None  # validate (and checkpoint) every N steps too; None: once per epoch
+    recover_minutes: float | None = None  # wall-clock budget of the whole recovery
+    kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs cross-entropy on labels
+    kd_temperature: float = 2.0
+    kd_features: list[str] = field(default_factory=list)  # layers whose outputs are matched too (MSE)
+    kd_relations: int = 0  # relation heads of MiniLMv2 self-attention relation distillation; 0: off
+    kd_augment: float = 0.0  # fraction of training tokens replaced by others of the batch; 0: clean inputs
+    resume: bool = False  # continue an interrupted recovery from its last checkpoint
+    # budget (passes/budget.py, search/): per-group widths instead of one ratio; at most one of the three
+    target_speedup: float | None = None  # dense p50 / pruned p50 on the target
+    latency_ms: float | None = None  # pruned p50 on the target
+    macs_fraction: float | None = None  # pruned MACs / dense MACs
+    budget_step: float = 0.05  # cost removed per greedy step, as a fraction of the dense cost
+    score_steps: int | None = None  # distillation steps per scored candidate (0: BN re-estimation only; None: auto,
+    # per model: up to 20, fewer when a candidate's steps would exceed a time budget, see search/scoring.py)
+    tie_break_steps: int | None = None  # recovery steps of the final greedy-vs-uniform tie-break (0: off; None:
+    # auto, the recovery's own length, at most 1000 steps; see search/tie_break.py)
+    workers: int = 1  # candidate scoring: processes of a local pool (1: this process)
+    ray_address: str | None = None  # candidate scoring on a Ray cluster instead
+
+    def validate(self) -> "CompileOptions":
+        from prune2deploy.backends.registry import TARGETS
+
+        if self.target not in TARGETS:
+            raise user_error(f"unknown target {self.target!r}", f"use one of {', '.join(TARGETS)} (see p2d targets)")
+        if not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio < 1.0:
+            raise user_error(f"ratio {self.ratio} is outside [0, 1)", "e.g. --ratio 0.5 removes half the channels")
+        if self.head_ratio is not None and not 0.0 <= self.head_ratio < 1.0:
+            raise user_error(f"head ratio {self.head_ratio} is outside [0, 1)")
+        if self.criterion not in CRITERIA:
+            raise user_error(f"unknown criterion {self.criterion!r}", f"use one of {', '.join(CRITERIA)}")
+        if self.pruning_mode not in PRUNING_MODES:
+            raise user_error(f"unknown pruning mode {self.pruning_mode!r}", f"use one of {', '.join(PRUNING_MODES)}")
+        if self.graph_budget_s <= 0 or self.graph_budget_gb <= 0:
+            raise user_error("graph-budget-s and graph-budget-gb must be > 0")
+        if self.exporter not in ("auto", "torchscript", "dynamo"):
+            raise user_error(f"unknown exporter {self.exporter!r}", "use auto, torchscript or dynamo")
+        for name in ("iterative_steps", "min_iters", "opset"):
+            if getattr(self, name) < 1:
+                raise user_error(f"{name.replace('_', '-')} must be >= 1")
+        if self.round_to is not None and self.round_to < 1:
+            raise user_error(f"round-to {self.round_to} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise user_error(f"threads {self.threads} must be >= 1")
+        if self.tolerance <= 0:
+            raise user_error(f"tolerance {self.tolerance} must be > 0")
+        if self.bench_seconds < 0 or self.warmup < 0 or self.verify_random_inputs < 0:
+            raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
+        if self.dynamic_batch is not None:
+            self.batch_profile()
+        if self.dtype not in ("fp16", "bf16"):
+            raise user_error(f"unknown dtype {self.dtype!r}", "use fp16 or bf16 (the torch-cuda compute type)")
+        if not isinstance(self.sparsity_margin, (int, float)) or not 0.0 <= self.sparsity_margin < 1.0:
+            raise user_error(f"sparsity margin {self.sparsity_margin} is outside [0, 1)",
+                             "e.g. 0.05: a layer goes 2:4 only when it is at least 5% faster")
+        self._validate_data()
+        self._validate_recovery()
+        self._validate_budget()
+        if self.permute and not self.sparsity:
+            raise user_error("--permute needs --sparsity N:M")
+        if self.sparsity:
+            from prune2deploy.passes.sparsity import parse_pattern
+
+            parse_pattern(self.sparsity)
+        return self
+
+    def _validate_data(self) -> None:
+        if not isinstance(self.val_split, (int, float)) or not 0.0 <= self.val_split < 1.0:
+            raise user_error(f"val-split {self.val_split} is outside [0, 1)", "e.g. --val-split 0.1 holds out 10%")
+        for name in ("batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise user_error(f"{name.replace('_', '-')} must be >= 1")
+        if self.metric is not None and self.metric not in ("top1", "cosine") and ":" not in self.metric:
+            raise user_error(f"unknown metric {self.metric!r}", "use top1, cosine or module:callable")
+        from prune2deploy.data.images import parse_channels, parse_size
+
+        if self.image_size is not None:
+            parse_size(self.image_size)
+        if self.image_mean is not None:
+            parse_channels(self.image_mean, "image-mean")
+        if self.image_std is not None and any(v <= 0 for v in parse_channels(self.image_std, "image-std")):
+            raise user_error(f"image-std {self.image_std!r} must be > 0 for every channel")
+
+    def _validate_recovery(self) -> None:
+        from prune2deploy.recovery import METHODS
+
+        if self.recover is not None and self.recover not in METHODS:
+            raise user_error(f"unknown recovery method {self.recover!r}", f"use one of {', '.join(METHODS)}")
+        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
+            raise user_error(f"lr {self.lr} is outside (0, 1)", "e.g. --lr 5e-4")
+        if self.epochs < 1 or any(v is not None and v < 1 for v in (self.max_steps, self.eval_every)):
+            raise user_error("epochs, max-steps and eval-every must be >= 1")
+        if self.recover_minutes is not None and self.recover_minutes <= 0:
+            raise user_error(f"recover-minutes {self.recover_minutes} must be > 0")
+        if not 0.0 <= self.kd_alpha <= 1.0:
+            raise user_error(f"kd-alpha {self.kd_alpha} is outside [0, 1]",
+                             "the weight of distillation; 1 - kd-alpha weighs cross-entropy on labels")
+        if self.kd_temperature <= 0:
+            raise user_error(f"kd-temperature {self.kd_temperature} must be > 0")
+        if not isinstance(self.kd_relations, int) or self.kd_relations < 0:
+            raise user_error(f"kd-relations {self.kd_relations} must be an integer >= 0",
+                             "the number of relation heads, e.g. 4; 0 turns relation distillation off")
+        if not 0.0 <= self.kd_augment < 1.0:
+            raise user_error(f"kd-augment {self.kd_augment} is outside [0, 1)",
+                             "the fraction of training tokens replaced, e.g. 0.15")
+
+    def _validate_budget(self) -> None:
+        given = [f"--{n.replace('_', '-')}" for n in ("target_speedup", "latency_ms", "macs_fraction")
+                 if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise user_error(f"two budgets at once ({' and '.join(given)})", "give one of --target-speedup, "
+                             "--latency-ms, --macs-fraction")
+        if self.target_speedup is not None and not self.target_speedup > 1.0:
+            raise user_error(f"target-speedup {self.target_speedup} must be > 1", "e.g. --target-speedup 2.5")
+        if self.latency_ms is not None and not self.latency_ms > 0:
+            raise user_error(f"latency-ms {self.latency_ms} must be > 0", "the pruned model's p50 on the target")
+        if self.macs_fraction is not None and not 0.0 < self.macs_fraction < 1.0:
+            raise user_error(f"macs-fraction {self.macs_fraction} is outside (0, 1)", "e.g. 0.4 keeps 40% of the MACs")
+        if not 0.0 < self.budget_step <= 0.5:
+            raise user_error(f"budget-step {self.budget_step} is outside (0, 0.5]", "e.g. 0.05 (5% of dense per step)")
+        if self.workers < 1:
+            raise user_error(f"workers {self.workers} must be >= 1")
+        if self.score_steps is not None and self.score_steps < 0:
+            raise user_error(f"score-steps {self.score_steps} must be >= 0", "0 scores after BN re-estimation only")
+        if self.tie_break_steps is not None and self.tie_break_steps < 0:
+            raise user_error(f"tie-break-steps {self.tie_break_steps} must be >= 0", "0 turns the tie-break off")
+        if given and self.target != "ort-cpu" and self.macs_fraction is None:
+            raise user_error(f"{given[0]} is measured on ort-cpu only so far (target {self.target})",
+                             "use --macs-fraction on this target, or --target ort-cpu")
+        if given and self.iterative_steps > 1:
+            raise user_error(f"{given[0]} prunes in one step to the searched widths; --iterative-steps is for --ratio")
+
+    def budget_given(self) -> bool:
+        return any(getattr(self, n) is not None for n in ("target_speedup", "latency_ms", "macs_fraction"))
+
+    def batch_profile(self) -> tuple[int, int, int] | None:
+        """--dynamic-batch MIN,OPT,MAX as integers (1 <= MIN <= OPT <= MAX)."""
+        if self.dynamic_batch is None:
+            return None
+        try:
+            lo, opt, hi = (int(v) for v in str(self.dynamic_batch).split(","))
+        except ValueError:
+            raise user_error(f"bad dynamic batch {self.dynamic_batch!r}", "write it like 1,8,32 (min,opt,max)") from None
+        if not 1 <= lo <= opt <= hi:
+            raise user_error(f"bad dynamic batch {self.dynamic_batch!r}: need 1 <= min <= opt <= max")
+        return lo, opt, hi
+
+    def resolved(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

@@ -1,1 +1,0 @@
-"""Target drivers: the pipeline's side of a target (build artifacts, verify them, benchmark them)."""

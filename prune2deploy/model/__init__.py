@@ -1,0 +1,1 @@
+"""The user's model: loading it, its example inputs and outputs, its facts (MACs, params), fidelity."""

@@ -1,0 +1,1 @@
+"""The report: its sections as terminal lines and Markdown, plots, gates, JUnit."""
