@@ -30,7 +30,7 @@ from prune2deploy.search.groups import prunable_groups  # noqa: E402
 from prune2deploy.search.landing import uniform_family  # noqa: E402
 from prune2deploy.search.latency_table import OrtTimer  # noqa: E402
 from prune2deploy.search.prune_to import pruned_copy  # noqa: E402
-from prune2deploy.backends.registry import cpu_channel_block  # noqa: E402
+from prune2deploy.backends.ort_cpu import cpu_channel_block  # noqa: E402
 
 
 def models(names: list[str]):

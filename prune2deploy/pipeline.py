@@ -1,4 +1,5 @@
-"""`compile`: the whole pipeline: check -> prune -> (2:4) -> export -> verify -> benchmark -> gates -> report.
+"""The conductors: `compile` (check -> prune -> (2:4) -> export -> verify -> benchmark -> gates -> report),
+`sensitivity` (each group pruned alone) and `finish` (a compile prepared where the target could not run).
 
 Every stage is timed and bounded; the output directory appears only when everything succeeded.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,12 @@ from prune2deploy.runtime.peak_memory import process_peak_mb
 from prune2deploy.artifacts.outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from prune2deploy.artifacts.ownership import check_out_dir
 from prune2deploy.artifacts.parking import PARK_FILE, parking
+from prune2deploy.search.sensitivity import RATIOS, measure_sensitivity
+from prune2deploy.report.sensitivity import PLOT as SENSITIVITY_PLOT, markdown as sensitivity_markdown, plot_sensitivity
 from prune2deploy.search.budget_pass import budget_pass, refuse_ratio_with_budget
 from prune2deploy.passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
-from prune2deploy.recovery.recover_pass import add_to_report, recovery_pass
+from prune2deploy.recovery.recover_pass import recovery_method, recovery_pass
+from prune2deploy.report.recovery import add_to_report
 from prune2deploy.runtime.progress import Progress
 from prune2deploy.report.render import render_markdown
 from prune2deploy.report.budget import add_budget, finish_budget
@@ -109,20 +114,23 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     prune = budget_pass(options, data, cache_dir, progress) or PruneChannels(
         options.ratio, options.criterion, options.global_pruning, options.iterative_steps, options.round_to,
         options.ignore, options.head_ratio, options.pruning_mode, options.graph_budget_s, options.graph_budget_gb)
-    recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled)
+    driver = spec.driver()
+    use_cache = use_cache and distributed.world_size() == 1 and driver.cacheable
+    # The content key (model, inputs, options, data, tool versions) names both the cache entry and the recovery
+    # checkpoints' work area: hashed once.
+    content_key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
+        if use_cache or recovery_method(options, data) != "none" else None
+    recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled, content_key)
     if not distributed.is_main():  # torchrun: the other ranks only help recover; rank 0 exports and writes
         _prune_and_recover(model, CompileContext(inputs, options, data.calib), prune, recover, progress)
         return CompileResult({"rank": distributed.rank()}, out_dir)
-    use_cache = use_cache and distributed.world_size() == 1
     sparsify = None
     if options.sparsity:
         from prune2deploy.passes.sparsity import SparsityPass, parse_pattern
 
         n, m = parse_pattern(options.sparsity)
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)
-    driver = _driver(spec)
-    key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
-        if use_cache and spec.backend != "torch_cuda" else None
+    key = content_key if use_cache else None
 
     with locked(out_dir), workspace() as work, parking(work / PARK_FILE, keep_models) as park:
         hit = cache.lookup(cache_dir, key) if key else None
@@ -148,13 +156,10 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         if not ok:
             report["status"], report["next_step"] = "prepared", reason
         elif not options.skip_benchmark:
-            if hit and hasattr(driver, "models"):
-                driver.models = models
             _add_benchmark(report, driver.benchmark(artifacts, inputs, options, progress))
             report["status"] = "complete"
-            if key:  # engines built by the benchmark join the cache entry
-                cache.add(cache_dir, key, work, [p.name for p in work.glob("*.engine")] +
-                          [p.name for p in work.glob("*.timing.cache")] + [p.name for p in work.glob("*.build.json")])
+            if key:  # files the benchmark made (TensorRT engines) join the cache entry
+                cache.add(cache_dir, key, work, driver.made_by_benchmark(work))
         else:
             report["status"] = "complete"
         if park.tensors:
@@ -176,9 +181,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     result = CompileResult(report, out_dir, {n: out_dir / n for n in names}, model if kept else None,
                            models.get("pruned") if kept and isinstance(models, dict) else None, gate_results)
     if not ok:
-        error = MissingDependency(f"{reason.removesuffix('with `p2d build OUT_DIR`').rstrip()} "
-                                  f"(the prepared artifacts are in {out_dir})",
-                                  f"p2d build {out_dir}" if spec.backend == "tensorrt" else None)
+        error = driver.unavailable(reason, out_dir)
         error.report = report
         raise error
     return result
@@ -321,21 +324,6 @@ def _finish_report(report: dict, progress, started: float) -> None:
     report["peak_rss_mb"] = process_peak_mb()
 
 
-def _driver(spec):
-    """The pipeline's side of a target: build artifacts, verify them, benchmark them."""
-    if spec.backend == "ort":
-        from prune2deploy.backends.ort_cpu.driver import OrtCpuDriver
-
-        return OrtCpuDriver()
-    if spec.backend == "tensorrt":
-        from prune2deploy.backends.tensorrt.driver import TensorRtDriver
-
-        return TensorRtDriver(spec.name)
-    from prune2deploy.backends.torch_cuda.driver import TorchCudaDriver
-
-    return TorchCudaDriver()
-
-
 def _new_report(options: CompileOptions, model_name: str) -> dict:
     versions = tool_versions()
     return {
@@ -344,3 +332,56 @@ def _new_report(options: CompileOptions, model_name: str) -> dict:
                      "onnx": versions["onnx"], "onnxruntime": versions["onnxruntime"]},
         "options": options.resolved(), "warnings": [],
     }
+
+
+def sensitivity(model, example_inputs, out_dir, options=None, ratios=RATIOS, macs: bool = False, cache_dir=None,
+                protected_paths: dict | None = None, progress=None, **option_overrides) -> dict:
+    """Python API of `p2d sensitivity`: measure, then publish out_dir/{sensitivity.json,.md,.png, manifest.json}.
+
+    `out_dir` follows compile's rules (new, empty or written by p2d; never an input); nothing is written on error.
+    """
+    options = dataclasses.replace(options or CompileOptions(), **option_overrides).validate()
+    if options.round_to is None:
+        options.round_to = TARGETS[options.target].round_to
+    inputs = as_example_inputs(example_inputs)
+    cache_dir = Path(cache_dir) if cache_dir else cache.default_dir()
+    check_out_dir(Path(out_dir), {**(protected_paths or {}), "the cache directory": cache_dir})
+    check_writable(Path(out_dir))
+    model = model.eval()
+    check_model_runs(model, inputs)
+    data = prepare_data(options, model, inputs)
+    progress = progress or Progress(enabled=False)
+    with progress.stage("sensitivity", f"pruning each group at {len(ratios)} ratios"):
+        result = measure_sensitivity(model, inputs, options, data, ratios, macs, cache_dir)
+    with locked(Path(out_dir)), workspace() as work:
+        result["plot"] = plot_sensitivity(result, work / SENSITIVITY_PLOT)
+        write_atomic(work / "sensitivity.json", json.dumps(result, indent=2) + "\n")
+        write_atomic(work / "sensitivity.md", sensitivity_markdown(result))
+        write_manifest(work, {"sensitivity": {"ratios": list(ratios), "macs": macs}, "options": options.resolved()})
+        publish_dir(work, Path(out_dir))
+    return result
+
+
+def finish(out_dir: Path, report: dict) -> dict:
+    """Run the target's own stages (engines, benchmark) on a compile prepared where the target could not run;
+    republish `out_dir` with the completed report. Raises MissingDependency when this machine cannot either."""
+    driver = TARGETS[report["target"]].driver()
+    ok, reason = driver.availability()
+    if not ok:
+        raise MissingDependency(reason)
+    progress = Progress()
+    with locked(out_dir), workspace() as work:
+        for path in out_dir.iterdir():
+            if path.is_file():
+                shutil.copy2(path, work / path.name)
+        options = CompileOptions(**{k: v for k, v in report["options"].items() if k in CompileOptions.field_names()})
+        _add_benchmark(report, driver.finish(work, options, progress))
+        report["status"] = "complete"
+        report.pop("next_step", None)
+        report["stages_s"].update(progress.times)
+        write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+        write_atomic(work / "report.md", render_markdown(report))
+        manifest = out_dir / "manifest.json"
+        write_manifest(work, json.loads(manifest.read_text())["recipe"] if manifest.exists() else {})
+        publish_dir(work, out_dir)
+    return report

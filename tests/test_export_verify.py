@@ -12,7 +12,8 @@ from prune2deploy.backends.onnx.export import export_onnx, onnx_bytes
 from prune2deploy.backends.ort_cpu.runner import OrtRunner
 from prune2deploy.context import ExampleInputs
 from prune2deploy.model.inputs import random_like
-from prune2deploy.model.fidelity import fidelity, verify_onnx
+from prune2deploy.backends.onnx.verify import verify_onnx
+from prune2deploy.model.fidelity import fidelity
 
 
 def test_export_is_checked_and_matches_torch(tmp_path):

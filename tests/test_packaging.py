@@ -31,8 +31,8 @@ def test_wheel_holds_every_module_and_the_entry_point(tmp_path):
     expected |= {"prune2deploy/backends/" + p.relative_to(REPO / "backends").as_posix()
                  for p in (REPO / "backends").rglob("*.py")}
     expected = {n for n in expected if "__pycache__" not in n}
-    assert {"prune2deploy/drivers/torch_cuda.py", "prune2deploy/backends/torch_cuda.py"} <= expected
+    assert {"prune2deploy/backends/torch_cuda/driver.py", "prune2deploy/backends/torch_cuda/runner.py"} <= expected
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert not [n for n in names if n.startswith(("backends/", "tests/", "benchmarks/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "p2d = prune2deploy.cli.app:main" in zipfile.ZipFile(next(tmp_path.glob("prune2deploy-*.whl"))).read(entry_points).decode()
+    assert "p2d = prune2deploy.cli:main" in zipfile.ZipFile(next(tmp_path.glob("prune2deploy-*.whl"))).read(entry_points).decode()

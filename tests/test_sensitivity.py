@@ -11,7 +11,8 @@ from helpers import MODELS, assert_user_error
 from models import two_paths
 from prune2deploy.context import ExampleInputs
 from prune2deploy.config.options import CompileOptions
-from prune2deploy.search.sensitivity import measure_sensitivity, sensitivity
+from prune2deploy.pipeline import sensitivity
+from prune2deploy.search.sensitivity import measure_sensitivity
 
 
 def build() -> nn.Module:

@@ -8,7 +8,7 @@ import torch
 
 import prune2deploy
 from prune2deploy.backends import registry as targets
-from prune2deploy.backends.registry import cpu_channel_block
+from prune2deploy.backends.ort_cpu import cpu_channel_block
 
 
 def _cpuinfo(tmp_path, flags: str):

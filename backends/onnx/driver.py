@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prune2deploy.errors import MissingDependency
 from prune2deploy.backends.onnx.export import export_onnx, onnx_bytes, takes_large_model_path
 from prune2deploy.backends.ort_cpu.runner import OrtRunner
 
 from prune2deploy.backends.onnx.sparsity import assert_onnx_nm
-from prune2deploy.model.fidelity import verify_onnx
+from prune2deploy.backends.onnx.verify import verify_onnx
 
 
 class ExportingDriver:
@@ -16,8 +17,22 @@ class ExportingDriver:
 
     runs_torch_models = False  # the benchmark runs exported files only: the torch models can wait on disk
 
+    @property
+    def cacheable(self) -> bool:
+        """Whether the compile cache may stand in for export and verification (not when the benchmark needs
+        the torch models themselves)."""
+        return not self.runs_torch_models
+
     def device(self) -> str:
         raise NotImplementedError
+
+    def made_by_benchmark(self, work: Path) -> list[str]:
+        """Files the benchmark wrote into `work` that a cache hit can reuse."""
+        return []
+
+    def unavailable(self, reason: str, out_dir: Path) -> MissingDependency:
+        """The error a compile ends with when this machine cannot run the target's own stages."""
+        return MissingDependency(f"{reason.rstrip()} (the prepared artifacts are in {out_dir})")
 
     def availability(self) -> tuple[bool, str]:
         """Whether this machine can run the target-specific stages (engines, benchmark)."""
@@ -77,3 +92,7 @@ class ExportingDriver:
 
     def benchmark(self, artifacts: dict, inputs, opts, progress) -> dict:
         raise NotImplementedError
+
+    def finish(self, work: Path, opts, progress) -> dict:
+        """The target's own stages on a prepared compile copied into `work` (`p2d build`); the benchmark result."""
+        raise NotImplementedError(f"{type(self).__name__} prepares nothing to finish elsewhere")

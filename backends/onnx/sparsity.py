@@ -26,7 +26,7 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 from prune2deploy.errors import UserError, VerificationError
-from prune2deploy.passes.sparsity import holds_nm
+from prune2deploy.passes.nm import holds_nm
 
 WEIGHT_AXIS = {"Conv": 1, "MatMul": 0}  # Gemm: depends on transB
 PASS_THROUGH = {"Cast", "Identity"}

@@ -13,8 +13,9 @@ from prune2deploy.backends.tensorrt import engine as trt_backend
 from prune2deploy.backends.tensorrt.fp16 import to_fp16_onnx
 from prune2deploy.backends.ort_cpu.runner import OrtRunner, device_description
 
+from prune2deploy.errors import MissingDependency
 from prune2deploy.runtime.timing import high_variance_warnings, summarize
-from prune2deploy.model.fidelity import verify_onnx
+from prune2deploy.backends.onnx.verify import verify_onnx
 from prune2deploy.backends.onnx.driver import ExportingDriver
 
 FP16_TOLERANCE = 5e-2  # max |fp16 - torch fp32| relative to the output's largest magnitude
@@ -28,6 +29,16 @@ class TensorRtDriver(ExportingDriver):
 
     def availability(self) -> tuple[bool, str]:
         return trt_backend.availability(self.target)
+
+    def finish(self, work: Path, opts, progress) -> dict:
+        return build_and_benchmark(work, opts, progress)
+
+    def made_by_benchmark(self, work: Path) -> list[str]:
+        return [p.name for pattern in ("*.engine", "*.timing.cache", "*.build.json") for p in work.glob(pattern)]
+
+    def unavailable(self, reason: str, out_dir: Path) -> MissingDependency:
+        return MissingDependency(f"{reason.removesuffix('with `p2d build OUT_DIR`').rstrip()} "
+                                 f"(the prepared artifacts are in {out_dir})", f"p2d build {out_dir}")
 
     def device(self) -> str:
         gpu = trt_backend._probe_gpu()

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prune2deploy.passes.sparsity import nm_mask
+from prune2deploy.passes.nm import nm_mask
 
 BACKENDS = ("cusparselt", "cutlass")
 DEFAULT_MARGIN = 0.05  # 2:4 must be at least 5% faster than the dense GEMM

@@ -18,6 +18,7 @@ import torch
 
 from prune2deploy.artifacts import cache_limits
 from prune2deploy.artifacts.cache_limits import ENTRY_MARKER
+from prune2deploy.artifacts.outdir import write_atomic
 from prune2deploy.artifacts.ownership import WRITTEN_BY
 
 # Settings that change only the benchmark, not the artifacts.
@@ -121,3 +122,19 @@ def restore(entry: Path, work: Path) -> list[str]:
         shutil.copy2(src, work / src.name)
         names.append(src.name)
     return names
+
+
+def cached_json(folder: Path | None, key: str, compute, encode, decode) -> tuple[object, bool]:
+    """`decode` of the JSON stored as `folder/<key>.json`, else `compute()` now and stored (with `encode`) when
+    `folder` is given; (value, hit). A damaged entry is computed again and replaced."""
+    path = Path(folder) / f"{key}.json" if folder else None
+    if path and path.is_file():
+        try:
+            return decode(json.loads(path.read_text())), True
+        except (ValueError, KeyError):
+            pass
+    value = compute()
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(encode(value), indent=1))
+    return value, False

@@ -1,79 +1,19 @@
-"""Every compile setting in one validated dataclass; the CLI and (later) recipe files fill it."""
+"""CompileOptions: every compile setting in one validated dataclass, generated from the settings table
+(config/settings.py); the CLI, recipes and the Python API fill it."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
+from dataclasses import asdict, field, fields, make_dataclass
 
+from prune2deploy.config.settings import OPTIONS
+from prune2deploy.config.values import (
+    CRITERIA, DTYPES, EXPORTERS, METRICS, PRUNING_MODES, RECOVERY_METHODS, parse_channels, parse_pattern, parse_size,
+)
 from prune2deploy.errors import user_error
-from prune2deploy.passes.prune_channels import CRITERIA, MODES as PRUNING_MODES
 
 
-@dataclass
-class CompileOptions:
-    target: str = "ort-cpu"
-    ratio: float = 0.5
-    criterion: str = "l1"
-    global_pruning: bool = False
-    iterative_steps: int = 1
-    round_to: int | None = None  # None: the target's alignment
-    ignore: list[str] = field(default_factory=list)
-    head_ratio: float | None = None  # None: same as ratio
-    pruning_mode: str = "auto"  # auto | global | block-local (passes/prune_channels.py)
-    graph_budget_s: float = 30.0  # the whole-model graph's time budget (auto: then block-local; a block: 1/3)
-    graph_budget_gb: float = 4.0  # ... and its memory budget (GB above the start)
-    sparsity: str | None = None  # "2:4" (N:M) or None
-    permute: bool = False
-    dynamic_batch: str | None = None  # "MIN,OPT,MAX": batch axis dynamic in ONNX, a TensorRT profile
-    exporter: str = "auto"  # auto: dynamo with external data from 128 MB of weights, else torchscript
-    opset: int = 18
-    slim: bool = True
-    tolerance: float = 1e-3  # max relative error ONNX vs torch
-    verify_random_inputs: int = 2
-    threads: int | None = None
-    warmup: int = 5
-    min_iters: int = 20
-    bench_seconds: float = 8.0
-    seed: int = 0
-    skip_benchmark: bool = False
-    # torch-cuda only
-    dtype: str = "fp16"  # fp16 | bf16
-    cuda_graphs: bool = True  # torch.compile mode reduce-overhead
-    autotune: bool = False  # Inductor autotunes every GEMM/conv (max-autotune): minutes of compile
-    sparsity_margin: float = 0.05  # a Linear goes 2:4 only when its GEMM is >= this much faster
-    # data and accuracy (data.py, metrics.py): specs are FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
-    data: str | None = None  # training/calibration data
-    val_data: str | None = None  # validation data; None: a val_split fraction of `data` is held out
-    val_split: float = 0.1
-    calib_data: str | None = None  # Taylor/Hessian gradients; None: the first batches of `data`
-    batch_size: int = 32
-    max_length: int = 128  # text: tokens per sentence at most
-    image_size: str | None = None  # images: "224" or "H,W"; None: the example input's size
-    image_mean: str | None = None  # images: per-channel mean subtracted after scaling to [0, 1], "0.485,0.456,0.406"
-    image_std: str | None = None  # images: per-channel divisor after the mean
-    metric: str | None = None  # top1 | cosine | module:callable; None: top1 with labels and class scores, else cosine
-    # recovery (passes/recover.py, recovery/): BN re-estimation, then distillation from the dense model
-    recover: str | None = None  # kd | finetune | none; None: kd with --data, else none
-    lr: float = 5e-4  # AdamW peak LR (linear warm-up, cosine decay)
-    epochs: int = 5
-    max_steps: int | None = None
-    eval_every: int | None = None  # validate (and checkpoint) every N steps too; None: once per epoch
-    recover_minutes: float | None = None  # wall-clock budget of the whole recovery
-    kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs cross-entropy on labels
-    kd_temperature: float = 2.0
-    kd_features: list[str] = field(default_factory=list)  # layers whose outputs are matched too (MSE)
-    kd_relations: int = 0  # relation heads of MiniLMv2 self-attention relation distillation; 0: off
-    kd_augment: float = 0.0  # fraction of training tokens replaced by others of the batch; 0: clean inputs
-    resume: bool = False  # continue an interrupted recovery from its last checkpoint
-    # budget (passes/budget.py, search/): per-group widths instead of one ratio; at most one of the three
-    target_speedup: float | None = None  # dense p50 / pruned p50 on the target
-    latency_ms: float | None = None  # pruned p50 on the target
-    macs_fraction: float | None = None  # pruned MACs / dense MACs
-    budget_step: float = 0.05  # cost removed per greedy step, as a fraction of the dense cost
-    score_steps: int | None = None  # distillation steps per scored candidate (0: BN re-estimation only; None: auto,
-    # per model: up to 20, fewer when a candidate's steps would exceed a time budget, see search/scoring.py)
-    tie_break_steps: int | None = None  # recovery steps of the final greedy-vs-uniform tie-break (0: off; None:
-    # auto, the recovery's own length, at most 1000 steps; see search/tie_break.py)
-    workers: int = 1  # candidate scoring: processes of a local pool (1: this process)
-    ray_address: str | None = None  # candidate scoring on a Ray cluster instead
+class _Checked:
+    """What every CompileOptions can do: validate itself (UserError naming the setting), resolve to a dict."""
 
     def validate(self) -> "CompileOptions":
         from prune2deploy.backends.registry import TARGETS
@@ -90,7 +30,7 @@ class CompileOptions:
             raise user_error(f"unknown pruning mode {self.pruning_mode!r}", f"use one of {', '.join(PRUNING_MODES)}")
         if self.graph_budget_s <= 0 or self.graph_budget_gb <= 0:
             raise user_error("graph-budget-s and graph-budget-gb must be > 0")
-        if self.exporter not in ("auto", "torchscript", "dynamo"):
+        if self.exporter not in EXPORTERS:
             raise user_error(f"unknown exporter {self.exporter!r}", "use auto, torchscript or dynamo")
         for name in ("iterative_steps", "min_iters", "opset"):
             if getattr(self, name) < 1:
@@ -105,7 +45,7 @@ class CompileOptions:
             raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
         if self.dynamic_batch is not None:
             self.batch_profile()
-        if self.dtype not in ("fp16", "bf16"):
+        if self.dtype not in DTYPES:
             raise user_error(f"unknown dtype {self.dtype!r}", "use fp16 or bf16 (the torch-cuda compute type)")
         if not isinstance(self.sparsity_margin, (int, float)) or not 0.0 <= self.sparsity_margin < 1.0:
             raise user_error(f"sparsity margin {self.sparsity_margin} is outside [0, 1)",
@@ -116,8 +56,6 @@ class CompileOptions:
         if self.permute and not self.sparsity:
             raise user_error("--permute needs --sparsity N:M")
         if self.sparsity:
-            from prune2deploy.passes.sparsity import parse_pattern
-
             parse_pattern(self.sparsity)
         return self
 
@@ -127,10 +65,8 @@ class CompileOptions:
         for name in ("batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise user_error(f"{name.replace('_', '-')} must be >= 1")
-        if self.metric is not None and self.metric not in ("top1", "cosine") and ":" not in self.metric:
+        if self.metric is not None and self.metric not in METRICS and ":" not in self.metric:
             raise user_error(f"unknown metric {self.metric!r}", "use top1, cosine or module:callable")
-        from prune2deploy.data.images import parse_channels, parse_size
-
         if self.image_size is not None:
             parse_size(self.image_size)
         if self.image_mean is not None:
@@ -139,10 +75,8 @@ class CompileOptions:
             raise user_error(f"image-std {self.image_std!r} must be > 0 for every channel")
 
     def _validate_recovery(self) -> None:
-        from prune2deploy.recovery import METHODS
-
-        if self.recover is not None and self.recover not in METHODS:
-            raise user_error(f"unknown recovery method {self.recover!r}", f"use one of {', '.join(METHODS)}")
+        if self.recover is not None and self.recover not in RECOVERY_METHODS:
+            raise user_error(f"unknown recovery method {self.recover!r}", f"use one of {', '.join(RECOVERY_METHODS)}")
         if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
             raise user_error(f"lr {self.lr} is outside (0, 1)", "e.g. --lr 5e-4")
         if self.epochs < 1 or any(v is not None and v < 1 for v in (self.max_steps, self.eval_every)):
@@ -208,3 +142,19 @@ class CompileOptions:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+
+_TYPES = {"str": str, "bool": bool, "int": int, "float": float, "list": list}
+
+
+def _field(setting):
+    if isinstance(setting.default, list):
+        return field(default_factory=lambda d=setting.default: copy.copy(d))
+    return field(default=setting.default)
+
+
+CompileOptions = make_dataclass(
+    "CompileOptions", [(s.name, _TYPES[s.kind] | None, _field(s)) for s in OPTIONS], bases=(_Checked,),
+    namespace={"__doc__": "Every compile setting (config/settings.py: one row each), validated in one place.",
+               "__module__": __name__})

@@ -1,105 +1,7 @@
 """`p2d compile --config p2d.toml`: every compile setting in one validated TOML file; typed flags override it.
 
-Schema (every key optional; the flag each one stands for is on the right):
-
-    model = "prune2deploy.examples:small_resnet"   # MODEL
-    weights = "weights.pt"                         # --weights
-    trust = ["mypackage"]                          # --trust (repeatable)
-    trust_pickle = false                           # --trust-pickle
-    out = "p2d-out/small_resnet"                   # --out
-    targets = ["ort-cpu", "trt-ampere"]            # --target; several targets in one compile
-    calib_data = "calib.pt"                        # --calib-data (same forms as [data] train)
-    seed = 0                                       # --seed
-    cache_dir = ".p2d-cache"                       # --cache-dir
-    no_cache = false                               # --no-cache
-    cache_max_gb = 10                              # --cache-max-gb
-
-    [inputs]                     # exactly one of the three
-    shape = "1,3,224,224"                          # --input-shape
-    named = ["input_ids:1x128:int64"]              # --input (repeatable)
-    file = "inputs.pt"                             # --example-inputs
-
-    [prune]
-    ratio = 0.5                                    # --ratio, in [0, 1)
-    head_ratio = 0.25                              # --head-ratio, in [0, 1)
-    criterion = "l1"                               # --criterion
-    global = false                                 # --global / --local
-    iterative_steps = 1                            # --iterative-steps
-    round_to = 8                                   # --round-to
-    ignore = ["fc"]                                # --ignore (repeatable)
-    mode = "auto"                                  # --pruning-mode: auto | global | block-local
-    graph_budget_s = 30                            # --graph-budget-s (auto: whole-model graph time budget)
-    graph_budget_gb = 4                            # --graph-budget-gb (... and memory budget)
-
-    [data]
-    train = "train.pt"                             # --data: FILE.pt, FILE.npz, module:callable, text:FILE, images:DIR
-    val = "val.pt"                                 # --val-data (default: held out of train)
-    val_split = 0.1                                # --val-split, in [0, 1)
-    batch_size = 32                                # --batch-size
-    max_length = 128                               # --max-length (text)
-    image_size = "224"                             # --image-size (images; "H,W")
-    image_mean = "0.485,0.456,0.406"               # --image-mean (images)
-    image_std = "0.229,0.224,0.225"                # --image-std (images)
-    metric = "top1"                                # --metric: top1 | cosine | module:callable
-
-    [recover]
-    method = "kd"                                  # --recover: kd | finetune | none (default kd with [data] train)
-    lr = 5e-4                                      # --lr (AdamW peak; warm-up, cosine decay)
-    epochs = 5                                     # --epochs
-    max_steps = 1000                               # --max-steps
-    minutes = 10                                   # --recover-minutes (wall-clock budget)
-    eval_every = 200                               # --eval-every (validate every N steps too)
-    kd_alpha = 0.7                                 # --kd-alpha, in [0, 1]
-    kd_temperature = 2.0                           # --kd-temperature
-    kd_features = ["encoder.layer.5"]              # --kd-feature (repeatable): match these layers' outputs
-    kd_relations = 4                               # --kd-relations (relation heads; 0: off)
-    kd_augment = 0.15                              # --kd-augment (fraction of training tokens replaced)
-    resume = false                                 # --resume
-
-    [budget]                     # at most one of the first three; none: uniform --ratio
-    target_speedup = 2.0                           # --target-speedup (dense p50 / pruned p50 on the target)
-    latency_ms = 10.0                              # --latency-ms (pruned p50 on the target)
-    macs_fraction = 0.4                            # --macs-fraction (pruned MACs / dense MACs)
-    step = 0.05                                    # --budget-step (cost removed per greedy step, of dense)
-    score_steps = 20                               # --score-steps (distillation steps per candidate; omit: auto)
-    tie_break_steps = 300                          # --tie-break-steps (greedy vs uniform recovery; omit: auto)
-    workers = 1                                    # --workers (local process pool scoring candidates)
-    ray_address = "auto"                           # --ray-address (score candidates on a Ray cluster)
-
-    [sparsity]
-    pattern = "2:4"                                # --sparsity
-    permute = false                                # --permute (needs pattern)
-    margin = 0.05                                  # --sparsity-margin (torch-cuda)
-
-    [torch_cuda]
-    dtype = "fp16"                                 # --dtype
-    cuda_graphs = true                             # false = --no-cuda-graphs
-    autotune = false                               # --autotune
-
-    [export]
-    exporter = "auto"                              # --exporter
-    opset = 18                                     # --opset
-    slim = true                                    # false = --no-slim
-    tolerance = 1e-3                               # --tolerance
-    dynamic_batch = "1,8,32"                       # --dynamic-batch (min,opt,max)
-
-    [benchmark]
-    threads = 4                                    # --threads
-    seconds = 8.0                                  # --bench-seconds
-    warmup = 5                                     # --warmup
-    min_iters = 20                                 # --min-iters
-    skip = false                                   # --no-benchmark
-
-    [gates]
-    checks = ["speedup>=2.5", "verification.max_rel_err<=1e-3"]   # --gate (repeatable)
-
-    [ci]
-    junit = "p2d-junit.xml"                        # --junit
-    step_summary = true                            # false = --no-step-summary
-
-    [limits]
-    stage_timeout_s = 600                          # --stage-timeout
-    max_memory_gb = 16                             # --max-memory-gb
+Every key is optional; each stands for the flag of the same setting (config/settings.py, one row each; the
+table of keys and flags is docs/reference.md, an example recipe examples/p2d.toml).
 
 Errors (UserError, exit 2) name the key and its place, `p2d.toml:LINE:COL`: TOML syntax, unknown keys (with a
 did-you-mean hint), wrong types, out-of-range values. Value checks reuse CompileOptions.validate() on the one
@@ -123,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from prune2deploy.config.settings import RECIPE_KEYS
 from prune2deploy.errors import UserError, user_error
 
 
@@ -138,89 +41,8 @@ class Key:
     check: Callable[[Any], str | None] | None = None  # extra range check: a message when out of range
 
 
-def _at_least(low: float, strict: bool = False) -> Callable[[Any], str | None]:
-    def check(value):
-        if value < low or (strict and value == low):
-            return f"must be {'>' if strict else '>='} {low:g}"
-    return check
-
-
-SCHEMA: tuple[Key, ...] = (
-    Key("model", "str", "model"),
-    Key("weights", "str", "weights"),
-    Key("trust", "list", "trust"),
-    Key("trust_pickle", "bool", "trust_pickle"),
-    Key("out", "str", "out"),
-    Key("targets", "list", "target"),
-    Key("calib_data", "str", "calib_data", "calib_data"),
-    Key("seed", "int", "seed", "seed", check=_at_least(0)),
-    Key("cache_dir", "str", "cache_dir"),
-    Key("no_cache", "bool", "no_cache"),
-    Key("cache_max_gb", "float", "cache_max_gb", check=_at_least(0, strict=True)),
-    Key("inputs.shape", "str", "input_shape"),
-    Key("inputs.named", "list", "input"),
-    Key("inputs.file", "str", "example_inputs"),
-    Key("prune.ratio", "float", "ratio", "ratio"),
-    Key("prune.head_ratio", "float", "head_ratio", "head_ratio"),
-    Key("prune.criterion", "str", "criterion", "criterion"),
-    Key("prune.global", "bool", "global_pruning", "global_pruning"),
-    Key("prune.iterative_steps", "int", "iterative_steps", "iterative_steps"),
-    Key("prune.round_to", "int", "round_to", "round_to"),
-    Key("prune.ignore", "list", "ignore", "ignore"),
-    Key("prune.mode", "str", "pruning_mode", "pruning_mode"),
-    Key("prune.graph_budget_s", "float", "graph_budget_s", "graph_budget_s"),
-    Key("prune.graph_budget_gb", "float", "graph_budget_gb", "graph_budget_gb"),
-    Key("data.train", "str", "data", "data"),
-    Key("data.val", "str", "val_data", "val_data"),
-    Key("data.val_split", "float", "val_split", "val_split"),
-    Key("data.batch_size", "int", "batch_size", "batch_size"),
-    Key("data.max_length", "int", "max_length", "max_length"),
-    Key("data.image_size", "str", "image_size", "image_size"),
-    Key("data.image_mean", "str", "image_mean", "image_mean"),
-    Key("data.image_std", "str", "image_std", "image_std"),
-    Key("data.metric", "str", "metric", "metric"),
-    Key("recover.method", "str", "recover", "recover"),
-    Key("recover.lr", "float", "lr", "lr"),
-    Key("recover.epochs", "int", "epochs", "epochs"),
-    Key("recover.max_steps", "int", "max_steps", "max_steps"),
-    Key("recover.minutes", "float", "recover_minutes", "recover_minutes"),
-    Key("recover.eval_every", "int", "eval_every", "eval_every"),
-    Key("recover.kd_alpha", "float", "kd_alpha", "kd_alpha"),
-    Key("recover.kd_temperature", "float", "kd_temperature", "kd_temperature"),
-    Key("recover.kd_features", "list", "kd_feature", "kd_features"),
-    Key("recover.kd_relations", "int", "kd_relations", "kd_relations"),
-    Key("recover.kd_augment", "float", "kd_augment", "kd_augment"),
-    Key("recover.resume", "bool", "resume", "resume"),
-    Key("budget.target_speedup", "float", "target_speedup", "target_speedup"),
-    Key("budget.latency_ms", "float", "latency_ms", "latency_ms"),
-    Key("budget.macs_fraction", "float", "macs_fraction", "macs_fraction"),
-    Key("budget.step", "float", "budget_step", "budget_step"),
-    Key("budget.score_steps", "int", "score_steps", "score_steps"),
-    Key("budget.tie_break_steps", "int", "tie_break_steps", "tie_break_steps"),
-    Key("budget.workers", "int", "workers", "workers"),
-    Key("budget.ray_address", "str", "ray_address", "ray_address"),
-    Key("sparsity.pattern", "str", "sparsity", "sparsity"),
-    Key("sparsity.permute", "bool", "permute", "permute"),
-    Key("sparsity.margin", "float", "sparsity_margin", "sparsity_margin"),
-    Key("torch_cuda.dtype", "str", "dtype", "dtype"),
-    Key("torch_cuda.cuda_graphs", "bool", "no_cuda_graphs", "cuda_graphs", negated=True),
-    Key("torch_cuda.autotune", "bool", "autotune", "autotune"),
-    Key("export.exporter", "str", "exporter", "exporter"),
-    Key("export.opset", "int", "opset", "opset"),
-    Key("export.slim", "bool", "no_slim", "slim", negated=True),
-    Key("export.tolerance", "float", "tolerance", "tolerance"),
-    Key("export.dynamic_batch", "str", "dynamic_batch", "dynamic_batch"),
-    Key("benchmark.threads", "int", "threads", "threads"),
-    Key("benchmark.seconds", "float", "bench_seconds", "bench_seconds"),
-    Key("benchmark.warmup", "int", "warmup", "warmup"),
-    Key("benchmark.min_iters", "int", "min_iters", "min_iters"),
-    Key("benchmark.skip", "bool", "no_benchmark", "skip_benchmark"),
-    Key("gates.checks", "list", "gate"),
-    Key("ci.junit", "str", "junit"),
-    Key("ci.step_summary", "bool", "no_step_summary", negated=True),
-    Key("limits.stage_timeout_s", "float", "stage_timeout_s", check=_at_least(0, strict=True)),
-    Key("limits.max_memory_gb", "float", "max_memory_gb", check=_at_least(0, strict=True)),
-)
+SCHEMA: tuple[Key, ...] = tuple(
+    Key(s.key, s.kind, s.arg_dest, s.name if s.option else None, s.negated, s.check) for s in RECIPE_KEYS)
 KEYS = {k.path: k for k in SCHEMA}
 TABLES = sorted({k.path.split(".")[0] for k in SCHEMA if "." in k.path})
 INPUT_DESTS = {"input_shape", "input", "example_inputs"}
@@ -473,7 +295,7 @@ def _check_together(values: dict[str, Any], where: _Locator) -> None:
             raise user_error(f"{where('targets')}: targets is empty", 'e.g. targets = ["ort-cpu"]')
         for target in values["targets"]:
             _validate_option(KEYS["targets"], {"target": target}, where, element=target)
-    from prune2deploy.report.gates import parse_gate
+    from prune2deploy.config.values import parse_gate
 
     for text in values.get("gates.checks", []):
         try:
@@ -568,7 +390,7 @@ def compile_options(resolved: argparse.Namespace, target: str | None = None):
             fields[key.option] = (not value) if key.negated else value
     fields["ignore"] = list(fields.get("ignore") or [])
     fields["kd_features"] = list(fields.get("kd_features") or [])
-    return CompileOptions(target=target or resolved.target, **fields)
+    return CompileOptions(**{**fields, "target": target or resolved.target})
 
 
 def resolved_recipe(resolved: argparse.Namespace) -> dict[str, Any]:

@@ -11,32 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prune2deploy.config.values import parse_channels, parse_size
 from prune2deploy.context import ExampleInputs
-from prune2deploy.data.load import Samples, stacked
+from prune2deploy.data.samples import Samples, stacked
 from prune2deploy.errors import user_error
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'224' -> (224, 224); '224,320' -> (224, 320) as (height, width)."""
-    try:
-        dims = [int(d) for d in str(text).replace("x", ",").split(",") if d.strip()]
-    except ValueError:
-        dims = []
-    if len(dims) not in (1, 2) or any(d <= 0 for d in dims):
-        raise user_error(f"bad image size {text!r}", "write 224 or H,W such as 224,320")
-    return (dims[0], dims[-1])
-
-
-def parse_channels(text: str, name: str) -> list[float]:
-    try:
-        values = [float(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values:
-        raise user_error(f"bad {name} {text!r}", "one number per channel, e.g. 0.485,0.456,0.406")
-    return values
 
 
 def read_images(root: Path, example: ExampleInputs, options, what: str) -> Samples:

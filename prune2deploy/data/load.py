@@ -7,9 +7,8 @@ Forms: `FILE.pt` (a tensor, `(inputs, labels)` or `{"inputs": ..., "labels": ...
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,25 +17,11 @@ import torch.nn as nn
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError, user_error
 from prune2deploy.model.outputs import flatten_outputs
+from prune2deploy.data.samples import Batch, Samples, stacked
 
-Batch = tuple[ExampleInputs, "torch.Tensor | None"]
 
 _NAMES = {"--data": "data", "--val-data": "validation data", "--calib-data": "calibration data"}
 _FORMS = "FILE.pt, FILE.npz, module:callable, file.py:callable, text:FILE or images:DIR"
-
-
-@dataclass
-class Samples:
-    """A data set before batching: `take(indices)` gives those samples as one batch.
-
-    unit "sample": indices are samples. unit "batch": the source's batches could not be stacked (their
-    shapes differ), so each index is one of its batches, split and shuffled whole.
-    """
-
-    n: int
-    take: Callable[[Sequence[int]], Batch]
-    unit: str = "sample"
-    lengths: Sequence[int] | None = None  # tokens per sample (text): batches group similar lengths
 
 
 def load_data(spec: str, model: nn.Module, example: ExampleInputs, options, *, what: str = "--data") -> list[Batch]:
@@ -119,14 +104,6 @@ def read_samples(spec: str, model: nn.Module, example: ExampleInputs, options, w
     if samples.n == 0:
         raise user_error(f"{what} {spec} is empty", "give at least one sample")
     return samples
-
-
-def stacked(inputs: ExampleInputs, labels: torch.Tensor | None) -> Samples:
-    """Samples backed by tensors whose dim 0 is the sample axis."""
-    def take(idx):
-        index = torch.as_tensor(list(idx), dtype=torch.long)
-        return inputs.like([t[index] for t in inputs.tensors()]), labels[index] if labels is not None else None
-    return Samples(int(inputs.tensors()[0].shape[0]), take)
 
 
 # --- files ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from prune2deploy.context import ExampleInputs
-from prune2deploy.data.load import Samples
+from prune2deploy.data.samples import Samples
 from prune2deploy.errors import user_error
 
 

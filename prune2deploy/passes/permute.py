@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning import ops
 
-from prune2deploy.passes.sparsity import kept_fraction
+from prune2deploy.passes.nm import kept_fraction
 
 # autograd ops that act on each channel independently (names without "BackwardN").
 CHANNELWISE_OPS = {

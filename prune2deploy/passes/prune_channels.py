@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from prune2deploy.config.values import CRITERIA, PRUNING_MODES as MODES
 from prune2deploy.errors import P2DError, user_error
 from prune2deploy.model.inputs import random_like
 from prune2deploy.model.outputs import flatten_outputs, output_shapes
@@ -17,7 +18,6 @@ from prune2deploy.passes.graph_budget import (
     DEFAULT_GB, DEFAULT_SECONDS, GraphBudget, GraphTooCostly, release_trace
 )
 
-CRITERIA = ("l1", "l2", "bn-scale", "taylor", "hessian", "random")
 GRADIENT_CRITERIA = ("taylor", "hessian")
 
 
@@ -81,7 +81,6 @@ def output_layers(DG) -> list[nn.Module]:
     return producers
 
 
-MODES = ("auto", "global", "block-local")
 BLOCK_BUDGET_SHARE = 3  # a block's graph gets a third of the whole model's time budget
 
 

@@ -7,63 +7,17 @@ TensorRT can pick its sparse kernels at build time.
 from __future__ import annotations
 
 import fnmatch
-import re
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from prune2deploy.errors import P2DError, UserError
+from prune2deploy.passes.nm import REDUCTION_AXIS, holds_nm, kept_fraction, nm_mask, parse_pattern  # noqa: F401 (API)
 
 # What the sparse tensor-core kernels need for a layer to run sparse.
 IN_CHANNEL_MULTIPLE = 16
 OUT_CHANNEL_MULTIPLE = 8
-REDUCTION_AXIS = 1  # input channels in torch's layout: Conv [K, C, R, S], Linear [out, in]
-
-
-def parse_pattern(text: str) -> tuple[int, int]:
-    """Parse "N:M" into (N, M); N and M positive ints with N < M."""
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
-    if not match:
-        raise UserError(f"bad sparsity pattern {text!r}", hint='write it as N:M, e.g. "2:4"')
-    n, m = int(match.group(1)), int(match.group(2))
-    if n <= 0 or m <= 0 or n >= m:
-        raise UserError(f"bad sparsity pattern {text!r}: need 0 < N < M", hint='e.g. "2:4"')
-    return n, m
-
-
-def _groups_last(weight: torch.Tensor, m: int, axis: int) -> torch.Tensor:
-    """View `weight` as [..., groups, m] with the groups taken along `axis`."""
-    moved = weight.movedim(axis, -1)
-    if moved.shape[-1] % m:
-        raise ValueError(f"reduction axis of size {moved.shape[-1]} is not a multiple of M={m}")
-    return moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
-
-
-def nm_mask(weight: torch.Tensor, n: int, m: int, axis: int = REDUCTION_AXIS) -> torch.Tensor:
-    """Bool mask keeping the n largest |w| of every m consecutive weights along `axis`."""
-    grouped = _groups_last(weight.detach().abs(), m, axis)
-    keep = torch.zeros_like(grouped, dtype=torch.bool)
-    keep.scatter_(-1, grouped.topk(n, dim=-1).indices, True)
-    moved_shape = weight.movedim(axis, -1).shape
-    return keep.reshape(moved_shape).movedim(-1, axis)
-
-
-def holds_nm(weight: torch.Tensor, n: int, m: int, axis: int = REDUCTION_AXIS) -> bool:
-    """True when every group of m consecutive weights along `axis` has at most n nonzeros."""
-    if weight.shape[axis] % m:
-        return False
-    nonzeros = (_groups_last(weight.detach(), m, axis) != 0).sum(-1)
-    return bool((nonzeros <= n).all())
-
-
-def kept_fraction(weight: torch.Tensor, n: int, m: int, axis: int = REDUCTION_AXIS) -> float:
-    """Fraction of sum(|w|) that the N:M mask keeps (1.0 for an all-zero weight)."""
-    magnitude = weight.detach().abs().double()
-    total = float(magnitude.sum())
-    if total == 0.0:
-        return 1.0
-    return float((magnitude * nm_mask(weight, n, m, axis)).sum()) / total
 
 
 def ineligibility(module: nn.Module, m: int) -> str | None:
@@ -123,7 +77,7 @@ class SparsityPass:
         chosen, skipped = self.select(model)
         permuted: dict[str, dict] = {}
         if self.permute and chosen:
-            from prune2deploy.passes.permute import permute_for_sparsity  # permute imports this module's helpers
+            from prune2deploy.passes.permute import permute_for_sparsity
 
             permuted = permute_for_sparsity(model, ctx.example_inputs, self.n, self.m, chosen,
                                             time_budget_s=self.permute_time_s)

@@ -1,8 +1,10 @@
 """Recovery after pruning: BatchNorm re-estimation, then distillation from the dense model (or fine-tuning)."""
 from prune2deploy.recovery.bn_recalibration import recalibrate_bn
-from prune2deploy.recovery.checkpoints import Checkpoints, rebuild, structure
+from prune2deploy.artifacts.checkpoints import Checkpoints
+from prune2deploy.recovery.checkpoints import rebuild, structure
 from prune2deploy.recovery.distill import DistillLoss, FeatureMatcher, kd_loss, output_loss
-from prune2deploy.recovery.trainer import METHODS, RecoveryConfig, recover, warmup_cosine
+from prune2deploy.config.values import RECOVERY_METHODS as METHODS
+from prune2deploy.recovery.trainer import RecoveryConfig, recover, warmup_cosine
 
 __all__ = ["recalibrate_bn", "Checkpoints", "rebuild", "structure", "DistillLoss", "FeatureMatcher", "kd_loss",
            "output_loss", "METHODS", "RecoveryConfig", "recover", "warmup_cosine"]

@@ -16,8 +16,7 @@ from prune2deploy.runtime import distributed
 from prune2deploy.errors import P2DError, user_error
 from prune2deploy.model.outputs import output_shapes
 from prune2deploy.recovery import Checkpoints, RecoveryConfig, recalibrate_bn, recover
-from prune2deploy.recovery.checkpoints import compile_key
-from prune2deploy.report.recovery import PLOT, write_plot
+from prune2deploy.artifacts.checkpoints import compile_key
 
 
 def recovery_method(options, data) -> str:
@@ -116,29 +115,13 @@ class Recover:
                 "after_prune": None, "after_bn_recalibration": None, "metric_after": None, "bn_layers": 0}
 
 
-def recovery_pass(model: nn.Module, inputs, options, data, out_dir: Path, show_progress: bool) -> Recover | None:
+def recovery_pass(model: nn.Module, inputs, options, data, out_dir: Path, show_progress: bool,
+                  content_key: str | None) -> Recover | None:
     """The Recover pass for this compile, or None (--recover none, or no --data). Its checkpoints live in a
-    work area named by everything that determines the result (model, data, options, output directory)."""
+    work area named by everything that determines the result: `content_key` (model, data, options, tool
+    versions; the compile's cache key) and the output directory."""
     method = recovery_method(options, data)
     if method == "none":
         return None
-    from prune2deploy.artifacts.cache import cache_key
-    from prune2deploy.artifacts.manifest import tool_versions
-
-    key = compile_key(str(Path(out_dir).absolute()),
-                      cache_key(model, inputs, options, data.all_batches(), tool_versions()))
+    key = compile_key(str(Path(out_dir).absolute()), content_key)
     return Recover(model, data, options, method, Checkpoints.for_compile(key, options.resume), show_progress)
-
-
-def add_to_report(report: dict, record: dict, metric, work: Path) -> dict:
-    """report.recovery, and report.accuracy's after_prune / after_bn_recalibration (measured before recovery;
-    `pruned`, the exported model, after it); writes recovery.png into `work` when matplotlib is there."""
-    report["recovery"] = record
-    accuracy = report.get("accuracy")
-    if accuracy and record["after_prune"] is not None:  # None: --resume skipped past the last step
-        accuracy["after_prune"] = record["after_prune"]
-        accuracy["after_bn_recalibration"] = record["after_bn_recalibration"]
-        accuracy["drop"] = metric.drop(accuracy["dense"], accuracy["pruned"])
-    record["plot"] = write_plot(record, metric.name, work / PLOT) if record["curve"] else None
-    return {PLOT: work / PLOT} if record["plot"] == PLOT else {}
-

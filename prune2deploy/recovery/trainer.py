@@ -16,11 +16,11 @@ import torch.nn as nn
 
 from prune2deploy.runtime import distributed
 from prune2deploy.recovery.augment import check_augmentable, replace_tokens
-from prune2deploy.recovery.checkpoints import Checkpoints, rebuild, structure
+from prune2deploy.artifacts.checkpoints import Checkpoints
+from prune2deploy.recovery.checkpoints import rebuild, structure
 from prune2deploy.recovery.distill import NO_FEATURES, DistillLoss, FeatureMatcher, matched_blocks
 from prune2deploy.recovery.relations import RelationMatcher
 
-METHODS = ("kd", "finetune", "none")
 
 
 @dataclass

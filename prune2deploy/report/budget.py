@@ -1,4 +1,4 @@
-"""Views of the budget search and of `p2d sensitivity`: report fields, terminal lines, Markdown, plots."""
+"""Views of the budget search: report fields, terminal lines, Markdown, plots."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -131,22 +131,3 @@ def plot_allocation(budget: dict, path: Path) -> str:
     ax.set(ylabel="kept fraction", ylim=(0, 1.05), title=f"budget {budget['kind']} {budget['requested']:g}")
     save(plt, fig, path)
     return ALLOCATION_PLOT
-
-
-def plot_sensitivity(result: dict, path: Path) -> str:
-    """sensitivity.png: metric vs ratio per group, and latency (or MACs) saved vs ratio."""
-    plt = pyplot()
-    if plt is None:
-        return no_matplotlib(path.name)
-    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for row in result["groups"]:
-        ratios = [p["ratio"] for p in row["points"]]
-        ax_m.plot(ratios, [p["score"] for p in row["points"]], marker="o", label=row["name"])
-        ax_l.plot(ratios, [p["saved"] for p in row["points"]], marker="o", label=row["name"])
-    ax_m.axhline(result["dense_score"], linestyle="--", color="gray")
-    ax_m.set(xlabel="ratio removed from the group", ylabel=result["metric"], title="metric (one group pruned)")
-    ax_l.set(xlabel="ratio removed from the group", ylabel=f"{result['cost']} saved ({result['unit']})",
-             title=f"{result['cost']} saved on {result['target']}")
-    ax_l.legend(fontsize=6, ncol=2)
-    save(plt, fig, path)
-    return path.name

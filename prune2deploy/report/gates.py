@@ -7,25 +7,12 @@ numeric field is a UserError (exit 2): a typo must not read as a slow model.
 from __future__ import annotations
 
 import difflib
-import math
-import operator
-import re
 from dataclasses import dataclass
 
+from prune2deploy.config.values import OPERATORS, Gate, parse_gate  # noqa: F401 (parse_gate: the gate API in one place)
 from prune2deploy.errors import GateFailed, user_error
 
-OPERATORS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
-_GATE_RE = re.compile(r"^\s*(?P<field>[A-Za-z_][\w.\-]*)\s*(?P<op>[<>=!]+)\s*(?P<threshold>\S.*?)\s*$")
-_SYNTAX_HINT = "write FIELD OP NUMBER, e.g. speedup>=2.5 or models.pruned.latency_ms.p99<=20"
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class Gate:
-    expr: str
-    field: str
-    op: str
-    threshold: float
 
 
 @dataclass(frozen=True)
@@ -36,23 +23,6 @@ class GateResult:
     threshold: float
     value: float
     passed: bool
-
-
-def parse_gate(text: str) -> Gate:
-    """Parse 'FIELD OP NUMBER'; UserError on bad syntax, an unknown operator or a non-numeric threshold."""
-    match = _GATE_RE.match(str(text))
-    if not match:
-        raise user_error(f"bad gate {text!r}", _SYNTAX_HINT)
-    field, op, threshold = match.group("field", "op", "threshold")
-    if op not in OPERATORS:
-        raise user_error(f"bad gate {text!r}: unknown operator {op!r}", f"use one of {' '.join(OPERATORS)}")
-    try:
-        number = float(threshold)
-    except ValueError:
-        raise user_error(f"bad gate {text!r}: threshold {threshold!r} is not a number", _SYNTAX_HINT) from None
-    if math.isnan(number):
-        raise user_error(f"bad gate {text!r}: threshold is NaN", _SYNTAX_HINT)
-    return Gate(f"{field}{op}{threshold}", field, op, number)
 
 
 def numeric_fields(report: dict, prefix: str = "") -> dict[str, float]:

@@ -56,3 +56,16 @@ def write_plot(record: dict, metric_name: str, path: Path) -> str:
     ax_metric.legend()
     save(plt, fig, path)
     return PLOT
+
+
+def add_to_report(report: dict, record: dict, metric, work: Path) -> dict:
+    """report.recovery, and report.accuracy's after_prune / after_bn_recalibration (measured before recovery;
+    `pruned`, the exported model, after it); writes recovery.png into `work` when matplotlib is there."""
+    report["recovery"] = record
+    accuracy = report.get("accuracy")
+    if accuracy and record["after_prune"] is not None:  # None: --resume skipped past the last step
+        accuracy["after_prune"] = record["after_prune"]
+        accuracy["after_bn_recalibration"] = record["after_bn_recalibration"]
+        accuracy["drop"] = metric.drop(accuracy["dense"], accuracy["pruned"])
+    record["plot"] = write_plot(record, metric.name, work / PLOT) if record["curve"] else None
+    return {PLOT: work / PLOT} if record["plot"] == PLOT else {}

@@ -1,7 +1,7 @@
 """Human-readable views of report.json: the dense-vs-pruned table and report.md."""
 from __future__ import annotations
 
-from prune2deploy.data.prepare import accuracy_lines, accuracy_markdown
+from prune2deploy.report.accuracy import accuracy_lines, accuracy_markdown
 from prune2deploy.report.recovery import recovery_lines, recovery_markdown
 from prune2deploy.report.budget import budget_lines, budget_markdown
 

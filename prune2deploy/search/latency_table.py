@@ -13,7 +13,6 @@ one measured row, so a stack of identical blocks costs one measurement; the dens
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch.nn as nn
 
 from prune2deploy.model.facts import count_macs_params
-from prune2deploy.artifacts.outdir import write_atomic
+from prune2deploy.artifacts.cache import cached_json
 from prune2deploy.search.groups import Group
 from prune2deploy.search.like_groups import representatives
 from prune2deploy.search.prune_to import pruned_copy
@@ -194,14 +193,5 @@ def table_key(model: nn.Module, inputs, groups: list[Group], grid_widths: dict, 
 
 def cached_table(cache_dir: Path | None, key: str, measure: Callable[[], CostTable]) -> tuple[CostTable, bool]:
     """The table stored under `key` in `cache_dir/latency-tables/`, else measured now and stored; (table, hit)."""
-    path = Path(cache_dir) / "latency-tables" / f"{key}.json" if cache_dir else None
-    if path and path.is_file():
-        try:
-            return CostTable.from_dict(json.loads(path.read_text())), True
-        except (ValueError, KeyError):
-            pass  # a damaged entry is measured again and replaced
-    table = measure()
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(table.to_dict(), indent=1))
-    return table, False
+    return cached_json(Path(cache_dir) / "latency-tables" if cache_dir else None, key, measure,
+                       CostTable.to_dict, CostTable.from_dict)

@@ -1,0 +1,37 @@
+"""report.md and terminal section: the validation metric of the dense and pruned models at each stage."""
+from __future__ import annotations
+
+
+STAGES = [("dense", "dense"), ("after_prune", "after prune"), ("after_bn_recalibration", "after BN re-estimation"),
+          ("pruned", "pruned (exported)"), ("pruned_2to4", "pruned+2:4")]
+
+
+def _fmt(acc: dict, value: float) -> str:
+    return f"{value:.2f}%" if acc["unit"] == "%" else f"{value:.4f}"
+
+
+def accuracy_lines(report: dict) -> list[str]:
+    """One line for the terminal and report.md; a note when no data was given."""
+    acc = report.get("accuracy")
+    if not acc:
+        return ["accuracy not measured: give --data (or --val-data) with real samples"]
+    shown = ", ".join(f"{label} {_fmt(acc, acc[key])}" for key, label in STAGES if acc.get(key) is not None)
+    drop = f"{acc['drop']:.2f} points" if acc["unit"] == "%" else f"{acc['drop']:.4f}"
+    return [f"accuracy ({acc['metric']} on {acc['samples']} validation samples): {shown}; drop {drop}"]
+
+
+def accuracy_markdown(report: dict) -> list[str]:
+    """report.md's accuracy section: the metric at each stage, on which data."""
+    acc = report.get("accuracy")
+    if not acc:
+        return []
+    d = acc.get("data") or {}
+    source = d.get("val_data") or (f"{d['val_split']:g} of {d['data']} held out (seed {d['seed']})"
+                                  if d.get("val_split") else d.get("data"))
+    lines = ["", f"## Accuracy: {acc['metric']}", "",
+             f"{acc['samples']} validation samples from {source}" +
+             (f"; {d['train_samples']} training samples" if d.get("train_samples") else ""), "",
+             f"| model | {acc['metric']} |", "|---|---|"]
+    lines += [f"| {label} | {_fmt(acc, acc[key])} |" for key, label in STAGES if acc.get(key) is not None]
+    drop = f"{acc['drop']:.2f} points" if acc["unit"] == "%" else f"{acc['drop']:.4f}"
+    return lines + ["", f"Drop (dense - pruned): {drop}."]
