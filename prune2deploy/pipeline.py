@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from prune2deploy import __version__
 from prune2deploy.artifacts import cache, cache_limits
 from prune2deploy.runtime import distributed
 from prune2deploy.data.prepare import measure_accuracy, prepare_data
@@ -26,7 +25,6 @@ from prune2deploy.model.inputs import check_model_runs, random_like
 from prune2deploy.artifacts.manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from prune2deploy.model.facts import count_macs_params
 from prune2deploy.config.options import CompileOptions
-from prune2deploy.runtime.peak_memory import process_peak_mb
 from prune2deploy.artifacts.outdir import check_writable, locked, publish_dir, workspace, write_atomic
 from prune2deploy.artifacts.ownership import check_out_dir
 from prune2deploy.artifacts.parking import PARK_FILE, parking
@@ -37,6 +35,7 @@ from prune2deploy.passes.prune_channels import PruneChannels, resolve_layers, sk
 from prune2deploy.recovery.recover_pass import recovery_method, recovery_pass
 from prune2deploy.report.recovery import add_to_report
 from prune2deploy.runtime.progress import Progress
+from prune2deploy.report.fields import add_benchmark, evaluate_gates, finish_report, new_report
 from prune2deploy.report.render import render_markdown
 from prune2deploy.report.budget import add_budget, finish_budget
 from prune2deploy.model.shared_weights import shared_copy, unshare
@@ -156,7 +155,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         if not ok:
             report["status"], report["next_step"] = "prepared", reason
         elif not options.skip_benchmark:
-            _add_benchmark(report, driver.benchmark(artifacts, inputs, options, progress))
+            add_benchmark(report, driver.benchmark(artifacts, inputs, options, progress))
             report["status"] = "complete"
             if key:  # files the benchmark made (TensorRT engines) join the cache entry
                 cache.add(cache_dir, key, work, driver.made_by_benchmark(work))
@@ -168,8 +167,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         if park.failed:
             report["warnings"].append(park.failed)
         finish_budget(report)
-        gate_results = _evaluate_gates(gates or [], report)
-        _finish_report(report, progress, started)
+        gate_results = evaluate_gates(gates or [], report)
+        finish_report(report, progress, started)
         write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
         write_atomic(work / "report.md", render_markdown(report))
         write_manifest(work, recipe or {"options": options.resolved()})
@@ -192,7 +191,7 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     reference outputs are known, drivers that run only ONNX files from then on get them parked on disk."""
     calib_batches = data.calib
     ctx = CompileContext(inputs, options, calib_batches)
-    report = _new_report(options, model_name)
+    report = new_report(options, model_name)
     report["device"] = driver.device()
     models = {"dense": model}
     with progress.stage("measure", "measuring dense model"):
@@ -285,55 +284,6 @@ def _run_pass(p, model, ctx, progress) -> None:
         p.ensure(model, ctx)
 
 
-def _add_benchmark(report: dict, bench: dict) -> None:
-    stats = bench["stats"]
-    for name, s in stats.items():
-        report["models"][name]["latency_ms"] = s
-    report["speedup"] = stats["dense"]["p50"] / stats["pruned"]["p50"]
-    if "pruned_2to4" in stats:
-        report["speedup_2to4"] = stats["dense"]["p50"] / stats["pruned_2to4"]["p50"]
-    if report["mac_reduction"]:
-        report["efficiency"] = report["speedup"] / report["mac_reduction"]
-    report["benchmark"] = {k: v for k, v in bench.items() if k not in ("stats", "warnings", "sparsity")}
-    if "sparsity" in bench:  # torch-cuda: the measured per-layer 2:4 decisions
-        report["sparsity"] = bench["sparsity"]
-    report["warnings"].extend(bench["warnings"])
-
-
-def _evaluate_gates(gates: list, report: dict) -> list:
-    """Gates go into the report; a gate naming a missing field is a UserError before anything is published."""
-    if not gates:
-        return []
-    if report.get("status") == "prepared":
-        report["gates"] = {"evaluated": False, "reason": "the target was not benchmarked here"}
-        return []
-    from prune2deploy.report.gates import check_gate_fields, evaluate
-
-    check_gate_fields(gates, report)
-    results = evaluate(gates, report)
-    report["gates"] = {"evaluated": True, "passed": all(r.passed for r in results),
-                       "results": [dataclasses.asdict(r) for r in results]}
-    return results
-
-
-def _finish_report(report: dict, progress, started: float) -> None:
-    report["stages_s"] = dict(progress.times)
-    report["stages_cpu_s"] = dict(progress.cpu_times)  # load-independent: growth on a shared machine
-    report["stages_peak_rss_mb"] = dict(progress.peaks_mb)
-    report["wall_s"] = round(time.perf_counter() - started, 3)
-    report["peak_rss_mb"] = process_peak_mb()
-
-
-def _new_report(options: CompileOptions, model_name: str) -> dict:
-    versions = tool_versions()
-    return {
-        "p2d_version": __version__, "model": model_name, "target": options.target, "device": None,
-        "versions": {"torch": versions["torch"], "torch_pruning": versions["torch-pruning"],
-                     "onnx": versions["onnx"], "onnxruntime": versions["onnxruntime"]},
-        "options": options.resolved(), "warnings": [],
-    }
-
-
 def sensitivity(model, example_inputs, out_dir, options=None, ratios=RATIOS, macs: bool = False, cache_dir=None,
                 protected_paths: dict | None = None, progress=None, **option_overrides) -> dict:
     """Python API of `p2d sensitivity`: measure, then publish out_dir/{sensitivity.json,.md,.png, manifest.json}.
@@ -375,7 +325,7 @@ def finish(out_dir: Path, report: dict) -> dict:
             if path.is_file():
                 shutil.copy2(path, work / path.name)
         options = CompileOptions(**{k: v for k, v in report["options"].items() if k in CompileOptions.field_names()})
-        _add_benchmark(report, driver.finish(work, options, progress))
+        add_benchmark(report, driver.finish(work, options, progress))
         report["status"] = "complete"
         report.pop("next_step", None)
         report["stages_s"].update(progress.times)

@@ -14,7 +14,7 @@ import torch
 import prune2deploy
 from models import resnet_like, transformer_like
 from prune2deploy.backends.onnx import export as onnx_export
-from prune2deploy.artifacts.manifest import verify_out_dir
+from prune2deploy.backends.onnx.recheck import verify_out_dir
 from prune2deploy.runtime.peak_memory import PeakTracker, process_peak_mb
 from prune2deploy.runtime.progress import Progress
 

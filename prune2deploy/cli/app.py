@@ -184,7 +184,7 @@ def cmd_verify(args) -> int:
     torch outputs recorded at compile time (onnxruntime). Exit 0 when all holds."""
     from pathlib import Path
 
-    from prune2deploy.artifacts.manifest import verify_out_dir
+    from prune2deploy.backends.onnx.recheck import verify_out_dir
 
     result = verify_out_dir(Path(args.out_dir))
     if args.json:

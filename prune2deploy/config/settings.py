@@ -1,9 +1,9 @@
 """The settings table: every setting of every command, written once.
 
 From these rows come CompileOptions (config/options.py), each command's flags with their help and defaults
-(cli/flags.py), the recipe schema of `p2d compile --config` (config/recipe.py) and the reference in
-docs/reference.md (`python -m prune2deploy.config.settings` prints it; a test keeps the two equal). Commands
-that share a setting share its row.
+(cli/flags.py), the recipe schema of `p2d compile --config` (config/recipe.py) and the table in
+docs/reference.md (`python -m prune2deploy.config.settings docs/reference.md` rewrites it; a test keeps the two
+equal). Commands that share a setting share its row.
 
 Columns: `name` is the CompileOptions field (or, for settings that are not compile options, the argparse dest);
 `key` the recipe key (None: flag only); `flag` the command-line flag ("" for none, "MODEL" for the positional);
@@ -246,28 +246,34 @@ def for_command(command: str) -> list[Setting]:
     return [s for s in SETTINGS if s.cli_flag and command in s.commands]
 
 
-def reference() -> str:
-    """docs/reference.md: every recipe key and flag, generated from the table."""
-    def default(s: Setting) -> str:
-        return "" if s.default in (None, [], False) and s.kind != "bool" else f"`{s.default!r}`"
+BEGIN, END = "<!-- settings table: generated, do not edit -->", "<!-- end of settings table -->"
 
-    lines = ["# Settings reference", "",
-             "Generated from `prune2deploy/config/settings.py` by `python -m prune2deploy.config.settings` (a test",
-             "keeps this page equal to the table). A recipe (`p2d compile --config p2d.toml`) sets any key below;",
-             "a flag typed on the command line overrides it; the Python API takes the option names as keyword",
-             "arguments of `prune2deploy.compile` (fields of `CompileOptions`).", "",
-             "| recipe key | flag | option | commands | type | default | what it does |",
+
+def reference_table() -> str:
+    """Every setting as a Markdown table: recipe key, flag, option, commands, type, default, help."""
+    def default(s: Setting) -> str:
+        return "" if s.default in (None, []) else f"`{s.default!r}`"
+
+    lines = [BEGIN, "| recipe key | flag | option | commands | type | default | what it does |",
              "|---|---|---|---|---|---|---|"]
     for s in SETTINGS:
-        flag = s.cli_flag or ""
-        if s.off_flag:
-            flag += f" / {s.off_flag}"
+        flag = (s.cli_flag or "") + (f" / {s.off_flag}" if s.off_flag else "")
         cells = [f"`{s.key}`" if s.key else "", f"`{flag}`" if flag else "", f"`{s.name}`" if s.option else "",
-                 ", ".join(s.commands) if flag else "", s.kind + (" (negated flag)" if s.negated else ""),
+                 ", ".join(s.commands) if flag else "", s.kind + (" (the flag negates)" if s.negated else ""),
                  default(s), s.help.replace("|", "\\|").replace("%%", "%")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [END]) + "\n"
 
 
-if __name__ == "__main__":
-    print(reference(), end="")
+def with_table(page: str) -> str:
+    """`page` with its generated settings table replaced by the current one."""
+    head, rest = page.split(BEGIN, 1)
+    return head + reference_table() + rest.split(END, 1)[1].lstrip("\n")
+
+
+if __name__ == "__main__":  # python -m prune2deploy.config.settings docs/reference.md: regenerate the table
+    import sys
+    from pathlib import Path
+
+    page = Path(sys.argv[1])
+    page.write_text(with_table(page.read_text()))

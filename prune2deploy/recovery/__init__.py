@@ -1,4 +1,7 @@
-"""Recovery after pruning: BatchNorm re-estimation, then distillation from the dense model (or fine-tuning)."""
+"""Recovery after pruning: BatchNorm re-estimation, then distillation from the dense model (or fine-tuning).
+
+recover_pass.py is the pipeline's pass; trainer.py the loop; distill.py and relations.py the losses;
+checkpoints.py what a checkpoint holds (where it is kept: artifacts/checkpoints.py)."""
 from prune2deploy.recovery.bn_recalibration import recalibrate_bn
 from prune2deploy.artifacts.checkpoints import Checkpoints
 from prune2deploy.recovery.checkpoints import rebuild, structure

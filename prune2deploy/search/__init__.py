@@ -10,6 +10,9 @@
                       uniform allocation at the same estimate
     landing.py        the model measured, the table's target moved by a secant until it lands in the budget's band
     executor.py       where candidates are scored: inline, a local process pool (--workers) or Ray
-    sensitivity.py    `p2d sensitivity`: one group at a time at each ratio
-    summary.py        report.json/report.md views and the plots (allocation.png, sensitivity.png)
+    budget_pass.py    the pruning pass of a budget compile: table, search, landing, tie-break
+    tie_break.py      searched vs uniform widths, each recovered briefly, the better kept on validation
+    sensitivity.py    `p2d sensitivity`'s measurement: one group at a time at each ratio
+
+Its views (report fields, Markdown, allocation.png, sensitivity.png) are report/budget.py and report/sensitivity.py.
 """

@@ -1,0 +1,58 @@
+"""`p2d verify OUT_DIR`: every artifact against manifest.json's sha256, then every recorded model's ONNX file(s)
+in onnxruntime against the torch outputs saved at compile time."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prune2deploy.artifacts.manifest import MANIFEST, REFERENCE, sha256_file
+from prune2deploy.errors import VerificationError, user_error
+
+
+def verify_out_dir(out: Path) -> dict:
+    """Hashes first, then every recorded model's ONNX file(s) in onnxruntime against the torch outputs."""
+    if not (out / MANIFEST).exists():
+        raise user_error(f"{out} has no {MANIFEST}", "pass a directory written by p2d compile")
+    manifest = json.loads((out / MANIFEST).read_text())
+    lines = []
+    for rel, entry in manifest["artifacts"].items():
+        path = out / rel
+        if not path.exists():
+            raise VerificationError(f"{rel} is listed in {MANIFEST} but missing from {out}")
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise VerificationError(f"{rel} does not match its sha256 in {MANIFEST}: the file changed after the compile")
+    lines.append(f"{len(manifest['artifacts'])} artifacts match their sha256")
+    report = json.loads((out / "report.json").read_text())
+    tolerance = report["verification"]["tolerance"]
+    fp16_tolerance = report["verification"].get("fp16", {}).get("tolerance")
+    reference = torch.load(out / REFERENCE, weights_only=True)
+    results = {}
+    for name, expected in reference["outputs"].items():
+        for suffix, tol in ((".onnx", tolerance), (".fp16.onnx", fp16_tolerance)):
+            path = out / f"{name}{suffix}"
+            if not path.exists() or tol is None:
+                continue
+            worst = _max_rel_err(path, reference["inputs"], expected)
+            results[path.name] = worst
+            if worst > tol:
+                raise VerificationError(f"{path.name} now differs from the recorded torch outputs: "
+                                        f"max relative error {worst:.2e} > {tol:.0e}")
+            lines.append(f"{path.name}: max relative error {worst:.2e} <= {tol:.0e}")
+    return {"passed": True, "artifacts": len(manifest["artifacts"]), "max_rel_err": results, "lines": lines}
+
+
+def _max_rel_err(path: Path, input_sets: list, expected: list) -> float:
+    from prune2deploy.backends.ort_cpu.runner import OrtRunner
+
+    runner = OrtRunner(path)
+    worst = 0.0
+    for feed, outputs in zip(input_sets, expected):
+        got = runner.run({k: v.numpy() for k, v in feed.items()})
+        for ref, value in zip(outputs, got):
+            ref = ref.float().numpy().astype(np.float64)
+            scale = float(np.max(np.abs(ref))) or 1.0
+            worst = max(worst, float(np.max(np.abs(ref - np.asarray(value, dtype=np.float64)))) / scale)
+    return worst
