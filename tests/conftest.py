@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# tests/fixtures holds the helpers and small models every test folder uses; `models` stays a top-level module,
+# the name the CLI gives tests/fixtures/models.py when a test passes it by path, so pickled classes match.
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 
 from helpers import run_p2d
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recovery.py"
+from helpers import REPO
+
+SCRIPT = REPO / "benchmarks" / "recovery.py"
 
 
 @pytest.fixture(scope="module")

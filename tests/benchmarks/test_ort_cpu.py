@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ort_cpu.py"
+from helpers import REPO
+
+SCRIPT = REPO / "benchmarks" / "ort_cpu.py"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ from prune2deploy.cli.app import build_parser
 from prune2deploy.errors import UserError
 from prune2deploy.config.recipe import compile_options, explicit_flags, load_recipe, merge, resolved_recipe
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "p2d.toml"
+from helpers import REPO
+
+EXAMPLE = REPO / "examples" / "p2d.toml"
 
 
 def write(tmp_path, text: str) -> str:
