@@ -20,7 +20,7 @@ from prune2deploy.config.recipe import compile_options, load_recipe, merge
 from prune2deploy.runtime.watchdog import Limits
 
 from models import mlp_like
-from test_torch_cuda_backend import CompileSpy
+from test_torch_cuda_runner import CompileSpy
 
 
 class WallClockTimer:

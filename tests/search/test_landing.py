@@ -12,7 +12,7 @@ from prune2deploy.errors import UserError
 from prune2deploy.search.groups import Group
 from prune2deploy.search.landing import TIMED_BAND, Band, GreedyPath, Landing, Point, land, refine, uniform_family
 from prune2deploy.search.latency_table import CostTable
-from test_budget import _Net
+from test_budget_pass import _Net
 
 # a chain stem -> a -> b -> c -> head: layer L costs t_L x in_fraction x out_fraction, plus a fixed overhead
 GROUPS = [Group("a", "channels", 64, 8), Group("b", "channels", 64, 8), Group("c", "channels", 32, 8)]
