@@ -59,3 +59,10 @@ def _feed_for(runner) -> dict:
         else:
             feed[inp.name] = rng.integers(0, 2, shape, dtype=np.int64)
     return feed
+
+
+def cmd_bench(args) -> int:
+    """Re-benchmark the dense.onnx and pruned.onnx of an existing output directory on this machine."""
+    from pathlib import Path
+
+    return bench_out_dir(Path(args.out_dir), args)
