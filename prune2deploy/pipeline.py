@@ -25,7 +25,7 @@ from prune2deploy.model.inputs import check_model_runs, random_like
 from prune2deploy.artifacts.manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from prune2deploy.model.facts import count_macs_params
 from prune2deploy.config.options import CompileOptions
-from prune2deploy.artifacts.outdir import check_writable, locked, publish_dir, workspace, write_atomic
+from prune2deploy.artifacts.outdir import check_space, check_writable, locked, publish_dir, workspace, write_atomic
 from prune2deploy.artifacts.ownership import check_out_dir
 from prune2deploy.artifacts.parking import PARK_FILE, parking
 from prune2deploy.search.sensitivity import RATIOS, measure_sensitivity
@@ -104,6 +104,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     # Everything that can be the user's fault is checked before anything is written.
     check_out_dir(out_dir, {**(protected_paths or {}), "the cache directory": cache_dir})
     check_writable(out_dir)
+    check_space(3 * sum(p.numel() * p.element_size() for p in model.parameters()), out_dir)  # ONNX x2, pruned.pt
     cache_bytes = cache_limits.max_bytes(cache_max_gb)
     check_model_runs(model, inputs)
     with progress.stage("data", "loading data"):

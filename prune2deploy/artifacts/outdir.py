@@ -93,22 +93,88 @@ def check_writable(out_dir: Path) -> None:
 def locked(out_dir: Path):
     """Hold an exclusive lock on `out_dir` for one compile; a second compile fails at once.
 
-    The lock lives in the temp directory, so a compile that fails leaves nothing next to `out_dir`.
+    The lock file lives in the temp directory, so a compile that fails leaves nothing next to `out_dir`, and
+    it is removed when released. A lock taken on a file that was removed meanwhile is no lock: take it again.
     """
     out_dir = Path(out_dir).absolute()
     locks = Path(tempfile.gettempdir()) / "p2d-locks"
     locks.mkdir(exist_ok=True)
-    key = hashlib.sha1(str(out_dir).encode()).hexdigest()[:16]
-    fd = os.open(locks / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
+    path = locks / f"{hashlib.sha1(str(out_dir).encode()).hexdigest()[:16]}.lock"
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise user_error(f"another p2d compile is writing {out_dir} right now",
                              "wait for it to finish or choose another --out") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder before us removed it as we opened it
+    try:
         yield out_dir
     finally:
+        try:
+            path.unlink()  # while still holding it: nobody can be holding the file we remove
+        except OSError:
+            pass
         os.close(fd)
+
+
+_CAUSES = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+           errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+           errno.EROFS: "read-only file system", errno.EBUSY: "device or resource busy (a mount point?)",
+           errno.EXDEV: "cannot move across file systems", errno.ENAMETOOLONG: "file name too long",
+           errno.EMFILE: "too many open files"}
+USER_ERRNOS = frozenset(_CAUSES)
+
+
+def os_error_line(exc: OSError) -> tuple[int | None, str, str] | None:
+    """(errno, message, hint) for an OSError a user can act on (full disk, permissions, read-only, busy mount),
+    naming the path and TMPDIR when the path is under it; None for anything else (an internal error).
+    A shutil.Error (a copy that failed part-way) is judged by its first failure."""
+    code, path, text = exc.errno, exc.filename, exc.strerror
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        src, dst, why = exc.args[0][0]
+        path, text = dst, str(why)
+        code = next((c for c, name in ((errno.ENOSPC, "No space left"), (errno.EDQUOT, "quota"),
+                                        (errno.EACCES, "Permission denied"), (errno.EROFS, "Read-only"))
+                     if name in text), None)
+    if code not in _CAUSES:
+        return None
+    cause = _CAUSES[code]
+    where = f"{path}" if path else "while writing"
+    tmp = Path(tempfile.gettempdir())
+    if path and (Path(path) == tmp or tmp in Path(os.path.abspath(path)).parents):
+        return code, f"{cause}: {where} (TMPDIR={tmp}, where p2d builds its output before publishing it)", \
+            "free space there or set TMPDIR to a directory with room; the previous output directory is untouched"
+    hint = "free some space or choose another --out" if code in (errno.ENOSPC, errno.EDQUOT) else \
+        "pass a directory inside it as --out" if code == errno.EBUSY else "choose another --out"
+    return code, f"{cause}: {where}", f"{hint}; the previous output directory is untouched"
+
+
+def check_space(need_bytes: int, out_dir: Path) -> None:
+    """Refuse before the expensive stages when TMPDIR (where the output is built) or, on another file system,
+    --out's cannot hold `need_bytes`."""
+    tmp = Path(tempfile.gettempdir())
+    places = [("TMPDIR", tmp)]
+    target = Path(out_dir).absolute()
+    while not target.exists():
+        target = target.parent
+    try:
+        if os.stat(target).st_dev != os.stat(tmp).st_dev:
+            places.append(("--out", target))
+        for label, place in places:
+            free = shutil.disk_usage(place).free
+            if free < need_bytes:
+                raise user_error(f"{label} {place} has {free / 1e9:.2f} GB free; this compile needs about "
+                                 f"{need_bytes / 1e9:.2f} GB there (ONNX files and the pruned model)",
+                                 "free some space, or set TMPDIR / choose another --out on a disk with room")
+    except OSError:
+        return  # cannot tell: the writes themselves will say
 
 
 @contextmanager
@@ -158,12 +224,10 @@ def publish_dir(work: Path, out_dir: Path) -> None:
         finally:
             discard(stage, os.getpid())  # the new output if publishing failed, else the old one
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise user_error(f"no space left on the device while writing {out_dir}",
-                             "free some disk space or choose another --out") from exc
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise user_error(f"cannot write {out_dir}: {exc.strerror}", "choose another --out") from exc
-        raise
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        raise user_error(f"cannot publish {out_dir}: {line[1]}", line[2]) from exc
 
 
 def publish(stage: Path, out_dir: Path) -> None:

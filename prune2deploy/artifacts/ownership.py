@@ -195,7 +195,9 @@ def check_out_dir(out_dir, protected: Mapping[str, object] | None = None, flag: 
     if not real.is_dir():
         return
     if os.path.ismount(real):
-        raise user_error(f"{flag} {out_dir} is a filesystem root", hint)
+        raise user_error(f"{flag} {out_dir} is a mount point (a filesystem root): p2d publishes a finished output "
+                         "by renaming it onto it, which a mount point cannot take",
+                         f"pass a directory inside it, e.g. {real / 'p2d-out'}")
     foreign = first_foreign(real)
     if foreign == MANIFEST and _unmarked_p2d_manifest(real / MANIFEST):
         raise user_error(f"{flag} {out_dir} was written by an earlier p2d that did not mark its outputs as its own",

@@ -3,10 +3,10 @@ its --help; its flags come from the settings table."""
 from __future__ import annotations
 
 import argparse
-import errno
 import inspect
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     import prune2deploy
 
-    parser = argparse.ArgumentParser(prog="p2d", description=prune2deploy.__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="p2d", description=prune2deploy.__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"p2d {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,6 +66,26 @@ def _quiet_libraries() -> None:
     logging.disable(logging.WARNING)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (CI runners, `timeout`) and SIGHUP end a command as Ctrl-C does: work directories removed, the
+    previous output untouched, one line, exit 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A flag error is one line and exit 2, like every other user error (the usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER, f"error: {message} (hint: {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -75,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("prune2deploy").setLevel(logging.DEBUG)  # compilers' logs too (torch-cuda)
     else:
         _quiet_libraries()
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         if args.command == "compile":
             from prune2deploy.config.recipe import load_recipe, merge
@@ -87,14 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        from prune2deploy.artifacts.outdir import os_error_line
+
+        line = None if debug else os_error_line(exc)
+        if line is None:
             raise
-        print(f"error: {exc.strerror}: {exc.filename or 'while writing'} (hint: free space or choose another "
-              f"--out; the previous output directory is untouched)", file=sys.stderr)
+        print(f"error: {line[1]} (hint: {line[2]})", file=sys.stderr)
         return EXIT_USER
-    except KeyboardInterrupt:
-        print("error: interrupted; the previous output directory is untouched", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"error: {what}; the previous output directory is untouched", file=sys.stderr)
+        return 128 + signum
     except Exception as exc:
         if debug:
             raise
@@ -102,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
               file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ def _copied(key: str, value):
     hook handles hold weak references to them)."""
     if key in _DICTS:
         return dict(value)
+    if isinstance(value, list):  # e.g. nn.LSTM's _flat_weights: torch-pruning edits it in place
+        return list(value)
     return copy.copy(value) if "hook" in key and isinstance(value, dict) else value
 
 

@@ -119,6 +119,9 @@ class PruneChannels:
         inputs = ctx.example_inputs
         was_training = model.training
         ignored = resolve_layers(model, self.ignore)
+        ties = tied_layers(model)
+        modules = dict(model.named_modules(remove_duplicate=False))
+        self._ties = [[modules[n] for n in names] for names in ties]  # the check rolls back groups that untie them
         before = layer_widths(model)
         # the dense output shapes; torch-pruning's first trace records them when it calls the model as `inputs` do
         traced_as_called = not (inputs.args and inputs.kwargs)
@@ -132,7 +135,9 @@ class PruneChannels:
             outcome["why"] = fallback
         model.zero_grad(set_to_none=True)
         model.train(was_training)  # torch-pruning leaves some submodules in training mode
-        _refuse_if_nothing_pruned(outcome, self.ratio)
+        _refuse_if_nothing_pruned(outcome, self.ratio, model)
+        if _untied(self._ties):
+            raise P2DError(f"pruning untied weights that {', '.join(ties[0])} share")
         after = layer_widths(model)
         return {
             "ratio": self.ratio, "criterion": self.criterion, "global": self.global_pruning,
@@ -238,7 +243,17 @@ class PruneChannels:
         skipped = []
         if broken:  # find the groups responsible: prune again one group at a time, keeping those that work
             snapshot.restore()
-            attention, pruner, kept, _ = self._graph(model, example, ignored)
+            try:
+                attention, pruner, kept, _ = self._graph(model, example, ignored)
+            except P2DError:
+                raise
+            except Exception as exc:  # the restored model cannot be traced again: no group-by-group retry
+                snapshot.restore()
+                why = f"pruning broke the model ({broken}) and its graph could not be traced again ({first_line(exc)})"
+                if self.mode == "auto":
+                    return {"fallback": why}
+                raise user_error(f"nothing could be pruned (--pruning-mode global): {why}",
+                                 "try --pruning-mode block-local, or --ignore the layer named") from None
             pruned, skipped = self._steps(model, pruner, ctx, self._checker(model, inputs, attention, self._shapes_before),
                                           attention)
             release_trace(pruner.DG)
@@ -300,6 +315,8 @@ class PruneChannels:
                 return f"the pruned model no longer runs: {first_line(exc)}"
             if shapes != shapes_before:
                 return f"output shapes changed: {shapes_before} -> {shapes}"
+            if _untied(getattr(self, "_ties", [])):
+                return "it would untie a weight tensor that layers share (tied weights keep their width together)"
             return misaligned_width(widths_before, layer_widths(module), self.round_to)
         return check
 
@@ -353,19 +370,46 @@ class _Call:
         return module(*self.args, **self.kwargs)
 
 
-def _refuse_if_nothing_pruned(outcome: dict, ratio: float) -> None:
+def tied_layers(model: nn.Module) -> list[list[str]]:
+    """Layers that share a parameter tensor (`b.weight = a.weight`), as lists of module names."""
+    owners: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for param in module.parameters(recurse=False):
+            names = owners.setdefault(id(param), [])
+            if name not in names:
+                names.append(name)
+    return [names for names in owners.values() if len(names) > 1]
+
+
+def _untied(ties: list[list[nn.Module]]) -> list[nn.Module] | None:
+    """The first tie whose modules no longer share a parameter tensor (torch-pruning replaces what it prunes)."""
+    for modules in ties:
+        if not set.intersection(*({id(p) for p in m.parameters(recurse=False)} for m in modules)):
+            return modules
+    return None
+
+
+def _refuse_if_nothing_pruned(outcome: dict, ratio: float, model: nn.Module) -> None:
     """One line, exit 2, when pruning was asked for and every group (or block) had to be left alone."""
     if outcome["pruned"] or ratio == 0:
         return
     if outcome["skipped"]:
         first = outcome["skipped"][0]
         why = f"{first['group']}: {first['reason']}"
-    elif outcome["mode"] == "block-local":
-        why = f"{outcome.get('why')}, and the model has no block of two or more layers to prune on its own"
-    else:
+        hint = f"--ignore {first['group']}" if first["group"] in dict(model.named_modules()) else \
+            "--ignore the layers named"
+        raise user_error(f"nothing could be pruned ({outcome['mode']}): {why}",
+                         f"{hint}, or pass a model whose blocks torch-pruning can trace")
+    if outcome["mode"] != "block-local":
         return
+    why = f"{outcome.get('why')}, and the model has no block of two or more layers to prune on its own"
+    recurrent = [f"{name} ({type(m).__name__})" for name, m in model.named_modules()
+                 if isinstance(m, nn.RNNBase) and type(m) is not nn.LSTM]
+    if recurrent:  # the trace fails on them whatever --ignore says
+        raise user_error(f"nothing could be pruned: torch-pruning cannot trace {', '.join(recurrent)}; {why}",
+                         "compile the part of the model before that layer (a module:callable returning it)")
     raise user_error(f"nothing could be pruned ({outcome['mode']}): {why}",
-                     "--ignore the layers named, or pass a model whose blocks torch-pruning can trace")
+                     "pass a model whose blocks torch-pruning can trace (p2d inspect MODEL shows what it finds)")
 
 
 def skipped_warnings(record: dict) -> list[str]:
