@@ -31,6 +31,8 @@ from prune2deploy.artifacts.parking import PARK_FILE, parking
 from prune2deploy.search.sensitivity import RATIOS, measure_sensitivity
 from prune2deploy.report.sensitivity import PLOT as SENSITIVITY_PLOT, markdown as sensitivity_markdown, plot_sensitivity
 from prune2deploy.search.budget_pass import budget_pass, refuse_ratio_with_budget
+from prune2deploy.precision.deployed import RunnerModule
+from prune2deploy.precision.choose import calibration_feeds, precision_check_sets, resolve as resolve_precision
 from prune2deploy.passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
 from prune2deploy.recovery.recover_pass import recovery_method, recovery_pass
 from prune2deploy.report.recovery import add_to_report
@@ -94,6 +96,9 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     spec = TARGETS[options.target]
     if options.round_to is None:
         options.round_to = spec.sparse_round_to if options.sparsity else spec.round_to
+    driver = spec.driver()
+    precision = resolve_precision(options.precision, options.target, driver.precisions(options),
+                                  driver.auto_precision(options))
     progress = progress or Progress(enabled=False)
     inputs = as_example_inputs(example_inputs)
     out_dir = Path(out_dir or Path("p2d-out") / model_name)
@@ -109,12 +114,14 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     check_model_runs(model, inputs)
     with progress.stage("data", "loading data"):
         data = prepare_data(options, model, inputs, calib_batches)
+    driver.precision = precision
+    driver.calib_feeds = calibration_feeds(precision, data.calib, inputs, options.calib_random, options.seed,
+                                           options.calib_data or options.data or "the calibration batches given")
     resolve_layers(model, options.ignore)
     refuse_ratio_with_budget(options, {k for k in ("ratio", "head_ratio") if k in option_overrides})
     prune = budget_pass(options, data, cache_dir, progress) or PruneChannels(
         options.ratio, options.criterion, options.global_pruning, options.iterative_steps, options.round_to,
         options.ignore, options.head_ratio, options.pruning_mode, options.graph_budget_s, options.graph_budget_gb)
-    driver = spec.driver()
     use_cache = use_cache and distributed.world_size() == 1 and driver.cacheable
     # The content key (model, inputs, options, data, tool versions) names both the cache entry and the recovery
     # checkpoints' work area: hashed once.
@@ -194,6 +201,7 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     ctx = CompileContext(inputs, options, calib_batches)
     report = new_report(options, model_name)
     report["device"] = driver.device()
+    report["precision"] = driver.precision.record()
     models = {"dense": model}
     with progress.stage("measure", "measuring dense model"):
         facts = {"dense": count_macs_params(model, inputs)}
@@ -234,11 +242,17 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
             report["fidelity_2to4"] = fidelity(model, models["pruned_2to4"], fidelity_sets, bool(calib_batches),
                                                budget)
     references = {name: reference_outputs(m, check_sets) for name, m in models.items()}
+    if driver.precision.deployed != "fp32":  # the deployed artifacts are checked on real samples when there are some
+        driver.precision_sets = precision_check_sets(data.val or calib_batches, inputs) or None
+        driver.precision_references = {name: reference_outputs(m, driver.precision_sets) for name, m in
+                                       models.items()} if driver.precision_sets else None
     save_reference(work / REFERENCE, check_sets, references)
     if not driver.runs_torch_models:
         _park(park, progress, model, *models.values())
     report["verification"] = driver.verify(references, artifacts, check_sets, options, progress)
     report["warnings"].extend(getattr(driver, "warnings", []))
+    if data.metric and report.get("accuracy") and driver.deployed_runner(artifacts, "pruned", options) is not None:
+        _deployed_accuracy(report["accuracy"], data, driver, artifacts, inputs, options, progress)
     report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
                         for name, (macs, params) in facts.items()}
     dense_macs, dense_params = facts["dense"]
@@ -246,6 +260,13 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     report["mac_reduction"] = dense_macs / pruned_macs if pruned_macs else None
     report["param_reduction"] = dense_params / pruned_params if pruned_params else None
     report["speedup"] = report["efficiency"] = None
+    failed = [(n, c) for n, c in report["verification"].get("deployed", {}).items() if not c["passed"]]
+    if failed:
+        name, c = failed[0]
+        raise VerificationError(
+            f"the deployed {c['precision']} {name} model drifts from torch FP32: cosine min {c['cosine_min']:.4f} < "
+            f"{c['cosine_floor']}" + ("" if c["finite"] else " (non-finite outputs)"),
+            "--precision fp32 (or bf16) keeps it closer; for int8 give more representative --calib-data")
     if not report["verification"]["passed"]:
         v = report["verification"]
         raise VerificationError(
@@ -253,6 +274,19 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
             f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",
             "raise --tolerance if this is expected, or try --exporter dynamo / another --opset")
     return report, models, artifacts
+
+
+def _deployed_accuracy(accuracy: dict, data, driver, artifacts, inputs, options, progress) -> None:
+    """The metric of the artifacts that ship (INT8, OpenVINO IR) on the same validation batches."""
+    batch = int(inputs.tensors()[0].shape[0]) if inputs.tensors()[0].dim() else 1
+    precision = driver.precision.deployed
+    with progress.stage("accuracy_deployed", f"measuring {data.metric.name} of the {precision} artifacts"):
+        for name in ("dense", "pruned"):
+            runner = driver.deployed_runner(artifacts, name, options)
+            accuracy[f"{name}_deployed"] = data.metric(RunnerModule(runner, batch), data.val)
+            del runner
+    accuracy["deployed_precision"] = precision
+    accuracy["drop_deployed"] = data.metric.drop(accuracy["dense"], accuracy["pruned_deployed"])
 
 
 def _prune_and_recover(model, ctx, prune, recover, progress) -> nn.Module:

@@ -12,18 +12,18 @@ PKG = "prune2deploy"
 LAYERS = [
     ("base", ["errors", "context", "runtime", "examples"]),
     ("registry", ["backends", "backends.registry", "backends.target", "backends.onnx", "backends.ort_cpu",
-                  "backends.tensorrt", "backends.torch_cuda"]),  # packages' __init__: the targets' rows, as data
+                  "backends.ov_cpu", "backends.tensorrt", "backends.torch_cuda"]),  # packages' __init__: the targets' rows, as data
     ("config", ["config"]),
     ("model/artifacts", ["model", "artifacts"]),
     ("data", ["data"]),
-    ("passes", ["passes"]),
+    ("passes, precision", ["passes", "precision"]),
     ("backends", ["backends.*"]),
     ("recovery/search", ["recovery", "search"]),
     ("report", ["report"]),
     ("pipeline", ["pipeline"]),
     ("cli", ["cli", "__main__", ""]),
 ]
-STAGES_BEFORE_EXPORT = ("model", "data", "passes", "recovery", "search", "config", "runtime")
+STAGES_BEFORE_EXPORT = ("model", "data", "passes", "precision", "recovery", "search", "config", "runtime")
 WRITERS = {"write_atomic", "publish_dir", "workspace"}
 
 

@@ -16,6 +16,24 @@ class ExportingDriver:
     """Exports `models` (name -> nn.Module) to `<name>.onnx` and verifies them; subclasses benchmark."""
 
     runs_torch_models = False  # the benchmark runs exported files only: the torch models can wait on disk
+    # Set by the pipeline's precision stage before build(): the resolved precision.Precision, INT8's calibration
+    # feeds, and real input sets (with the torch FP32 outputs on them) to check the deployed artifacts on.
+    precision = None
+    calib_feeds: list = []
+    precision_sets: list | None = None
+    precision_references: dict | None = None
+
+    def deployed_runner(self, artifacts: dict, name: str, opts):
+        """A runner of `name` at the deployed precision (None when the target deploys the FP32 ONNX)."""
+        return None
+
+    def precisions(self, options=None) -> tuple[str, ...]:
+        """The precisions this target deploys on this machine."""
+        return ("fp32",)
+
+    def auto_precision(self, options=None) -> tuple[str, str]:
+        """(precision, why) for --precision auto."""
+        return "fp32", "the target runs the FP32 ONNX"
 
     @property
     def cacheable(self) -> bool:

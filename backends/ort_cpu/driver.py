@@ -7,14 +7,51 @@ from prune2deploy.runtime.timing import (
     high_variance_warnings, preemption_counter, preemption_warnings, summarize, time_interleaved
 )
 from prune2deploy.backends.onnx.driver import ExportingDriver
+from prune2deploy.backends.ort_cpu.quantize import quantize_int8
+from prune2deploy.precision.compare import compare
 
 
 class OrtCpuDriver(ExportingDriver):
     def device(self) -> str:
         return device_description()
 
+    def precisions(self, options=None) -> tuple[str, ...]:
+        return ("fp32", "int8")
+
+    def build(self, models, ctx, work, progress, report) -> dict:
+        artifacts = super().build(models, ctx, work, progress, report)
+        if self.precision is not None and self.precision.deployed == "int8":
+            lowered = {}
+            for name in models:
+                out = work / f"{name}.int8.onnx"
+                with progress.stage(f"lower_{name}", f"quantizing {name} ONNX to INT8 (onnxruntime)"):
+                    lowered[name] = quantize_int8(artifacts[f"{name}.onnx"], out, self.calib_feeds)
+                artifacts[out.name] = out
+            report["lowered"] = lowered
+        return artifacts
+
+    def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
+        result = super().verify(references, artifacts, check_sets, opts, progress)
+        if self.precision is not None and self.precision.deployed == "int8":
+            sets, deployed = self.precision_sets or check_sets, {}
+            for name, reference in (self.precision_references or references).items():
+                with progress.stage(f"verify_{name}_int8", f"checking {name} INT8 ONNX against torch FP32"):
+                    deployed[name] = compare(reference, OrtRunner(artifacts[f"{name}.int8.onnx"], opts.threads),
+                                             sets, "int8")
+            result["deployed"] = deployed
+            result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
+        return result
+
+    def deployed_runner(self, artifacts, name, opts):
+        path = artifacts.get(f"{name}.int8.onnx")
+        return OrtRunner(path, opts.threads) if path else None
+
     def benchmark(self, artifacts, inputs, opts, progress) -> dict:
-        paths = {k.removesuffix(".onnx"): v for k, v in artifacts.items() if k.endswith(".onnx")}
+        paths = {k.removesuffix(".onnx"): v for k, v in artifacts.items()
+                 if k.endswith(".onnx") and not k.endswith(".int8.onnx")}
+        if self.precision is not None and self.precision.deployed == "int8":  # FP32 dense stays as the baseline
+            paths = {"dense_fp32": paths["dense"], **{k.removesuffix(".int8.onnx"): v for k, v in artifacts.items()
+                                                      if k.endswith(".int8.onnx")}}
         return benchmark_onnx(paths, inputs.as_feed(), opts, progress)
 
 

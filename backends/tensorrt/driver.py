@@ -30,6 +30,12 @@ class TensorRtDriver(ExportingDriver):
     def availability(self) -> tuple[bool, str]:
         return trt_backend.availability(self.target)
 
+    def precisions(self, options=None) -> tuple[str, ...]:
+        return ("fp16",)  # INT8 (Q/DQ in the ONNX for TensorRT's strongly typed networks) is not built yet
+
+    def auto_precision(self, options=None) -> tuple[str, str]:
+        return "fp16", "TensorRT engines are built from the FP16 ONNX (a strongly typed network)"
+
     def finish(self, work: Path, opts, progress) -> dict:
         return build_and_benchmark(work, opts, progress)
 

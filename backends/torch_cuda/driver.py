@@ -25,6 +25,12 @@ class TorchCudaDriver(ExportingDriver):
     def availability(self) -> tuple[bool, str]:
         return torch_cuda.availability(self.sparse)
 
+    def precisions(self, options=None) -> tuple[str, ...]:
+        return (options.dtype if options else "fp16",)
+
+    def auto_precision(self, options=None) -> tuple[str, str]:
+        return (options.dtype if options else "fp16"), "torch-cuda computes in --dtype"
+
     def device(self) -> str:
         gpu = torch_cuda._probe_gpu()
         return f"{gpu[0]} (sm_{gpu[1][0]}{gpu[1][1]})" if gpu else f"no GPU here; prepared on {device_description()}"

@@ -7,7 +7,7 @@ from dataclasses import asdict, field, fields, make_dataclass
 
 from prune2deploy.config.settings import OPTIONS
 from prune2deploy.config.values import (
-    CRITERIA, DTYPES, EXPORTERS, METRICS, PRUNING_MODES, RECOVERY_METHODS, parse_channels, parse_pattern, parse_size,
+    CRITERIA, DTYPES, EXPORTERS, METRICS, PRECISIONS, PRUNING_MODES, RECOVERY_METHODS, parse_channels, parse_pattern, parse_size,
 )
 from prune2deploy.errors import user_error
 
@@ -45,6 +45,8 @@ class _Checked:
             raise user_error("bench-seconds, warmup and verify-random-inputs must be >= 0")
         if self.dynamic_batch is not None:
             self.batch_profile()
+        if self.precision not in PRECISIONS:
+            raise user_error(f"unknown precision {self.precision!r}", f"use one of {', '.join(PRECISIONS)}")
         if self.dtype not in DTYPES:
             raise user_error(f"unknown dtype {self.dtype!r}", "use fp16 or bf16 (the torch-cuda compute type)")
         if not isinstance(self.sparsity_margin, (int, float)) or not 0.0 <= self.sparsity_margin < 1.0:

@@ -188,6 +188,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("ray_address", "str", None, "budget search and sensitivity: score candidates on this Ray cluster "
       "(pip install 'prune2deploy[ray]')", key="budget.ray_address", commands=("compile", "sensitivity"),
       metavar="ADDR"),
+    # --- [precision]
+    S("precision", "str", "auto", "auto | fp32 | bf16 | fp16 | int8: the precision the target deploys; auto: what its "
+      "device runs fastest (ov-cpu: bf16 where the CPU has native BF16, else fp32; ort-cpu: fp32; TensorRT: "
+      "fp16); int8 calibrates on --calib-data or --data", key="precision.mode"),
+    S("calib_random", "bool", False, "let --precision int8 calibrate on random inputs when no data is given "
+      "(labelled so in the report; accuracy is then unknown)", key="precision.calib_random"),
     # --- [sparsity]
     S("sparsity", "str", None, "lay out N:M sparse weights, e.g. 2:4", key="sparsity.pattern", metavar="N:M"),
     S("permute", "bool", False, "search channel permutations before N:M masking", key="sparsity.permute"),

@@ -15,6 +15,7 @@ RECOVERY_METHODS = ("kd", "finetune", "none")
 EXPORTERS = ("auto", "torchscript", "dynamo")
 DTYPES = ("fp16", "bf16")
 METRICS = ("top1", "cosine")  # or module:callable
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def parse_pattern(text: str) -> tuple[int, int]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 
 STAGES = [("dense", "dense"), ("after_prune", "after prune"), ("after_bn_recalibration", "after BN re-estimation"),
-          ("pruned", "pruned (exported)"), ("pruned_2to4", "pruned+2:4")]
+          ("pruned", "pruned (exported)"), ("pruned_2to4", "pruned+2:4"), ("dense_deployed", "dense (deployed precision)"),
+          ("pruned_deployed", "pruned (deployed precision)")]
 
 
 def _fmt(acc: dict, value: float) -> str:

@@ -1,0 +1,93 @@
+"""Target ov-cpu: the FP32 ONNX verified in onnxruntime as on every target, then OpenVINO IR at the deployed
+precision, checked against torch FP32, and timed interleaved in OpenVINO: the dense model in FP32, the dense and
+the pruned models at the deployed precision."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prune2deploy.backends.onnx.driver import ExportingDriver
+from prune2deploy.backends.ort_cpu.runner import default_threads, device_description
+from prune2deploy.backends.ov_cpu.lower import write_ir
+from prune2deploy.backends.ov_cpu.runner import OvRunner, cpu_precisions, properties
+from prune2deploy.precision.compare import compare
+from prune2deploy.runtime.timing import (
+    high_variance_warnings, preemption_counter, preemption_warnings, summarize, time_interleaved
+)
+
+
+class OvCpuDriver(ExportingDriver):
+    def device(self) -> str:
+        return f"{device_description()}, OpenVINO CPU plugin"
+
+    def precisions(self, options=None) -> tuple[str, ...]:
+        try:
+            return cpu_precisions()
+        except ImportError:  # the compile stops at availability(), after the ONNX files
+            return ("fp32",)
+
+    def auto_precision(self, options=None) -> tuple[str, str]:
+        if "bf16" in self.precisions():
+            return "bf16", "OpenVINO's CPU plugin runs BF16 natively here (AVX-512 BF16 or AMX): its own default"
+        return "fp32", "this CPU has no native BF16 (no AVX-512 BF16 or AMX)"
+
+    def build(self, models, ctx, work: Path, progress, report) -> dict:
+        artifacts = super().build(models, ctx, work, progress, report)
+        precision = self.precision.deployed
+        lowered = {}
+        for name in models:
+            xml = work / f"{name}.{precision}.xml"
+            label = "quantizing" if precision == "int8" else "converting"
+            with progress.stage(f"lower_{name}", f"{label} {name} to OpenVINO IR ({precision})"):
+                lowered[name] = write_ir(artifacts[f"{name}.onnx"], xml, precision, self.calib_feeds)
+            artifacts[xml.name], artifacts[xml.with_suffix(".bin").name] = xml, xml.with_suffix(".bin")
+        report["lowered"] = lowered
+        return artifacts
+
+    def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
+        result = super().verify(references, artifacts, check_sets, opts, progress)
+        precision, sets = self.precision.deployed, self.precision_sets or check_sets
+        references_on_sets = self.precision_references or references
+        deployed = {}
+        for name, reference in references_on_sets.items():
+            with progress.stage(f"verify_{name}_{precision}", f"checking {name} IR ({precision}) against torch FP32"):
+                runner = OvRunner(artifacts[f"{name}.{precision}.xml"], opts.threads, precision)
+                deployed[name] = compare(reference, runner, sets, precision)
+                del runner
+        result["deployed"] = deployed
+        result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
+        return result
+
+    def deployed_runner(self, artifacts, name, opts):
+        xml = artifacts.get(f"{name}.{self.precision.deployed}.xml")
+        return OvRunner(xml, opts.threads, self.precision.deployed) if xml else None
+
+    def model_facts(self, artifacts: dict, name: str) -> dict:
+        facts = super().model_facts(artifacts, name)
+        xml = artifacts.get(f"{name}.{self.precision.deployed}.xml")
+        if xml:
+            facts["ir_bytes"] = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+        return facts
+
+    def benchmark(self, artifacts, inputs, opts, progress) -> dict:
+        precision = self.precision.deployed
+        threads = opts.threads or default_threads()
+        runners = {name: OvRunner(artifacts[f"{name}.{precision}.xml"], threads, precision)
+                   for name in ("dense", "pruned", "pruned_2to4") if f"{name}.{precision}.xml" in artifacts}
+        if precision != "fp32":  # the baseline a user has without p2d's precision: the dense model in FP32
+            runners = {"dense_fp32": OvRunner(artifacts["dense.onnx"], threads, "fp32"), **runners}
+        feed = inputs.as_feed()
+        tally = {}
+        with progress.stage("benchmark", f"benchmarking {' vs '.join(runners)} in OpenVINO (interleaved, "
+                                         f"{threads} threads)"):
+            samples = time_interleaved({n: r.timed_call(feed) for n, r in runners.items()}, warmup=opts.warmup,
+                                       min_iters=opts.min_iters, budget_s=opts.bench_seconds, tally=tally,
+                                       switches=preemption_counter(threads))
+        batch = next(iter(feed.values())).shape[0] if feed else 1
+        stats = {name: summarize(s, batch) for name, s in samples.items()}
+        return {"stats": stats, "warnings": high_variance_warnings(stats) + preemption_warnings(tally),
+                "settings": {"backend": "openvino", "precision": precision,
+                             "properties": {n: {k: str(v) for k, v in properties(threads, "fp32" if n == "dense_fp32"
+                                                                                else precision).items()}
+                                            for n in runners},
+                             "threads": threads, "warmup": opts.warmup, "interleaved": True, "batch": batch,
+                             "iterations": len(next(iter(samples.values()))), **tally}}

@@ -1,0 +1,111 @@
+"""The precision stage: --precision per target, INT8 calibrated on real samples (scikit-learn's digits), the
+deployed artifacts checked against torch FP32 and measured on the validation data, and the baselines timed
+with them (the dense model in FP32 on the same runtime)."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+
+from digits import digits, trained_digits_cnn
+from helpers import MODELS, assert_user_error
+
+from prune2deploy.precision.choose import Precision, calibration_feeds, resolve
+from prune2deploy.context import ExampleInputs
+
+RESNET = [f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32"]
+
+
+def test_auto_follows_the_target_and_the_cpu(monkeypatch):
+    from prune2deploy.backends.ov_cpu import driver as ov
+
+    monkeypatch.setattr(ov, "cpu_precisions", lambda: ("fp32", "bf16", "int8"))
+    assert ov.OvCpuDriver().auto_precision()[0] == "bf16"
+    monkeypatch.setattr(ov, "cpu_precisions", lambda: ("fp32", "int8"))
+    assert ov.OvCpuDriver().auto_precision()[0] == "fp32"
+    assert resolve("auto", "ov-cpu", ("fp32", "int8"), ("fp32", "no BF16")).deployed == "fp32"
+    from prune2deploy.backends.ort_cpu.driver import OrtCpuDriver
+
+    assert OrtCpuDriver().auto_precision()[0] == "fp32" and "int8" in OrtCpuDriver().precisions()
+
+
+def test_a_precision_the_target_cannot_run_is_one_line(p2d, tmp_path):
+    r = p2d("compile", *RESNET, "--precision", "bf16", "--out", "out")
+    assert_user_error(r, "ort-cpu cannot run --precision bf16", "fp32, int8")
+    r = p2d("compile", *RESNET, "--target", "trt-ampere", "--precision", "int8", "--out", "out")
+    assert_user_error(r, "trt-ampere cannot run --precision int8")
+    assert not (tmp_path / "out").exists()
+
+
+def test_int8_without_samples_is_refused_and_random_needs_opt_in(p2d, tmp_path):
+    r = p2d("compile", *RESNET, "--precision", "int8", "--out", "out")
+    assert_user_error(r, "int8 calibrates on real samples", "--calib-data", "--calib-random")
+    assert not (tmp_path / "out").exists()
+    example = ExampleInputs((torch.zeros(1, 3, 8, 8),), {})
+    p = Precision("int8", "int8", "as requested")
+    feeds = calibration_feeds(p, [], example, calib_random=True, seed=0, data_label=None)
+    assert len(feeds) == 32 and "NOT real data" in p.calibration["source"]
+
+
+def test_calibration_feeds_split_real_batches_to_the_example_batch():
+    example = ExampleInputs((torch.zeros(2, 4),), {})
+    batch = (ExampleInputs((torch.arange(40.0).reshape(10, 4),), {}), None)
+    p = Precision("int8", "int8", "as requested")
+    feeds = calibration_feeds(p, [batch], example, calib_random=False, seed=0, data_label="data.pt")
+    assert [f["input"].shape for f in feeds] == [(2, 4)] * 5 and p.calibration == {"source": "data.pt", "samples": 10}
+
+
+@pytest.fixture(scope="module")
+def digits_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("digits") / "digits.pt"
+    torch.save(digits(), path)
+    return path
+
+
+@pytest.mark.parametrize("target", ["ort-cpu", "ov-cpu"])
+def test_int8_on_real_digits_keeps_accuracy(target, digits_file, tmp_path):
+    from prune2deploy.pipeline import compile
+
+    result = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target=target, out_dir=tmp_path / "out",
+                     ratio=0.3, data=str(digits_file), val_split=0.2, recover="none", precision="int8",
+                     use_cache=False, bench_seconds=1, min_iters=10)
+    report = result.report
+    acc = report["accuracy"]
+    assert report["precision"]["deployed"] == "int8" and report["precision"]["calibration"]["samples"] == 128
+    assert acc["dense"] > 90 and abs(acc["dense_deployed"] - acc["dense"]) <= 1.0  # INT8 of the dense model
+    assert abs(acc["pruned_deployed"] - acc["pruned"]) <= 2.0 and acc["deployed_precision"] == "int8"
+    checks = report["verification"]["deployed"]
+    assert set(checks) == {"dense", "pruned"} and all(c["passed"] and c["cosine_min"] > 0.99 for c in checks.values())
+    assert checks["dense"]["input_sets"] == 32  # real validation samples, not random inputs
+    stats = {name: m["latency_ms"]["p50"] for name, m in report["models"].items()}
+    assert set(stats) == {"dense", "pruned", "dense_fp32"}  # the FP32 baseline timed in the same run
+    assert report["speedup_vs_dense_fp32"] == pytest.approx(stats["dense_fp32"] / stats["pruned"])
+    assert "## Precision" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_ort_int8_never_takes_the_signed_activation_path(digits_file, tmp_path):
+    from prune2deploy.backends.ort_cpu.quantize import quantize_int8
+
+    onnx_path = tmp_path / "m.onnx"
+    torch.onnx.export(trained_digits_cnn(), (torch.zeros(1, 1, 8, 8),), str(onnx_path), input_names=["input"],
+                      dynamo=False)
+    x, _ = digits()
+    record = quantize_int8(onnx_path, tmp_path / "m.int8.onnx", [{"input": x[i:i + 1].numpy()} for i in range(16)])
+    model = onnx.load(str(tmp_path / "m.int8.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    activation_zero_points = [inits[n.input[2]] for n in model.graph.node
+                              if n.op_type == "QuantizeLinear" and n.input[2] in inits and not n.input[0].endswith("weight")]
+    assert record["activations"] == "QUInt8" and activation_zero_points
+    assert all(zp.data_type == onnx.TensorProto.UINT8 for zp in activation_zero_points)
+
+
+def test_ov_cpu_transformer_end_to_end(p2d, tmp_path):
+    r = p2d("compile", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--target", "ov-cpu",
+            "--precision", "fp32", "--out", "out", "--bench-seconds", "0.5", "--json")
+    assert r.code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["target"] == "ov-cpu" and report["verification"]["deployed"]["pruned"]["passed"]
+    assert (tmp_path / "out" / "pruned.fp32.xml").exists() and (tmp_path / "out" / "pruned.fp32.bin").exists()
+    assert report["benchmark"]["settings"]["properties"]["pruned"]["INFERENCE_PRECISION_HINT"] == "f32"
