@@ -269,6 +269,9 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
             "--precision fp32 (or bf16) keeps it closer; for int8 give more representative --calib-data")
     if not report["verification"]["passed"]:
         v = report["verification"]
+        if v.get("nonfinite"):
+            raise VerificationError(f"ONNX output {v['worst_output']} of the {v['worst_model']} model is not finite "
+                                    f"({v['nonfinite']})", "check the model and --data for NaN or extreme values")
         raise VerificationError(
             f"ONNX output {v['worst_output']} of the {v['worst_model']} model differs from torch: "
             f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",

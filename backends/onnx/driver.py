@@ -103,6 +103,7 @@ class ExportingDriver:
         return {"max_abs_err": max(v["max_abs_err"] for v in per_model.values()),
                 "max_rel_err": per_model[worst]["max_rel_err"], "worst_model": worst,
                 "worst_output": per_model[worst]["worst_output"], "tolerance": opts.tolerance,
+                "nonfinite": per_model[worst].get("nonfinite"),
                 "passed": all(v["passed"] for v in per_model.values()), "models": per_model}
 
     def model_facts(self, artifacts: dict, name: str) -> dict:

@@ -35,9 +35,14 @@ def verify_out_dir(out: Path) -> dict:
             path = out / f"{name}{suffix}"
             if not path.exists() or tol is None:
                 continue
-            worst = _max_rel_err(path, reference["inputs"], expected)
+            worst, nonfinite = _compare(path, reference["inputs"], expected)
             results[path.name] = worst
-            if worst > tol:
+            if nonfinite:
+                raise VerificationError(f"{path.name} cannot be checked against the recorded torch outputs: "
+                                        f"{nonfinite} (an error against NaN or Inf means nothing, so it fails)",
+                                        "compile again; if the torch model itself gives NaN/Inf, check its "
+                                        "weights and --data")
+            if not worst <= tol:
                 raise VerificationError(f"{path.name} now differs from the recorded torch outputs: "
                                         f"max relative error {worst:.2e} > {tol:.0e}")
             lines.append(f"{path.name}: max relative error {worst:.2e} <= {tol:.0e}")
@@ -45,14 +50,27 @@ def verify_out_dir(out: Path) -> dict:
 
 
 def _max_rel_err(path: Path, input_sets: list, expected: list) -> float:
+    """The worst max|onnx - torch| / max|torch| over the recorded sets; inf where either side is not finite."""
+    return _compare(path, input_sets, expected)[0]
+
+
+def _compare(path: Path, input_sets: list, expected: list) -> tuple[float, str | None]:
+    """(worst relative error, None) or (inf, "NaN in the ONNX output 0 on set 2") when a value is not finite."""
     from prune2deploy.backends.ort_cpu.runner import OrtRunner
 
     runner = OrtRunner(path)
     worst = 0.0
-    for feed, outputs in zip(input_sets, expected):
+    for index, (feed, outputs) in enumerate(zip(input_sets, expected)):
         got = runner.run({k: v.numpy() for k, v in feed.items()})
-        for ref, value in zip(outputs, got):
+        for number, (ref, value) in enumerate(zip(outputs, got)):
             ref = ref.float().numpy().astype(np.float64)
-            scale = float(np.max(np.abs(ref))) or 1.0
-            worst = max(worst, float(np.max(np.abs(ref - np.asarray(value, dtype=np.float64)))) / scale)
-    return worst
+            value = np.asarray(value, dtype=np.float64)
+            for side, array in (("recorded torch", ref), ("ONNX", value)):
+                if not bool(np.isfinite(array).all()):
+                    kind = "NaN" if bool(np.isnan(array).any()) else "Inf"
+                    return float("inf"), f"{kind} in the {side} output {number} on check set {index + 1}"
+            if ref.shape != value.shape:
+                return float("inf"), None
+            scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+            worst = max(worst, float(np.max(np.abs(ref - value))) / (scale or 1.0) if ref.size else 0.0)
+    return worst, None

@@ -3,7 +3,9 @@
 Forms: `FILE.pt` (a tensor, `(inputs, labels)` or `{"inputs": ..., "labels": ...}`; weights-only unpickling),
 `FILE.npz` (arrays `inputs` and optionally `labels`; pickles refused), `module:callable` / `file.py:callable`
 (returns a Dataset, a DataLoader or a finite iterable of batches), `text:FILE` (data_text.py), `images:DIR`
-(data_images.py). Anything wrong is a UserError naming the flag and the spec.
+(data_images.py). Anything wrong is a UserError naming the flag and the spec: among it samples that hold NaN or
+Inf (the first one named), and image-like samples (rank-4 float) of another height and width than the example
+input's.
 """
 from __future__ import annotations
 
@@ -103,7 +105,56 @@ def read_samples(spec: str, model: nn.Module, example: ExampleInputs, options, w
         raise user_error(f"{what} {spec}: not a data form p2d reads", f"use {_FORMS}")
     if samples.n == 0:
         raise user_error(f"{what} {spec} is empty", "give at least one sample")
+    if not spec.startswith("images:"):  # images are resized to the input's size, or to the --image-size asked for
+        _check_size(samples, example, spec, what)
+    _refuse_nonfinite(samples, spec, what)
     return samples
+
+
+CHECK_CHUNK = 1024  # samples per chunk of the finiteness scan
+
+
+def _refuse_nonfinite(samples: Samples, spec: str, what: str) -> None:
+    """Every float input of every sample must be finite: one NaN makes BatchNorm statistics, recovery and every
+    metric NaN. Names the first bad sample (its index in the data's own order)."""
+    if samples.lengths is not None:  # text: token ids, integers
+        return
+    step = 1 if samples.unit == "batch" else CHECK_CHUNK
+    first_sample = 0  # index of the chunk's first sample
+    for start in range(0, samples.n, step):
+        inputs, _ = samples.take(range(start, min(start + step, samples.n)))
+        for name, t in zip(inputs.names, inputs.tensors()):
+            if not (t.dtype.is_floating_point or t.dtype.is_complex) or bool(torch.isfinite(t).all()):
+                continue
+            bad = ~torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1)
+            row = int(bad.nonzero()[0, 0])
+            kind = "NaN" if bool(torch.isnan(t[row]).any()) else "Inf"
+            batch = f" (row {row} of batch {start})" if samples.unit == "batch" else ""
+            raise user_error(f"{what} {spec}: sample {first_sample + row}{batch} holds {kind} (input {name}, as "
+                             f"{_dtype(t)}); p2d refuses data that is not finite",
+                             "fix or drop that sample: NaN or Inf makes BatchNorm statistics, recovery and every "
+                             "metric NaN")
+        first_sample += int(inputs.tensors()[0].shape[0]) if inputs.tensors() else 0
+
+
+def _check_size(samples: Samples, example: ExampleInputs, spec: str, what: str) -> None:
+    """Image-like samples (rank-4 float, NCHW) must have the example input's height and width: the ONNX file is
+    exported at that size, and data of another would train and measure the model at a size it is not deployed
+    at. Data of several sizes (a callable's batches that could not be stacked) is taken as meant for a model
+    that takes several sizes; token sequences (integers) may have any length."""
+    if samples.unit == "batch":
+        return
+    inputs, _ = samples.take([0])
+    for name, t, ref in zip(inputs.names, inputs.tensors(), example.tensors()):
+        if ref.dim() == 4 and ref.dtype.is_floating_point and t.dim() == 4 and t.shape[2:] != ref.shape[2:]:
+            size = f"{t.shape[2]}x{t.shape[3]}"
+            wanted = f"{ref.shape[2]}x{ref.shape[3]}"
+            raise user_error(f"{what} {spec}: input {name} has samples of shape {_shape(t[0])} (HxW {size}); "
+                             f"the example input is {_shape(ref)} (HxW {wanted})",
+                             f"resize the data to {wanted}, or give --input-shape "
+                             f"{','.join(map(str, [ref.shape[0], *t.shape[1:]]))} if the model is deployed at "
+                             f"{size}; images:DIR resizes a folder of images to the input's size, or to "
+                             f"--image-size")
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -124,9 +175,12 @@ def _read_file(path: Path, example: ExampleInputs, what: str) -> Samples:
     except UserError:
         raise
     except Exception as exc:
-        raise user_error(f"cannot read {what} {path}: {_first_line(exc)}",
-                         "save a tensor, (inputs, labels) or {'inputs': ..., 'labels': ...} with torch.save, "
-                         "or arrays inputs/labels with np.savez") from exc
+        from prune2deploy.model.loading import refused_pickle, why_unreadable
+
+        hint = ("save a tensor, (inputs, labels) or {'inputs': ..., 'labels': ...} with torch.save, "
+                "or arrays inputs/labels with np.savez")
+        raise (refused_pickle(path, exc, what, hint)
+               or user_error(f"cannot read {what} {path}: {why_unreadable(path, exc)}", hint)) from exc
     if isinstance(obj, dict) and "inputs" in obj:
         unknown = sorted(set(obj) - {"inputs", "labels"})
         if unknown:

@@ -23,6 +23,9 @@ def read_text(path: Path, model: nn.Module, example: ExampleInputs, options, wha
     except (OSError, UnicodeDecodeError) as exc:
         raise user_error(f"cannot read {what} text:{path}: {exc}", "one UTF-8 sentence per line") from exc
     sentences = [line for line in lines if line]
+    if not sentences:
+        raise user_error(f"{what} text:{path} holds no sentences (the file is empty or blank)",
+                         "one UTF-8 sentence per line")
     tokenizer = _tokenizer(model, what, path)
     if not example.kwargs:
         raise user_error(f"{what} text:{path} needs a model with named token inputs",

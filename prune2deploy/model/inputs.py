@@ -1,6 +1,7 @@
 """Example inputs from the command line: --input-shape, --input NAME:SHAPE:DTYPE, --example-inputs FILE."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -8,6 +9,12 @@ import torch.nn as nn
 
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError, user_error
+
+MAX_ELEMENTS = 2**31  # values in one input tensor
+# A compile holds the example inputs and about this many more sets like them at once (2 verification sets,
+# 15 fidelity sets), besides the model's activations: together they must stay within a quarter of the memory.
+INPUT_SETS_HELD = 18
+DEPLOYED_SHAPE_HINT = "give the shape the model is deployed with, e.g. --input-shape 1,3,224,224"
 
 DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16, "int64": torch.int64, "long": torch.int64, "int32": torch.int32,
@@ -56,12 +63,57 @@ def build_example_inputs(model: nn.Module, input_shape: str | None = None, input
                          "e.g. --input-shape 1,3,224,224")
     g = torch.Generator().manual_seed(seed)
     if input_shape:
-        return ExampleInputs((torch.randn(parse_shape(input_shape), generator=g),), {})
+        shape = parse_shape(input_shape)
+        check_input_size([(f"--input-shape {input_shape}", shape, torch.float32)])
+        return ExampleInputs((torch.randn(shape, generator=g),), {})
     if example_file:
-        return load_example_inputs(Path(example_file))
-    high = _token_range(model)
+        loaded = load_example_inputs(Path(example_file))
+        check_input_size([(f"--example-inputs {example_file} ({n})", tuple(t.shape), t.dtype)
+                          for n, t in zip(loaded.names, loaded.tensors())])
+        return loaded
     named = [parse_named_input(t) for t in inputs]
+    check_input_size([(f"--input {text}", s, d) for text, (_, s, d) in zip(inputs, named)],
+                     hint="give the shapes the model is deployed with, e.g. --input input_ids:1x128:int64")
+    high = _token_range(model)
     return ExampleInputs((), {n: make_tensor(n, s, d, g, high) for n, s, d in named})
+
+
+def memory_bytes() -> int | None:
+    """This machine's memory (MemTotal in /proc/meminfo), or None where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_input_size(inputs: list[tuple[str, tuple[int, ...], torch.dtype]], memory: int | None = None,
+                     hint: str = DEPLOYED_SHAPE_HINT) -> None:
+    """Refuse, before anything is allocated, an input of more than MAX_ELEMENTS values, or inputs that a compile
+    (which holds INPUT_SETS_HELD sets of them) could not keep within a quarter of this machine's memory."""
+    total, where = 0, None
+    for label, shape, dtype in inputs:
+        elements = math.prod(shape)
+        size = elements * torch.empty((), dtype=dtype).element_size()
+        if elements > MAX_ELEMENTS:
+            raise user_error(f"{label} is a tensor of {elements:,} values ({_gb(size)} as "
+                             f"{str(dtype).removeprefix('torch.')}), more than p2d takes for one input "
+                             f"(2**31 values)", hint)
+        total += size
+        where = where or label
+    memory = memory if memory is not None else memory_bytes()
+    if memory and total * INPUT_SETS_HELD > memory / 4:
+        what = where if len(inputs) == 1 else "the example inputs"
+        raise user_error(f"{what} is {_gb(total)}; a compile holds about {INPUT_SETS_HELD} input sets of that size "
+                         f"({_gb(total * INPUT_SETS_HELD)}), more than a quarter of this machine's {_gb(memory)} "
+                         f"memory", hint)
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
 
 
 def _token_range(model: nn.Module) -> int:
@@ -75,13 +127,16 @@ def _token_range(model: nn.Module) -> int:
 
 def load_example_inputs(path: Path) -> ExampleInputs:
     """A tensor, a tuple/list of tensors, or a dict name -> tensor saved with torch.save (weights-only)."""
+    from prune2deploy.model.loading import refused_pickle, why_unreadable
+
     if not path.exists():
         raise user_error(f"example inputs file not found: {path}")
+    hint = "save a tensor, a tuple of tensors or a dict of tensors with torch.save"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise user_error(f"cannot read example inputs {path}: {str(exc).splitlines()[0][:160]}",
-                         "save a tensor, a tuple of tensors or a dict of tensors with torch.save") from exc
+        raise (refused_pickle(path, exc, "example inputs", hint)
+               or user_error(f"cannot read example inputs {path}: {why_unreadable(path, exc)}", hint)) from exc
     if isinstance(obj, torch.Tensor):
         return ExampleInputs((obj,), {})
     if isinstance(obj, (tuple, list)) and obj and all(isinstance(t, torch.Tensor) for t in obj):
@@ -112,13 +167,30 @@ def describe(inputs: ExampleInputs) -> str:
 
 
 def check_model_runs(model: nn.Module, inputs: ExampleInputs):
-    """Run the model once; a failure here is the user's inputs not fitting the model."""
+    """Run the model once; a failure here is the user's inputs not fitting the model. An output that is not
+    finite (NaN, Inf) is refused too: nothing can be verified or compared against it."""
     try:
         with torch.no_grad():
-            return inputs.call(model)
+            output = inputs.call(model)
     except UserError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise user_error(f"the model does not run on the example inputs {describe(inputs)}: {first[:200]}",
                          "check --input-shape/--input against what the model expects") from exc
+    bad = nonfinite(output)
+    if bad:
+        raise user_error(f"the model's output is not finite on the example inputs {describe(inputs)} ({bad}): "
+                         f"the dense model itself gives NaN/Inf, so nothing can be verified against it",
+                         "check the model's weights (torch.isfinite) and what it computes on such inputs")
+    return output
+
+
+def nonfinite(output) -> str | None:
+    """'NaN in output_1' (or Inf) for the first floating output that is not finite; None when all are."""
+    from prune2deploy.model.outputs import flatten_outputs
+
+    for name, t in flatten_outputs(output):
+        if (t.dtype.is_floating_point or t.dtype.is_complex) and not bool(torch.isfinite(t).all()):
+            return f"{'NaN' if bool(torch.isnan(t).any()) else 'Inf'} in {name}"
+    return None

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from prune2deploy.errors import user_error
 from prune2deploy.runtime import distributed
 from prune2deploy.recovery.augment import check_augmentable, replace_tokens
 from prune2deploy.artifacts.checkpoints import Checkpoints
@@ -159,7 +160,10 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
                 optimizer.step()
                 schedule.step()
                 step, offset = step + 1, offset + 1
-                losses.append(float(loss.detach()))
+                value = float(loss.detach())
+                if distributed.any_rank(not math.isfinite(value)):  # every rank stops together
+                    raise _nonfinite_loss(value, step, epoch + 1, config)
+                losses.append(value)
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val=f"{best_metric:.4g}")
                 if step - first_step == Schedule.PROBE_STEPS:
@@ -204,6 +208,13 @@ def recover(student: nn.Module, teacher: nn.Module, train: list, val: list, metr
         checkpoints.save({**extra, "stage": stage, "done": True, "epoch": epoch, "structure": structure(student),
                           "state_dict": student.state_dict(), "record": record})
     return record
+
+
+def _nonfinite_loss(value: float, step: int, epoch: int, config: RecoveryConfig):
+    what = "NaN" if math.isnan(value) else "Inf" if math.isinf(value) else "not finite on another rank"
+    return user_error(f"recovery: the training loss became {what} at step {step} (epoch {epoch}); recovery "
+                      f"stopped",
+                      f"check --data for NaN or extreme values, or lower --lr (now {config.lr:g})")
 
 
 def validation_loss(student: nn.Module, teacher: nn.Module, batches: list, objective: DistillLoss) -> float:
