@@ -155,9 +155,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             report, models, artifacts = _build(model, inputs, options, data, driver, prune, recover, sparsify,
                                                work, progress, model_name, park)
             report["cache"] = {"hit": False, "key": key}
-            if key:
+            if key:  # what a cache hit restores: stored below, once the compile cannot fail any more
                 write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
-                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED), cache_bytes)
 
         ok, reason = driver.availability()
         if not ok:
@@ -165,8 +164,6 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         elif not options.skip_benchmark:
             add_benchmark(report, driver.benchmark(artifacts, inputs, options, progress))
             report["status"] = "complete"
-            if key:  # files the benchmark made (TensorRT engines) join the cache entry
-                cache.add(cache_dir, key, work, driver.made_by_benchmark(work))
         else:
             report["status"] = "complete"
         if park.tensors:
@@ -176,6 +173,12 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             report["warnings"].append(park.failed)
         finish_budget(report)
         gate_results = evaluate_gates(gates or [], report)
+        if key:  # the entry (with files the benchmark made, e.g. TensorRT engines) only for a compile that succeeds
+            made = driver.made_by_benchmark(work)
+            if hit:
+                cache.add(cache_dir, key, work, made)
+            else:
+                cache.store(cache_dir, key, work, list(artifacts) + list(cache.CACHED) + made, cache_bytes)
         finish_report(report, progress, started)
         write_atomic(work / "report.json", json.dumps(report, indent=2, default=str) + "\n")
         write_atomic(work / "report.md", render_markdown(report))
