@@ -48,17 +48,17 @@ def test_evicts_least_recently_used_p2d_entries_only(tmp_path):
     assert [e.path.name for e in found] == ["b" * 32, "a" * 32] and others == 3
 
 
-def test_clear_deletes_only_p2d_entries(p2d, tmp_path):
+def test_clear_deletes_only_p2d_entries(p2d_in_process, tmp_path):
     cache_dir = tmp_path / "cache"
     _entry(cache_dir, "a" * 32, MB, last_used=1000.0)
     _entry(cache_dir, "b" * 32, 2 * MB, last_used=1001.0)
     theirs = _users_things(cache_dir)
-    info = p2d("cache", "info", "--cache-dir", "cache", "--json")
+    info = p2d_in_process("cache", "info", "--cache-dir", "cache", "--json")
     assert info.code == 0, info.stderr
     data = json.loads(info.stdout)
     assert data["entries"] == 2 and data["other_items"] == 3
     assert 3 * MB <= data["bytes"] < 3 * MB + 4096  # the markers are a few bytes each
-    cleared = p2d("cache", "clear", "--cache-dir", "cache")
+    cleared = p2d_in_process("cache", "clear", "--cache-dir", "cache")
     assert cleared.code == 0, cleared.stderr
     assert "removed 2 entries" in cleared.stdout and "kept 3 items p2d did not write" in cleared.stdout
     assert sorted(p.name for p in cache_dir.iterdir()) == ["e" * 32, "f" * 32, "notes.txt"]

@@ -126,10 +126,10 @@ def test_compile_without_keep_models_frees_them_and_returns_none(tmp_path, monke
     assert pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_cli_parks_for_every_target_but_the_last_and_frees_there(p2d, tmp_path):
-    r = p2d("compile", f"{MODELS}:resnet_like", "--trust", str(MODELS), "--input-shape", "1,3,32,32",
-            "--out", "multi", "--no-cache", "--bench-seconds", "0.3", "--threads", "1",
-            "--target", "ort-cpu", "--target", "trt-ampere")
+def test_cli_parks_for_every_target_but_the_last_and_frees_there(p2d_in_process, tmp_path):
+    r = p2d_in_process("compile", f"{MODELS}:resnet_like", "--trust", str(MODELS), "--input-shape", "1,3,32,32",
+                       "--out", "multi", "--no-cache", "--bench-seconds", "0.3", "--threads", "1",
+                       "--target", "ort-cpu", "--target", "trt-ampere")
     assert r.code in (0, 2), r.stderr  # 2: TensorRT is not installed here (that target is prepared)
     first, last = (json.loads((tmp_path / "multi" / t / "report.json").read_text())
                    for t in ("ort-cpu", "trt-ampere"))

@@ -24,8 +24,8 @@ def test_channel_block_is_16_with_avx512_else_8(tmp_path):
     assert cpu_channel_block(str(tmp_path / "missing")) == 8
 
 
-def test_targets_lists_each_alignment(p2d):
-    r = p2d("targets", "--json")
+def test_targets_lists_each_alignment(p2d_in_process):
+    r = p2d_in_process("targets", "--json")
     assert r.code == 0, r.stderr
     rows = {row["target"]: row for row in json.loads(r.stdout)}
     assert rows["ort-cpu"]["round_to"] == cpu_channel_block()

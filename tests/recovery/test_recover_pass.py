@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recovery_digits import digits_tensors, trained_deep_digits_cnn
-from helpers import REPO, assert_user_error, run_p2d
+from helpers import REPO, assert_user_error, run_p2d_in_process
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,14 @@ def digits_files(tmp_path_factory):
     torch.save(trained_deep_digits_cnn().state_dict(), root / "w.pt")
     tx, ty, vx, vy = digits_tensors()
     torch.save({"inputs": torch.cat([tx, vx]), "labels": torch.cat([ty, vy])}, root / "digits.pt")
-    return ["compile", f"{REPO}/tests/recovery_digits.py:DeepDigitsCNN", "--weights", root / "w.pt", "--input-shape", "1,1,8,8",
-            "--data", root / "digits.pt", "--no-benchmark", "--no-cache"]
+    return ["compile", f"{REPO}/tests/fixtures/recovery_digits.py:DeepDigitsCNN", "--weights", root / "w.pt",
+            "--input-shape", "1,1,8,8", "--data", root / "digits.pt", "--no-benchmark", "--no-cache"]
 
 
 def test_iterative_recovery_end_to_end_with_gates(digits_files, tmp_path):
-    run = run_p2d(*digits_files, "--ratio", "0.5", "--iterative-steps", "2", "--epochs", "2", "--lr", "1e-3",
-                  "--out", "out", "--gate", "accuracy.drop<=5", "--gate", "recovery.steps>=100", cwd=tmp_path)
+    run = run_p2d_in_process(*digits_files, "--ratio", "0.5", "--iterative-steps", "2", "--epochs", "2",
+                             "--lr", "1e-3", "--out", "out", "--gate", "accuracy.drop<=5",
+                             "--gate", "recovery.steps>=100", cwd=tmp_path)
     assert run.code == 0, run.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     acc, rec = report["accuracy"], report["recovery"]
