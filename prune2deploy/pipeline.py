@@ -249,7 +249,8 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
         driver.precision_sets = precision_check_sets(data.val or calib_batches, inputs) or None
         driver.precision_references = {name: reference_outputs(m, driver.precision_sets) for name, m in
                                        models.items()} if driver.precision_sets else None
-    save_reference(work / REFERENCE, check_sets, references)
+    save_reference(work / REFERENCE, check_sets, references, driver.precision_sets or check_sets,
+                   driver.precision_references or references)
     if not driver.runs_torch_models:
         _park(park, progress, model, *models.values())
     report["verification"] = driver.verify(references, artifacts, check_sets, options, progress)

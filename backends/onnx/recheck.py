@@ -46,7 +46,37 @@ def verify_out_dir(out: Path) -> dict:
                 raise VerificationError(f"{path.name} now differs from the recorded torch outputs: "
                                         f"max relative error {worst:.2e} > {tol:.0e}")
             lines.append(f"{path.name}: max relative error {worst:.2e} <= {tol:.0e}")
+    for name, check in report["verification"].get("deployed", {}).items():
+        lines.append(_recheck_deployed(out, name, check, reference))
     return {"passed": True, "artifacts": len(manifest["artifacts"]), "max_rel_err": results, "lines": lines}
+
+
+def _recheck_deployed(out: Path, name: str, check: dict, reference: dict) -> str:
+    """A deployed (INT8 ONNX, OpenVINO IR) artifact against the torch FP32 outputs its compile checked it on,
+    with the same floor."""
+    from prune2deploy.context import ExampleInputs
+    from prune2deploy.precision.compare import compare
+
+    precision = check["precision"]
+    ir, onnx_file = out / f"{name}.{precision}.xml", out / f"{name}.{precision}.onnx"
+    if ir.exists():
+        from prune2deploy.backends.ov_cpu.runner import OvRunner
+
+        runner, path = OvRunner(ir, None, precision), ir
+    elif onnx_file.exists():
+        from prune2deploy.backends.ort_cpu.runner import OrtRunner
+
+        runner, path = OrtRunner(onnx_file), onnx_file
+    else:
+        raise VerificationError(f"the deployed {precision} {name} model named in report.json is missing from {out}")
+    sets = [ExampleInputs((), feed) for feed in reference.get("deployed_inputs", reference["inputs"])]
+    outputs = reference.get("deployed_outputs", reference["outputs"])[name]
+    result = compare([[(str(i), t) for i, t in enumerate(per)] for per in outputs], runner, sets, precision)
+    if not result["passed"]:
+        raise VerificationError(f"{path.name} now drifts from the recorded torch outputs: cosine min "
+                                f"{result['cosine_min']:.4f} < {result['cosine_floor']}"
+                                + ("" if result["finite"] else " (non-finite outputs)"))
+    return f"{path.name}: cosine min {result['cosine_min']:.4f} >= {result['cosine_floor']} ({precision})"
 
 
 def _max_rel_err(path: Path, input_sets: list, expected: list) -> float:

@@ -33,11 +33,17 @@ def tool_versions() -> dict:
     return out
 
 
-def save_reference(path: Path, check_sets: list, references: dict) -> None:
+def save_reference(path: Path, check_sets: list, references: dict, deployed_sets: list | None = None,
+                   deployed_references: dict | None = None) -> None:
     """Inputs and each model's torch outputs (name -> verify.reference_outputs), so `p2d verify` needs no
-    model code (loads weights-only)."""
-    data = {"inputs": [dict(zip(s.names, s.tensors())) for s in check_sets],
-            "outputs": {name: [[t for _, t in outputs] for outputs in per_set] for name, per_set in references.items()}}
+    model code (loads weights-only); with a lower deployed precision, the sets its artifacts were checked on too."""
+    def outputs(refs: dict) -> dict:
+        return {name: [[t for _, t in per] for per in per_set] for name, per_set in refs.items()}
+
+    data = {"inputs": [dict(zip(s.names, s.tensors())) for s in check_sets], "outputs": outputs(references)}
+    if deployed_sets:
+        data["deployed_inputs"] = [dict(zip(s.names, s.tensors())) for s in deployed_sets]
+        data["deployed_outputs"] = outputs(deployed_references)
     torch.save(data, path)
 
 

@@ -101,11 +101,24 @@ def test_ort_int8_never_takes_the_signed_activation_path(digits_file, tmp_path):
     assert all(zp.data_type == onnx.TensorProto.UINT8 for zp in activation_zero_points)
 
 
-def test_ov_cpu_transformer_end_to_end(p2d, tmp_path):
-    r = p2d("compile", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--target", "ov-cpu",
-            "--precision", "fp32", "--out", "out", "--bench-seconds", "0.5", "--json")
+def test_ov_cpu_transformer_end_to_end(p2d_in_process, tmp_path):
+    r = p2d_in_process("compile", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--target", "ov-cpu",
+                       "--precision", "fp32", "--out", "out", "--bench-seconds", "0.5", "--json")
     assert r.code == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["target"] == "ov-cpu" and report["verification"]["deployed"]["pruned"]["passed"]
     assert (tmp_path / "out" / "pruned.fp32.xml").exists() and (tmp_path / "out" / "pruned.fp32.bin").exists()
     assert report["benchmark"]["settings"]["properties"]["pruned"]["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_p2d_verify_rechecks_the_deployed_artifacts(p2d, tmp_path):
+    r = p2d("compile", *RESNET, "--target", "ov-cpu", "--precision", "int8", "--calib-random", "--out", "out",
+            "--no-benchmark")
+    assert r.code == 0, r.stderr
+    assert "NOT real data" in (tmp_path / "out" / "report.md").read_text()
+    v = p2d("verify", "out")
+    assert v.code == 0, v.stderr
+    assert "pruned.int8.xml: cosine min" in v.stdout and "dense.int8.xml: cosine min" in v.stdout
+    cached = p2d("compile", *RESNET, "--target", "ov-cpu", "--precision", "fp32", "--out", "out2", "--no-benchmark",
+                 "--json")
+    assert cached.code == 0 and json.loads(cached.stdout)["cache"]["hit"] is False  # precision is in the cache key
