@@ -135,7 +135,7 @@ def test_filesystem_root_is_refused(p2d, tmp_path):
     if not mounts:
         pytest.skip("no mount point to try")
     _write(tmp_path, {"model.pt": ""})
-    assert_user_error(p2d("compile", "model.pt", *SHAPE, "--out", mounts[0], *FAST), f"--out {mounts[0]} is a filesystem root")
+    assert_user_error(p2d("compile", "model.pt", *SHAPE, "--out", mounts[0], *FAST), f"--out {mounts[0]} is a mount point")
 
 
 def test_symlinked_out_is_refused(p2d, tmp_path):
