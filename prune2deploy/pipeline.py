@@ -50,6 +50,19 @@ FIDELITY_BUDGET_S = 20.0  # ... as many of them as fit in this time (at least 2 
 
 
 @dataclass
+class Output:
+    """What a compile may write and keep besides `out_dir`: its cache (where, whether, how large), the paths
+    `out_dir` must neither be nor contain (label -> path: the model and data files), and whether the caller
+    needs the torch models back (`keep_models=False`: they are freed once the ONNX files run on their own)."""
+
+    cache_dir: str | Path | None = None
+    use_cache: bool = True
+    cache_max_gb: float | None = None
+    protected_paths: dict | None = None
+    keep_models: bool = True
+
+
+@dataclass
 class CompileResult:
     report: dict
     out_dir: Path
@@ -71,24 +84,24 @@ def as_example_inputs(example_inputs) -> ExampleInputs:
     raise user_error(f"example_inputs must be a tensor, tuple or dict of tensors, not {type(example_inputs).__name__}")
 
 
-def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir: str | Path | None = None,
-            model_name: str = "model", calib_batches: list | None = None, progress: Progress | None = None,
-            options: CompileOptions | None = None, recipe: dict | None = None, cache_dir: str | Path | None = None,
-            gates: list | None = None, use_cache: bool = True, protected_paths: dict | None = None,
-            cache_max_gb: float | None = None, keep_models: bool = True, **option_overrides) -> CompileResult:
+def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir: str | Path | None = None, *,
+            options: CompileOptions | None = None, output: Output | None = None, gates: list | None = None,
+            recipe: dict | None = None, model_name: str = "model", calib_batches: list | None = None,
+            progress: Progress | None = None, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
-    Keyword options are the fields of CompileOptions (ratio, criterion, round_to, ignore, sparsity, ...).
-    `gates` are prune2deploy.report.gates.Gate objects, evaluated into the report. `out_dir` must be new, empty
-    or written by p2d, and must neither be nor contain any of `protected_paths` (label -> path: model and
-    data files) or the cache, working, home or root directory. The cache keeps its least recently used
-    entries within `cache_max_gb` (default 10). With `keep_models=False` the caller needs no torch model back:
-    once the ONNX files run on their own, `model`'s tensors are freed, not parked on disk, and the result holds
-    no torch models (the pruned one is in `pruned.pt`). Returns the report and the artifact paths;
-    raises UserError (exit 2) for bad input and MissingDependency when the target's library or device is
-    absent (after writing every artifact that needs neither).
+    Arguments come in three groups: what to do (`options`, a CompileOptions, and keyword overrides of its
+    fields: ratio, criterion, precision, ...), where it goes (`out_dir` and `output`: cache, protected paths,
+    keep_models; see Output) and the release policy (`gates`, prune2deploy.report.gates.Gate objects evaluated
+    into the report, and `recipe`, recorded in the manifest). `out_dir` must be new, empty or written by p2d,
+    and must neither be nor contain a protected path or the cache, working, home or root directory. Returns the
+    report and the artifact paths; raises UserError (exit 2) for bad input and MissingDependency when the
+    target's library or device is absent (after writing every artifact that needs neither).
     """
     started = time.perf_counter()
+    output = output or Output()
+    cache_dir, use_cache, keep_models = output.cache_dir, output.use_cache, output.keep_models
+    protected_paths, cache_max_gb = output.protected_paths, output.cache_max_gb
     options = dataclasses.replace(options or CompileOptions(), **option_overrides)
     if target is not None:
         options.target = target
@@ -133,7 +146,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         return CompileResult({"rank": distributed.rank()}, out_dir)
     sparsify = None
     if options.sparsity:
-        from prune2deploy.passes.sparsity import SparsityPass, parse_pattern
+        from prune2deploy.config.values import parse_pattern
+        from prune2deploy.passes.sparsity import SparsityPass
 
         n, m = parse_pattern(options.sparsity)
         sparsify = SparsityPass(n=n, m=m, permute=options.permute)

@@ -25,11 +25,12 @@ def cmd_compile(args) -> int:
     from prune2deploy.runtime import distributed
     from prune2deploy.artifacts.cache import default_dir as default_cache_dir
     from prune2deploy.errors import P2DError
-    from prune2deploy.report.gates import parse_gate, raise_if_failed
+    from prune2deploy.config.values import parse_gate
+    from prune2deploy.report.gates import raise_if_failed
     from prune2deploy.model.inputs import build_example_inputs
     from prune2deploy.report.junit import append_step_summary, write_junit_runs
     from prune2deploy.model.loading import load_model
-    from prune2deploy.pipeline import compile
+    from prune2deploy.pipeline import Output, compile
     from prune2deploy.runtime.progress import Progress
     from prune2deploy.config.recipe import compile_options, resolved_recipe
     from prune2deploy.runtime.watchdog import Limits
@@ -56,11 +57,11 @@ def cmd_compile(args) -> int:
     for i, (target, opts) in enumerate(options.items()):
         out_dir = out_root if len(options) == 1 else out_root / target
         try:
-            result = compile(loaded.model, inputs, out_dir=out_dir, model_name=loaded.name,
-                             progress=progress.fresh(), options=opts, recipe=resolved_recipe(args),
-                             cache_dir=args.cache_dir, use_cache=not args.no_cache, gates=gates,
-                             protected_paths=protected, cache_max_gb=args.cache_max_gb,
-                             keep_models=i < len(options) - 1)  # the last target's models are not needed after
+            output = Output(cache_dir=args.cache_dir, use_cache=not args.no_cache, protected_paths=protected,
+                            cache_max_gb=args.cache_max_gb,
+                            keep_models=i < len(options) - 1)  # the last target's models are not needed after
+            result = compile(loaded.model, inputs, out_dir=out_dir, options=opts, output=output, gates=gates,
+                             recipe=resolved_recipe(args), model_name=loaded.name, progress=progress.fresh())
             report, results = result.report, result.gate_results
             if not distributed.is_main():
                 return 0  # torchrun: rank 0 reports

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from prune2deploy.config.values import parse_pattern  # noqa: F401 (the pattern's parser, with the pattern)
 
 
 REDUCTION_AXIS = 1  # input channels in torch's layout: Conv [K, C, R, S], Linear [out, in]

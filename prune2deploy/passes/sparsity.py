@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from prune2deploy.errors import P2DError, UserError
-from prune2deploy.passes.nm import REDUCTION_AXIS, holds_nm, kept_fraction, nm_mask, parse_pattern  # noqa: F401 (API)
+from prune2deploy.passes.nm import holds_nm, kept_fraction, nm_mask
 
 # What the sparse tensor-core kernels need for a layer to run sparse.
 IN_CHANNEL_MULTIPLE = 16

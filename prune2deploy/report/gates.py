@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from prune2deploy.config.values import OPERATORS, Gate, parse_gate  # noqa: F401 (parse_gate: the gate API in one place)
+from prune2deploy.config.values import OPERATORS, Gate
 from prune2deploy.errors import GateFailed, user_error
 
 _MISSING = object()

@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import torch
 import torch.nn as nn
 
 import prune2deploy
 from helpers import assert_user_error
 from prune2deploy.artifacts import cache, cache_limits
+from prune2deploy.pipeline import Output
 
 MB = 1 << 20
 
@@ -65,12 +67,13 @@ def test_clear_deletes_only_p2d_entries(p2d_in_process, tmp_path):
     assert all(p.read_bytes() == data for p, data in theirs.items())
 
 
+@pytest.mark.slow
 def test_compile_keeps_the_cache_within_its_bound(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 14 * 14, 10)).eval()
     cache_dir = tmp_path / "cache"
     for ratio in (0.5, 0.25):  # two keys; a bound smaller than one entry keeps only the newest
         r = prune2deploy.compile(model, torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out", ratio=ratio,
-                                 skip_benchmark=True, cache_dir=cache_dir, cache_max_gb=1e-6)
+                                 skip_benchmark=True, output=Output(cache_dir=cache_dir, cache_max_gb=1e-6))
         assert not r.report["cache"]["hit"]
     assert [e.path.name for e in cache_limits.entries(cache_dir)[0]] == [r.report["cache"]["key"]]
 

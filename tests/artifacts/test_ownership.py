@@ -16,8 +16,9 @@ import torch
 import torch.nn as nn
 
 import prune2deploy
-from helpers import assert_user_error, publish_files
+from helpers import assert_user_error, publish_files, slow_except
 from prune2deploy.errors import UserError
+from prune2deploy.pipeline import Output
 
 SHAPE = ["--input-shape", "1,3,16,16"]
 FAST = ["--no-benchmark", "--no-cache"]
@@ -104,7 +105,7 @@ def _env(env: dict, tmp_path: Path) -> dict:
             (str(tmp_path / v) if k == "P2D_CACHE_DIR" else v) for k, v in env.items()}
 
 
-@pytest.mark.parametrize("case", list(REFUSED))
+@pytest.mark.parametrize("case", slow_except(list(REFUSED), "non-empty dir", "several targets"))  # the API runs all
 def test_cli_refuses_and_changes_nothing(p2d, tmp_path, case):
     files, env, args, _, fragments = REFUSED[case]
     _write(tmp_path, files)
@@ -146,6 +147,7 @@ def test_symlinked_out_is_refused(p2d, tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_junit_and_step_summary_never_overwrite_user_files(p2d, tmp_path):
     _write(tmp_path, {"model.pt": "", "results.xml": "<testsuites name='mine'/>\n", "notes/todo.md": "- a\n"})
     before = _snapshot(tmp_path)
@@ -161,6 +163,7 @@ def test_junit_and_step_summary_never_overwrite_user_files(p2d, tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_p2d_outputs_are_replaced_and_user_files_kept(p2d, tmp_path):
     """Positive cases: an empty directory is used; a p2d-written one is replaced whole; once the user adds
     a file, it is refused; several targets replace their own subdirectories; junit replaces its own file."""
@@ -193,11 +196,13 @@ def test_p2d_outputs_are_replaced_and_user_files_kept(p2d, tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_api_replaces_its_own_output(tmp_path):
     out = tmp_path / "out"
     for ratio in (0.5, 0.25):
         result = prune2deploy.compile(_tiny(), torch.randn(1, 3, 16, 16), out_dir=out, ratio=ratio,
-                                      skip_benchmark=True, use_cache=False, cache_dir=tmp_path / "cache")
+                                      skip_benchmark=True,
+                                          output=Output(use_cache=False, cache_dir=tmp_path / "cache"))
         assert result.report["options"]["ratio"] == ratio
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

@@ -3,6 +3,7 @@ are freed when the caller wants them back (the CLI's last target); MACs are coun
 the weights."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 import torch_pruning as tp
@@ -16,6 +17,7 @@ from prune2deploy.context import ExampleInputs
 from prune2deploy.backends.ort_cpu.driver import OrtCpuDriver
 from prune2deploy.model.facts import count_macs_params
 from prune2deploy.artifacts.parking import PARK_FILE, TensorParking, parking
+from prune2deploy.pipeline import Output
 
 FAST = dict(bench_seconds=0.3, threads=1, min_iters=3, warmup=1)
 
@@ -92,8 +94,8 @@ def test_compile_benchmarks_with_the_torch_models_parked_and_returns_them_intact
     model = resnet_like()
     before = _state(model)
     seen = _watch_benchmark(monkeypatch, model)
-    result = prune2deploy.compile(model, torch.randn(1, 3, 32, 32), out_dir=tmp_path / "out", use_cache=False,
-                                  **FAST)
+    result = prune2deploy.compile(model, torch.randn(1, 3, 32, 32), out_dir=tmp_path / "out",
+                                  **FAST, output=Output(use_cache=False))
     assert seen == {"dense_elements": 0, "park_file": True}
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert result.pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)  # the returned pruned model runs
@@ -115,8 +117,8 @@ def test_release_frees_the_tensors_without_writing_them(tmp_path):
 def test_compile_without_keep_models_frees_them_and_returns_none(tmp_path, monkeypatch):
     model = resnet_like()
     seen = _watch_benchmark(monkeypatch, model)
-    result = prune2deploy.compile(model, torch.randn(1, 3, 32, 32), out_dir=tmp_path / "out", use_cache=False,
-                                  keep_models=False, **FAST)
+    result = prune2deploy.compile(model, torch.randn(1, 3, 32, 32), out_dir=tmp_path / "out", **FAST,
+        output=Output(use_cache=False, keep_models=False))
     assert seen == {"dense_elements": 0, "park_file": False}
     assert result.dense is None and result.pruned is None
     stages = set(result.report["stages_s"])
@@ -126,6 +128,7 @@ def test_compile_without_keep_models_frees_them_and_returns_none(tmp_path, monke
     assert pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_cli_parks_for_every_target_but_the_last_and_frees_there(p2d_in_process, tmp_path):
     r = p2d_in_process("compile", f"{MODELS}:resnet_like", "--trust", str(MODELS), "--input-shape", "1,3,32,32",
                        "--out", "multi", "--no-cache", "--bench-seconds", "0.3", "--threads", "1",

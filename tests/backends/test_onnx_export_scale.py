@@ -17,6 +17,7 @@ from prune2deploy.backends.onnx import export as onnx_export
 from prune2deploy.backends.onnx.recheck import verify_out_dir
 from prune2deploy.runtime.peak_memory import PeakTracker, process_peak_mb
 from prune2deploy.runtime.progress import Progress
+from prune2deploy.pipeline import Output
 
 MB = 1024**2
 FAST = dict(bench_seconds=0.3, threads=1, min_iters=3, warmup=1)
@@ -47,8 +48,8 @@ def test_stage_peaks_follow_the_memory_each_stage_held():
 
 
 def test_report_has_plausible_per_stage_peaks(tmp_path):
-    result = prune2deploy.compile(resnet_like(), torch.randn(1, 3, 32, 32), out_dir=tmp_path / "out",
-                                  use_cache=False, **FAST)
+    result = prune2deploy.compile(resnet_like(), torch.randn(1, 3, 32, 32), out_dir=tmp_path / "out", **FAST,
+        output=Output(use_cache=False))
     report = result.report
     peaks = report["stages_peak_rss_mb"]
     assert set(peaks) == set(report["stages_s"]) == set(report["stages_cpu_s"]) and {"export_dense", "verify_dense", "benchmark"} <= set(peaks)
@@ -67,10 +68,11 @@ def large_model_path(monkeypatch):
     monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 1024)
 
 
+@pytest.mark.slow
 def test_large_model_path_streams_external_data_verified_and_cached(tmp_path, large_model_path):
     model, x = transformer_like(), torch.randint(0, 100, (1, 16))
     out, cache_dir = tmp_path / "out", tmp_path / "cache"
-    report = prune2deploy.compile(model, x, out_dir=out, cache_dir=cache_dir, **FAST).report
+    report = prune2deploy.compile(model, x, out_dir=out, **FAST, output=Output(cache_dir=cache_dir)).report
     for name in ("dense", "pruned"):
         record = report["export"][name]
         assert record["exporter"] == "dynamo" and record["external_data"] and "fallback" not in record
@@ -88,7 +90,7 @@ def test_large_model_path_streams_external_data_verified_and_cached(tmp_path, la
     assert {"dense.onnx.data", "pruned.onnx.data"} <= set(manifest)
     assert verify_out_dir(out)["passed"]  # p2d verify: hashes, then ONNX with external data vs torch outputs
 
-    again = prune2deploy.compile(model, x, out_dir=out, cache_dir=cache_dir, **FAST).report
+    again = prune2deploy.compile(model, x, out_dir=out, **FAST, output=Output(cache_dir=cache_dir)).report
     assert again["cache"]["hit"] and {"dense.onnx.data", "pruned.onnx.data"} <= set(again["cache"]["reused"])
     assert again["speedup"] > 0 and verify_out_dir(out)["passed"]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import torch
 import torch.nn as nn
 from onnx import numpy_helper
@@ -101,6 +102,7 @@ def test_large_models_go_to_external_data(tmp_path, monkeypatch):
     assert verify_onnx(model, OrtRunner(tmp_path / "big.onnx"), [x], tolerance=1e-4)["passed"]
 
 
+@pytest.mark.slow
 def test_operator_onnx_cannot_express_is_one_line(p2d, tmp_path):
     """AlexNet/VGG at 128x128 pool adaptively to a size that does not divide the map: a limitation of
     ONNX at that shape, named in one line with what to do, and nothing of the exporter's IR dump."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 import torch
 
 import prune2deploy
 from prune2deploy.backends import registry as targets
 from prune2deploy.backends.ort_cpu import cpu_channel_block
+from prune2deploy.pipeline import Output
 
 
 def _cpuinfo(tmp_path, flags: str):
@@ -32,6 +34,7 @@ def test_targets_lists_each_alignment(p2d_in_process):
     assert rows["trt-ampere"]["round_to"] == 8
 
 
+@pytest.mark.slow
 def test_compile_without_round_to_takes_the_targets(monkeypatch, tmp_path):
     """At 0.3 of 64 channels --round-to 8 would keep 40 or 48: with the target at 16 every pruned width is a
     multiple of 16."""
@@ -40,7 +43,8 @@ def test_compile_without_round_to_takes_the_targets(monkeypatch, tmp_path):
                                 torch.nn.Conv2d(64, 56, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(56, 8, 1)).eval()
     result = prune2deploy.compile(model, (torch.randn(1, 3, 16, 16),), target="ort-cpu", ratio=0.3,
-                                  out_dir=tmp_path / "out", bench_seconds=0.2, threads=1, use_cache=False)
+                                  out_dir=tmp_path / "out", bench_seconds=0.2, threads=1,
+                                      output=Output(use_cache=False))
     widths = [m.out_channels for m in result.pruned.modules() if isinstance(m, torch.nn.Conv2d)][:2]
     assert widths[0] < 64 and widths[1] < 56
     assert all(w % 16 == 0 for w in widths), widths

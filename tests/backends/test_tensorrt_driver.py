@@ -38,11 +38,13 @@ def prepared_in_process(p2d_in_process, tmp_path):
     return _prepare(p2d_in_process, tmp_path)
 
 
+@pytest.mark.slow
 def test_stops_with_exit_2_and_how_to_finish(prepared):
     r, out = prepared
     assert_user_error(r, "TensorRT is not installed", f"p2d build {out.name}")
 
 
+@pytest.mark.slow
 def test_prepared_artifacts_are_verified(prepared_in_process, p2d_in_process):
     _, out = prepared_in_process
     report = json.loads((out / "report.json").read_text())
@@ -68,11 +70,13 @@ def test_prepared_artifacts_are_verified(prepared_in_process, p2d_in_process):
     assert "pruned_2to4.fp16.onnx" in r.stdout
 
 
+@pytest.mark.slow
 def test_build_without_tensorrt(prepared_in_process, p2d):
     r = p2d("build", "out")
     assert_user_error(r, "TensorRT is not installed")
 
 
+@pytest.mark.slow
 def test_torch_cuda_without_gpu(p2d, tmp_path):
     from prune2deploy.backends.registry import availability
 
@@ -93,6 +97,7 @@ def test_targets_lists_reasons(p2d_in_process):
         assert " no " in lines[row] and "TensorRT is not installed" in lines[row + 1]
 
 
+@pytest.mark.slow
 def test_dynamic_batch_gives_dynamic_onnx_and_a_profile(p2d, tmp_path):
     if _have_trt():
         pytest.skip("TensorRT and a GPU are present: this test covers the machine without them")

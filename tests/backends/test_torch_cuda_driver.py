@@ -21,6 +21,7 @@ from prune2deploy.runtime.watchdog import Limits
 
 from models import mlp_like
 from test_torch_cuda_runner import CompileSpy
+from prune2deploy.pipeline import Output
 
 
 class WallClockTimer:
@@ -70,11 +71,12 @@ def recorded_gemms(monkeypatch):
     return measured, converted
 
 
+@pytest.mark.slow
 def test_compile_with_measured_2to4_on_a_fake_gpu(fake_gpu, recorded_gemms, tmp_path):
     measured, converted = recorded_gemms
     result = prune2deploy.compile(mlp_like(), torch.randn(32, 64), target="torch-cuda", out_dir=tmp_path / "out",
                                   sparsity="2:4", dtype="bf16", cuda_graphs=False, autotune=True,
-                                  sparsity_margin=0.1, bench_seconds=0.2, min_iters=5, use_cache=False)
+                                  sparsity_margin=0.1, bench_seconds=0.2, min_iters=5, output=Output(use_cache=False))
     report = result.report
     settings = report["benchmark"]["settings"]
     assert settings["mode"] == "max-autotune-no-cudagraphs" and settings["dtype"] == "bfloat16"
@@ -111,28 +113,32 @@ def test_compile_with_measured_2to4_on_a_fake_gpu(fake_gpu, recorded_gemms, tmp_
     assert sparsity["summary"] in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_default_torch_cuda_compile_uses_cuda_graphs_and_channels_last(fake_gpu, tmp_path):
     nn = torch.nn
     convnet = nn.Sequential(nn.Conv2d(3, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3),
                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
     result = prune2deploy.compile(convnet, torch.randn(1, 3, 16, 16), target="torch-cuda",
-                                  out_dir=tmp_path / "out", bench_seconds=0.1, min_iters=3, use_cache=False)
+                                  out_dir=tmp_path / "out", bench_seconds=0.1, min_iters=3,
+                                      output=Output(use_cache=False))
     settings = result.report["benchmark"]["settings"]
     assert fake_gpu.modes == ["reduce-overhead"] * 2
     assert settings["channels_last"] is True and settings["dtype"] == "float16"
     assert "sparsity" not in result.report
 
 
+@pytest.mark.slow
 def test_no_layer_faster_keeps_2to4_dense_and_compiles_no_twin(fake_gpu, monkeypatch, tmp_path):
     monkeypatch.setattr(ss, "device_gemm_measure", lambda dtype: lambda shape, kinds: {
         k: 0.056 if k == "dense" else 1.156 for k in kinds})
     result = prune2deploy.compile(mlp_like(), torch.randn(32, 64), target="torch-cuda", out_dir=tmp_path / "out",
-                                  sparsity="2:4", bench_seconds=0.1, min_iters=3, use_cache=False)
+                                  sparsity="2:4", bench_seconds=0.1, min_iters=3, output=Output(use_cache=False))
     assert result.report["sparsity"]["summary"] == ss.NO_LAYER_FASTER
     assert len(fake_gpu.modes) == 3  # dense, pruned, pruned_2to4: nothing semi-structured, no twin needed
     assert ss.NO_LAYER_FASTER in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_stage_timeout_stops_a_compile_with_one_line(fake_gpu, monkeypatch, tmp_path):
     def slow_compile(model, mode=None):
         def run(*args, **kwargs):
@@ -143,7 +149,7 @@ def test_stage_timeout_stops_a_compile_with_one_line(fake_gpu, monkeypatch, tmp_
     progress = Progress(enabled=False, limits=Limits(stage_timeout_s=4.0))
     with pytest.raises(UserError, match=r"stage compile_dense took longer than 4 s \(--stage-timeout\)"):
         prune2deploy.compile(mlp_like(), torch.randn(2, 64), target="torch-cuda", out_dir=tmp_path / "out",
-                             progress=progress, use_cache=False)
+                             progress=progress, output=Output(use_cache=False))
     assert not (tmp_path / "out").exists()
 
 

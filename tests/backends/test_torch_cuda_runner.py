@@ -12,7 +12,7 @@ import torch.nn as nn
 from prune2deploy.backends.torch_cuda import semi_structured as ss
 from prune2deploy.backends.torch_cuda import runner as tc
 from prune2deploy.errors import MissingDependency, P2DError
-from prune2deploy.passes.sparsity import nm_mask
+from prune2deploy.passes.nm import nm_mask
 
 
 class CompileSpy:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from prune2deploy.backends.torch_cuda import semi_structured as ss
-from prune2deploy.passes.sparsity import nm_mask
+from prune2deploy.passes.nm import nm_mask
 
 # Recorded on an H100 (issue 10, torch 2.11+cu130, cuSPARSELt 0.8, fp16): one Linear 4096x768x3072
 # dense 0.056 ms vs 1.156 ms semi-structured; CUTLASS refuses sm_90.

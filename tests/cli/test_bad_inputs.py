@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import MODELS, REPO, assert_user_error
+from helpers import MODELS, REPO, assert_user_error, slow_except
 
 RESNET = f"{MODELS}:resnet_like"
 
@@ -24,6 +24,7 @@ def test_missing_file(p2d, tmp_path):
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_truncated_pt(p2d, tmp_path):
     torch.save(nn.Sequential(nn.Linear(4, 4)), tmp_path / "m.pt")
     data = (tmp_path / "m.pt").read_bytes()
@@ -33,6 +34,7 @@ def test_truncated_pt(p2d, tmp_path):
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_pickle_that_is_not_a_model(p2d, tmp_path):
     torch.save({"weight": torch.ones(2)}, tmp_path / "sd.pt")
     r = p2d("compile", "sd.pt", "--input-shape", "1,4", "--out", "out")
@@ -68,7 +70,7 @@ class _RunsCode:
         return (open, (self.marker, "w"))
 
 
-@pytest.mark.parametrize("form", ["torch.save", "plain pickle"])
+@pytest.mark.parametrize("form", slow_except(["torch.save", "plain pickle"], "torch.save"))
 def test_pickle_payload_does_not_run(p2d, tmp_path, form):
     marker = tmp_path / "pwned"
     if form == "torch.save":
@@ -82,42 +84,49 @@ def test_pickle_payload_does_not_run(p2d, tmp_path, form):
 
 
 @pytest.mark.parametrize("ratio", ["1.0", "-0.1", "1.5"])
+@pytest.mark.slow
 def test_ratio_outside_range(p2d, tmp_path, ratio):
     r = p2d("compile", RESNET, "--input-shape", "1,3,32,32", "--ratio", ratio, "--out", "out")
     assert_user_error(r, "outside [0, 1)")
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_unknown_target(p2d, tmp_path):
     r = p2d("compile", RESNET, "--input-shape", "1,3,32,32", "--target", "tpu-v9", "--out", "out")
     assert_user_error(r, "unknown target 'tpu-v9'", "ort-cpu")
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_unknown_criterion(p2d, tmp_path):
     r = p2d("compile", RESNET, "--input-shape", "1,3,32,32", "--criterion", "vibes", "--out", "out")
     assert_user_error(r, "unknown criterion 'vibes'", "taylor")
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_wrong_input_shape(p2d, tmp_path):
     r = p2d("compile", RESNET, "--input-shape", "1,4,32,32", "--out", "out")
     assert_user_error(r, "does not run on the example inputs", "input[1x4x32x32]")
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_wrong_input_dtype(p2d, tmp_path):
     r = p2d("compile", RESNET, "--input", "x:1x3x32x32:int64", "--out", "out")
     assert_user_error(r, "does not run on the example inputs", "int64")
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_ignore_unknown_layer(p2d, tmp_path):
     r = p2d("compile", RESNET, "--input-shape", "1,3,32,32", "--ignore", "layers.0.conv9", "--out", "out")
     assert_user_error(r, "layers.0.conv9", "did you mean")
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_bad_shape_text(p2d, tmp_path):
     r = p2d("compile", RESNET, "--input-shape", "1,three,32", "--out", "out")
     assert_user_error(r, "bad shape")
@@ -186,7 +195,8 @@ def test_bad_recipe(p2d, tmp_path, name):
     _nothing_written(tmp_path, keep=(name,))
 
 
-@pytest.mark.parametrize("case", sorted(FLAGS))
+@pytest.mark.parametrize("case", slow_except(sorted(FLAGS), "missing config file", "permute without sparsity",
+                                             "gate syntax"))
 def test_bad_flags(p2d, tmp_path, case):
     args, fragments = FLAGS[case]
     (tmp_path / "afile").write_text("not a directory")
@@ -194,6 +204,7 @@ def test_bad_flags(p2d, tmp_path, case):
     _nothing_written(tmp_path, keep=("afile",))
 
 
+@pytest.mark.slow
 def test_example_inputs_that_are_not_tensors(p2d, tmp_path):
     torch.save({"x": "text"}, tmp_path / "inputs.pt")
     assert_user_error(p2d("compile", RESNET, "--example-inputs", "inputs.pt"), "not tensors")
@@ -201,6 +212,7 @@ def test_example_inputs_that_are_not_tensors(p2d, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["verify", "build", "bench"])
+@pytest.mark.slow
 def test_commands_on_a_directory_p2d_did_not_write(p2d, tmp_path, command):
     (tmp_path / "empty").mkdir()
     assert_user_error(p2d(command, "empty"), "empty")

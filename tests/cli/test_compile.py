@@ -39,6 +39,7 @@ def _check_common(report, tmp_path):
     assert (tmp_path / "out" / "report.md").read_text().startswith("# prune2deploy report")
 
 
+@pytest.mark.slow
 def test_resnet_style_cnn(p2d_in_process, tmp_path):
     r, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32",
                          "--ratio", "0.5")
@@ -51,6 +52,7 @@ def test_resnet_style_cnn(p2d_in_process, tmp_path):
     assert pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_mobilenet_style_depthwise_se(p2d_in_process, tmp_path):
     _, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:mobilenet_like", "--input-shape", "1,3,32,32",
                          "--ratio", "0.5")
@@ -103,6 +105,7 @@ def test_bench_reruns_the_saved_models(p2d_in_process, tmp_path):
     assert set(result["stats"]) == {"dense", "pruned"} and result["speedup"] > 0
 
 
+@pytest.mark.slow
 def test_sparsity_with_permutation_end_to_end(p2d_in_process, tmp_path):
     _, report = _compile(p2d_in_process, tmp_path, f"{MODELS}:mlp_like", "--input-shape", "4,64",
                          "--ratio", "0.25", "--sparsity", "2:4", "--permute")

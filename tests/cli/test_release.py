@@ -11,6 +11,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
 
 from helpers import MODELS, assert_user_error
 
@@ -42,17 +43,20 @@ def test_gates_fail_with_exit_3_table_junit_and_summary(p2d, tmp_path):
     assert text.startswith("# earlier step\n") and "speedup>=1000" in text
 
 
+@pytest.mark.slow
 def test_gates_pass_exit_0(p2d, tmp_path):
     r = p2d("compile", *ARGS, "--out", "out", "--gate", "mac_reduction>=2", "--gate", "fidelity.cosine_mean>-1")
     assert r.code == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_gate_on_missing_field_is_user_error(p2d, tmp_path):
     r = p2d("compile", *ARGS, "--out", "out", "--gate", "speedup_typo>=2")
     assert_user_error(r, "speedup_typo")
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_recipe_with_flag_override(p2d, tmp_path):
     (tmp_path / "p2d.toml").write_text(f'''model = "{RESNET}"
 out = "from-recipe"
@@ -74,6 +78,7 @@ checks = ["verification.max_rel_err<=1e-3"]
     assert manifest["recipe"]["prune"]["ratio"] == 0.5 and manifest["recipe"]["model"] == RESNET
 
 
+@pytest.mark.slow
 def test_several_targets_one_section_each(p2d, tmp_path):
     from prune2deploy.backends.registry import availability
 
@@ -88,6 +93,7 @@ def test_several_targets_one_section_each(p2d, tmp_path):
     assert classnames == {"p2d.ort-cpu", "p2d.trt-ampere"}
 
 
+@pytest.mark.slow
 def test_same_inputs_give_byte_identical_onnx(p2d, tmp_path):
     hashes = []
     for out in ("a", "b"):
@@ -100,6 +106,7 @@ def test_same_inputs_give_byte_identical_onnx(p2d, tmp_path):
     assert hashes[0] == hashes[1]
 
 
+@pytest.mark.slow
 def test_unchanged_compile_hits_cache_and_rebenchmarks(p2d, tmp_path):
     first = p2d("compile", *ARGS, "--out", "out")
     assert first.code == 0, first.stderr
@@ -116,6 +123,7 @@ def test_unchanged_compile_hits_cache_and_rebenchmarks(p2d, tmp_path):
     assert not json.loads((tmp_path / "out" / "report.json").read_text())["cache"]["hit"], nocache.stderr
 
 
+@pytest.mark.slow
 def test_verify_catches_a_changed_artifact(p2d, tmp_path):
     assert p2d("compile", *ARGS, "--out", "out", "--no-benchmark").code == 0
     ok = p2d("verify", "out")
@@ -126,6 +134,7 @@ def test_verify_catches_a_changed_artifact(p2d, tmp_path):
     assert_user_error(p2d("verify", "out"), "pruned.onnx", "sha256")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_export_keeps_previous_output(p2d, tmp_path):
     assert p2d("compile", *ARGS, "--out", "out", "--no-benchmark").code == 0
     good = (tmp_path / "out" / "report.json").read_text()
@@ -150,6 +159,7 @@ def test_kill_9_mid_export_keeps_previous_output(p2d, tmp_path):
     assert not list(tmpdir.glob("p2d-work-*")), "the killed compile's work directory was not cleaned up"
 
 
+@pytest.mark.slow
 def test_second_compile_into_same_dir_fails_at_once(tmp_path):
     env = {**os.environ, "CI": "1", "P2D_CACHE_DIR": str(tmp_path / "c")}
     cmd = [sys.executable, "-m", "prune2deploy", "compile", *ARGS, "--out", "out"]
@@ -168,6 +178,7 @@ def test_second_compile_into_same_dir_fails_at_once(tmp_path):
     assert first.returncode == 0, first.stderr.read()
 
 
+@pytest.mark.slow
 def test_runaway_stage_is_stopped_with_a_clear_line(p2d, tmp_path):
     started = time.time()
     r = p2d("compile", f"{MODELS}:stalls_in_pruning", "--input-shape", "1,3,8,8", "--out", "out",
@@ -177,6 +188,7 @@ def test_runaway_stage_is_stopped_with_a_clear_line(p2d, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_memory_ceiling_stops_the_stage(p2d, tmp_path):
     r = p2d("compile", f"{MODELS}:hogs_memory_in_pruning", "--input-shape", "1,3,8,8", "--out", "out",
             "--max-memory-gb", "2")

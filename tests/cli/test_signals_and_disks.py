@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MODELS, assert_user_error
+from helpers import MODELS, assert_user_error, slow_except
 
 RESNET = [f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32"]
 
@@ -40,7 +40,7 @@ def _env(tmp_path, **extra):
     return {**os.environ, "CI": "1", "P2D_CACHE_DIR": str(tmp_path / ".cache"), "GITHUB_STEP_SUMMARY": "", **extra}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", slow_except([signal.SIGTERM, signal.SIGHUP], signal.SIGTERM))
 def test_a_signal_stops_like_ctrl_c(tmp_path, sig):
     (tmp_path / "tmp").mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "prune2deploy", "compile", *RESNET, "--out", "out",
@@ -60,6 +60,7 @@ def test_a_signal_stops_like_ctrl_c(tmp_path, sig):
     assert not list((tmp_path / "tmp").glob("p2d-locks/*.lock"))
 
 
+@pytest.mark.slow
 def test_lock_files_are_removed_when_released(p2d, tmp_path):
     import hashlib
 

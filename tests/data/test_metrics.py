@@ -105,17 +105,19 @@ def test_metric_keeps_the_models_training_mode():
     assert model.training and 0 <= value <= 100
 
 
+@pytest.mark.slow
 def test_accuracy_in_report_on_digits(tmp_path):
     """Real learnable task: the dense model is far above chance; pruning 70% loses accuracy; gates read it."""
-    from prune2deploy.report.gates import parse_gate
-    from prune2deploy.pipeline import compile
+    from prune2deploy.config.values import parse_gate
+    from prune2deploy.pipeline import Output, compile
 
     x, y = digits()
     torch.save((x, y), tmp_path / "digits.pt")
     result = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), out_dir=tmp_path / "out", ratio=0.7,
-                     data=str(tmp_path / "digits.pt"), val_split=0.2, skip_benchmark=True, use_cache=False,
+                     data=str(tmp_path / "digits.pt"), val_split=0.2, skip_benchmark=True,
                      recover="none",  # the accuracy stage alone; recovery has its own tests
-                     gates=[parse_gate("accuracy.drop<=100"), parse_gate("accuracy.dense>=80")])
+                     gates=[parse_gate("accuracy.drop<=100"), parse_gate("accuracy.dense>=80")],
+                         output=Output(use_cache=False))
     acc = result.report["accuracy"]
     assert acc["metric"] == "top1" and acc["samples"] == 359 and acc["data"]["train_samples"] == 1438
     assert acc["dense"] >= 80  # about 90%: a real model on real digits
@@ -131,6 +133,7 @@ def test_accuracy_in_report_on_digits(tmp_path):
     assert "## Accuracy: top1" in (tmp_path / "out" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_accuracy_gate_and_bad_data(p2d, tmp_path):
     """Through the CLI: a missed accuracy gate exits 3; bad data exits 2 with one line and writes nothing."""
     x, y = digits()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import MODELS, assert_user_error
+from helpers import MODELS, assert_user_error, slow_except
 from prune2deploy.errors import UserError
 from prune2deploy.model.loading import brief, load_model, other_format, untrustable
 
@@ -49,7 +49,7 @@ def _no_trust_hint(line: str) -> None:
         assert text not in line, f"{text!r} suggested in {line!r}"
 
 
-@pytest.mark.parametrize("form", ["torch.save", "plain pickle"])
+@pytest.mark.parametrize("form", slow_except(["torch.save", "plain pickle"], "torch.save"))
 def test_os_system_pickle_as_model_names_the_callable_and_never_suggests_trusting_it(p2d, tmp_path, form):
     _, marker = _evil(tmp_path, form)
     system = f"{os.system.__module__}.system"  # posix.system on Linux and macOS, nt.system on Windows
@@ -64,7 +64,7 @@ def test_os_system_pickle_as_model_names_the_callable_and_never_suggests_trustin
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("form", ["torch.save", "plain pickle"])
+@pytest.mark.parametrize("form", slow_except(["torch.save", "plain pickle"], "torch.save"))
 def test_os_system_pickle_as_weights(p2d, tmp_path, form):
     _, marker = _evil(tmp_path, form)
     r = p2d("compile", RESNET, "--weights", "evil.pt", "--input-shape", "1,3,32,32", "--out", "out")
@@ -177,7 +177,7 @@ def test_torch_messages_are_cut_at_a_word():
 # --- pickles where tensors are expected -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", ["--example-inputs", "--data"])
+@pytest.mark.parametrize("flag", slow_except(["--example-inputs", "--data"], "--example-inputs"))
 def test_code_pickle_as_inputs_or_data_gets_p2ds_message(p2d, tmp_path, flag):
     marker = tmp_path / "pwned"
     torch.save({"inputs": _System(marker)} if flag == "--data" else _System(marker), tmp_path / "evil.pt")

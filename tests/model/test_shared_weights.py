@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -14,6 +15,7 @@ from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.passes.graph_budget import release_trace
 from prune2deploy.passes.prune_channels import PruneChannels
 from prune2deploy.model.shared_weights import shared_copy, unshare
+from prune2deploy.pipeline import Output
 
 
 class TiedEncoder(nn.Module):
@@ -75,14 +77,16 @@ def test_pruning_the_copy_leaves_the_dense_weights_as_they_were():
     assert 0 < shared < _bytes(dense)
 
 
+@pytest.mark.slow
 def test_compile_with_iterative_recovery_and_taylor_leaves_the_dense_model_intact(tmp_path):
     dense = trained_deep_digits_cnn()
     before = _state(dense)
     tx, ty, vx, vy = digits_tensors()
     data = tmp_path / "digits.pt"
     torch.save({"inputs": torch.cat([tx, vx]), "labels": torch.cat([ty, vy])}, data)
-    result = pipeline.compile(dense, tx[:1], out_dir=tmp_path / "out", use_cache=False, ratio=0.5,
-                              criterion="taylor", iterative_steps=2, data=str(data), epochs=1, skip_benchmark=True)
+    result = pipeline.compile(dense, tx[:1], out_dir=tmp_path / "out", ratio=0.5,
+                              criterion="taylor", iterative_steps=2, data=str(data), epochs=1, skip_benchmark=True,
+                                  output=Output(use_cache=False))
     assert result.report["accuracy"]["pruned"] > result.report["accuracy"]["after_prune"]
     after = dense.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

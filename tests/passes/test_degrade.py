@@ -166,6 +166,7 @@ def test_global_mode_refuses_instead_of_falling_back():
         _prune(model, x, graph_budget_s=1.0, mode="global")
 
 
+@pytest.mark.slow
 def test_cli_unsupported_model_stops_with_one_line(p2d, tmp_path):
     from helpers import MODELS
 

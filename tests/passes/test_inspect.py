@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from helpers import MODELS, assert_user_error
 
 
@@ -17,6 +19,7 @@ def test_inspect_falls_back_to_block_local_within_the_budget(p2d_in_process):
     assert "0 blocks pruned one by one" in r.stdout
 
 
+@pytest.mark.slow
 def test_inspect_global_mode_refuses_with_one_line(p2d):
     r = p2d("inspect", f"{MODELS}:busy_when_traced", "--input-shape", "1,3,8,8", "--graph-budget-s", "2",
             "--pruning-mode", "global")
@@ -33,8 +36,6 @@ def test_inspect_block_local_lists_blocks_and_kept_attention(p2d_in_process, tmp
         "    torch.manual_seed(0)\n"
         "    return SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2], num_heads=[2],\n"
         "                           window_size=[4, 4], num_classes=10)\n")
-    import pytest
-
     from prune2deploy.runtime.compat import import_torchvision
     if import_torchvision() is None:
         pytest.skip("torchvision does not import here")

@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from prune2deploy.context import ExampleInputs
 from prune2deploy.passes.permute import permute_for_sparsity, search_permutation
-from prune2deploy.passes.sparsity import kept_fraction
+from prune2deploy.passes.nm import kept_fraction
 
 
 class SmallCNN(nn.Module):

@@ -5,7 +5,9 @@ import torch.nn as nn
 
 from prune2deploy.context import CompileContext, ExampleInputs
 from prune2deploy.errors import P2DError, UserError
-from prune2deploy.passes.sparsity import SparsityPass, holds_nm, kept_fraction, nm_mask, parse_pattern
+from prune2deploy.config.values import parse_pattern
+from prune2deploy.passes.nm import holds_nm, kept_fraction, nm_mask
+from prune2deploy.passes.sparsity import SparsityPass
 
 
 def test_parse_pattern():

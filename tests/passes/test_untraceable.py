@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import pytest
 import torch
 
 from helpers import assert_user_error
@@ -41,8 +42,10 @@ def _models(tmp_path):
     return path
 
 
-def test_lstm_rollback_reports_the_layer_instead_of_crashing(p2d, tmp_path):
-    r = p2d("compile", f"{_models(tmp_path)}:lstm", "--input-shape", "1,8,16", "--out", "out", "--no-benchmark")
+@pytest.mark.slow
+def test_lstm_rollback_reports_the_layer_instead_of_crashing(p2d_in_process, tmp_path):
+    r = p2d_in_process("compile", f"{_models(tmp_path)}:lstm", "--input-shape", "1,8,16", "--out", "out",
+                       "--no-benchmark")
     assert r.code == 0, r.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [s["group"] for s in report["skipped"]] == ["rnn"]
@@ -55,8 +58,10 @@ def test_gru_is_refused_in_one_line_naming_the_layer(p2d, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_tied_weights_stay_tied_and_the_rest_is_pruned(p2d, tmp_path):
-    r = p2d("compile", f"{_models(tmp_path)}:tied", "--input-shape", "1,32", "--out", "out", "--no-benchmark")
+@pytest.mark.slow
+def test_tied_weights_stay_tied_and_the_rest_is_pruned(p2d_in_process, tmp_path):
+    r = p2d_in_process("compile", f"{_models(tmp_path)}:tied", "--input-shape", "1,32", "--out", "out",
+                       "--no-benchmark")
     assert r.code == 0, r.stderr
     assert "untie" in r.stderr  # the groups left unpruned are warned about
     import sys

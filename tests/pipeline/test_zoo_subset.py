@@ -111,6 +111,7 @@ def test_tiny_timm_swin_fits_the_whole_graph_with_its_attention_kept():
     assert reduction > 1.2
 
 
+@pytest.mark.slow
 def test_shufflenet_cli_degrades_with_an_account(tv, p2d_in_process, tmp_path):
     """torch-pruning cannot build ShuffleNet's whole graph (channel shuffle): p2d prunes block by block,
     leaves the groups that break unpruned, says so on stderr and in report.json, and verifies the ONNX."""
@@ -128,6 +129,7 @@ def test_shufflenet_cli_degrades_with_an_account(tv, p2d_in_process, tmp_path):
         assert f"warning: left unpruned: {item['group']}: " in r.stderr
 
 
+@pytest.mark.slow
 def test_shufflenet_global_mode_is_one_line(tv, p2d, tmp_path):
     from helpers import assert_user_error
 

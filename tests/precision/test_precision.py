@@ -31,6 +31,7 @@ def test_auto_follows_the_target_and_the_cpu(monkeypatch):
     assert OrtCpuDriver().auto_precision()[0] == "fp32" and "int8" in OrtCpuDriver().precisions()
 
 
+@pytest.mark.slow
 def test_a_precision_the_target_cannot_run_is_one_line(p2d, tmp_path):
     r = p2d("compile", *RESNET, "--precision", "bf16", "--out", "out")
     assert_user_error(r, "ort-cpu cannot run --precision bf16", "fp32, int8")
@@ -65,12 +66,13 @@ def digits_file(tmp_path_factory):
 
 
 @pytest.mark.parametrize("target", ["ort-cpu", "ov-cpu"])
+@pytest.mark.slow
 def test_int8_on_real_digits_keeps_accuracy(target, digits_file, tmp_path):
-    from prune2deploy.pipeline import compile
+    from prune2deploy.pipeline import Output, compile
 
     result = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target=target, out_dir=tmp_path / "out",
-                     ratio=0.3, data=str(digits_file), val_split=0.2, recover="none", precision="int8",
-                     use_cache=False, bench_seconds=1, min_iters=10)
+                     ratio=0.3, data=str(digits_file), val_split=0.2, recover="none", precision="int8", bench_seconds=1, min_iters=10,
+                         output=Output(use_cache=False))
     report = result.report
     acc = report["accuracy"]
     assert report["precision"]["deployed"] == "int8" and report["precision"]["calibration"]["samples"] == 128
@@ -101,6 +103,7 @@ def test_ort_int8_never_takes_the_signed_activation_path(digits_file, tmp_path):
     assert all(zp.data_type == onnx.TensorProto.UINT8 for zp in activation_zero_points)
 
 
+@pytest.mark.slow
 def test_ov_cpu_transformer_end_to_end(p2d_in_process, tmp_path):
     r = p2d_in_process("compile", f"{MODELS}:transformer_like", "--input", "tokens:1x16:int64", "--target", "ov-cpu",
                        "--precision", "fp32", "--out", "out", "--bench-seconds", "0.5", "--json")
@@ -111,14 +114,15 @@ def test_ov_cpu_transformer_end_to_end(p2d_in_process, tmp_path):
     assert report["benchmark"]["settings"]["properties"]["pruned"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
-def test_p2d_verify_rechecks_the_deployed_artifacts(p2d, tmp_path):
-    r = p2d("compile", *RESNET, "--target", "ov-cpu", "--precision", "int8", "--calib-random", "--out", "out",
-            "--no-benchmark")
+@pytest.mark.slow
+def test_p2d_verify_rechecks_the_deployed_artifacts(p2d_in_process, tmp_path):
+    r = p2d_in_process("compile", *RESNET, "--target", "ov-cpu", "--precision", "int8", "--calib-random",
+                       "--out", "out", "--no-benchmark")
     assert r.code == 0, r.stderr
     assert "NOT real data" in (tmp_path / "out" / "report.md").read_text()
-    v = p2d("verify", "out")
+    v = p2d_in_process("verify", "out")
     assert v.code == 0, v.stderr
     assert "pruned.int8.xml: cosine min" in v.stdout and "dense.int8.xml: cosine min" in v.stdout
-    cached = p2d("compile", *RESNET, "--target", "ov-cpu", "--precision", "fp32", "--out", "out2", "--no-benchmark",
-                 "--json")
+    cached = p2d_in_process("compile", *RESNET, "--target", "ov-cpu", "--precision", "fp32", "--out", "out2",
+                            "--no-benchmark", "--json")
     assert cached.code == 0 and json.loads(cached.stdout)["cache"]["hit"] is False  # precision is in the cache key

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recovery_digits import digits_tensors, trained_deep_digits_cnn
-from helpers import REPO, assert_user_error, run_p2d_in_process
+from helpers import REPO, assert_user_error, run_p2d_in_process, slow_except
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def digits_files(tmp_path_factory):
             "--input-shape", "1,1,8,8", "--data", root / "digits.pt", "--no-benchmark", "--no-cache"]
 
 
+@pytest.mark.slow
 def test_iterative_recovery_end_to_end_with_gates(digits_files, tmp_path):
     run = run_p2d_in_process(*digits_files, "--ratio", "0.5", "--iterative-steps", "2", "--epochs", "2",
                              "--lr", "1e-3", "--out", "out", "--gate", "accuracy.drop<=5",
@@ -72,14 +73,17 @@ def test_without_matplotlib_a_note_not_an_error(monkeypatch, tmp_path):
     assert not (tmp_path / "recovery.png").exists()
 
 
-@pytest.mark.parametrize("flags, fragment", [
+BAD_RECOVERY_FLAGS = [
     (["--recover", "kd"], "--recover kd needs training data"),
     (["--kd-alpha", "1.5"], "kd-alpha 1.5 is outside [0, 1]"),
     (["--recover", "distil"], "unknown recovery method 'distil'"),
     (["--lr", "0"], "lr 0.0 is outside (0, 1)"),
     (["--kd-relations", "-2"], "kd-relations -2 must be an integer >= 0"),
     (["--kd-augment", "1.5"], "kd-augment 1.5 is outside [0, 1)"),
-])
+]
+
+
+@pytest.mark.parametrize("flags, fragment", slow_except(BAD_RECOVERY_FLAGS, *BAD_RECOVERY_FLAGS[:2]))
 def test_bad_recovery_flags_are_one_line_user_errors(p2d, tmp_path, flags, fragment):
     run = p2d("compile", "prune2deploy.examples:small_resnet", "--input-shape", "1,3,64,64", *flags,
               "--out", "out")
@@ -107,6 +111,7 @@ def _resume(tmp_path, args: list) -> None:
     assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_continues_from_the_last_checkpoint(digits_files, tmp_path):
     args = [*digits_files, "--ratio", "0.5", "--epochs", "4", "--batch-size", "16", "--out", "out"]
     proc, tmpdir = _start_compile(tmp_path, args)
@@ -148,6 +153,7 @@ def _run_on_a_terminal(cmd: list[str], cwd, env) -> tuple[int, str]:
     return proc.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal_and_quiet_when_piped(digits_files, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     cmd = [sys.executable, "-m", "prune2deploy", *map(str, digits_files), "--ratio", "0.5", "--epochs", "2",
@@ -163,6 +169,7 @@ def test_progress_bar_on_a_terminal_and_quiet_when_piped(digits_files, tmp_path)
     assert "loss=" not in piped.stderr + piped.stdout and "recovery: kd" in piped.stdout
 
 
+@pytest.mark.slow
 def test_resume_in_iterative_mode_reports_what_was_measured_before_the_kill(digits_files, tmp_path):
     """Killed while recovering step 1 of 2: the resumed report carries step 0's record and step 1's after-prune
     metric as measured before the kill (this process never re-creates those models), not blanks or new numbers."""
@@ -193,6 +200,7 @@ def test_resume_in_iterative_mode_reports_what_was_measured_before_the_kill(digi
     assert acc["pruned"] == rec["pruned"] >= acc["after_bn_recalibration"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_rank_0_alone_writes(digits_files, tmp_path):
     env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

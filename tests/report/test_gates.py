@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from prune2deploy.errors import EXIT_GATE, EXIT_USER, GateFailed, UserError
+from prune2deploy.config.values import parse_gate
 from prune2deploy.report.gates import (
-    evaluate, check_gate_fields, gate_markdown, gate_table, numeric_fields, parse_gate, raise_if_failed
+    evaluate, check_gate_fields, gate_markdown, gate_table, numeric_fields, raise_if_failed
 )
 
 REPORT = {

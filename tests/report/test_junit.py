@@ -7,7 +7,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from prune2deploy.errors import UserError
-from prune2deploy.report.gates import evaluate, parse_gate
+from prune2deploy.config.values import parse_gate
+from prune2deploy.report.gates import evaluate
 from prune2deploy.report.junit import append_step_summary, write_junit, write_junit_runs
 
 REPORT = {

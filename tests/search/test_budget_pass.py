@@ -9,13 +9,14 @@ import torch
 import torch.nn as nn
 
 import prune2deploy
-from helpers import assert_user_error
+from helpers import assert_user_error, slow_except
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import UserError
 from prune2deploy.config.options import CompileOptions
 from prune2deploy.search.allocator import Unreachable, allocate, uniform_widths
 from prune2deploy.search.groups import Group, prunable_groups
 from prune2deploy.search.latency_table import CostTable, measure_table, paired_p50
+from prune2deploy.pipeline import Output
 
 
 def _table() -> tuple[list[Group], CostTable]:
@@ -111,11 +112,12 @@ def test_latency_table_is_measured_and_drives_the_allocation():
     assert result.widths == {"a": 16, "b": 32}
 
 
+@pytest.mark.slow
 def test_budget_compile_on_macs_reports_allocation(tmp_path):
     torch.manual_seed(0)
     result = prune2deploy.compile(_Net().eval(), torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out",
-                                  macs_fraction=0.5, skip_benchmark=True, use_cache=False,
-                                  cache_dir=tmp_path / "cache")
+                                  macs_fraction=0.5, skip_benchmark=True,
+                                      output=Output(use_cache=False, cache_dir=tmp_path / "cache"))
     budget = result.report["budget"]
     assert budget["kind"] == "macs_fraction" and budget["requested"] == 0.5
     assert budget["achieved"] == pytest.approx(1 / result.report["mac_reduction"]) and budget["achieved"] <= 0.5
@@ -137,7 +139,8 @@ def test_budget_compile_on_macs_reports_allocation(tmp_path):
 def test_unreachable_budget_names_the_best_reached(tmp_path):
     with pytest.raises(UserError, match=r"unreachable: the best reached is a MACs fraction of 0\.\d+"):
         prune2deploy.compile(_Net().eval(), torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out",
-                             macs_fraction=0.001, skip_benchmark=True, use_cache=False, cache_dir=tmp_path / "c")
+                             macs_fraction=0.001, skip_benchmark=True,
+                                 output=Output(use_cache=False, cache_dir=tmp_path / "c"))
     assert not (tmp_path / "out").exists()
 
 
@@ -151,17 +154,21 @@ def test_unreachable_speedup_measured_on_the_timer(tmp_path, monkeypatch):
     monkeypatch.setattr(budget_pass, "OrtTimer", Timer)
     with pytest.raises(UserError) as exc:
         prune2deploy.compile(_Net().eval(), torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out", target_speedup=50,
-                             round_to=8, skip_benchmark=True, use_cache=False, cache_dir=tmp_path / "c")
+                             round_to=8, skip_benchmark=True,
+                                 output=Output(use_cache=False, cache_dir=tmp_path / "c"))
     assert "the budget (speedup 50x) is unreachable: the best reached is 2.50x speedup" in str(exc.value)
 
 
-@pytest.mark.parametrize("args, fragment", [
+CONFLICTING_BUDGET_OPTIONS = [
     (["--target-speedup", "2", "--ratio", "0.3"], "--ratio and a budget (speedup 2x) both set the widths"),
     (["--target-speedup", "2", "--macs-fraction", "0.5"], "two budgets at once (--target-speedup and --macs-fraction)"),
     (["--macs-fraction", "1.5"], "macs-fraction 1.5 is outside (0, 1)"),
     (["--target-speedup", "2", "--target", "trt-ampere"], "measured on ort-cpu only so far"),
     (["--macs-fraction", "0.5", "--score-steps", "-1"], "score-steps -1 must be >= 0"),
-])
+]
+
+
+@pytest.mark.parametrize("args, fragment", slow_except(CONFLICTING_BUDGET_OPTIONS, *CONFLICTING_BUDGET_OPTIONS[:2]))
 def test_conflicting_budget_options_are_one_line_errors(p2d, args, fragment):
     assert_user_error(p2d("compile", "prune2deploy.examples:small_resnet", "--input-shape", "1,3,32,32",
                           "--out", "out", *args), fragment)

@@ -13,6 +13,7 @@ from prune2deploy.search.groups import Group
 from prune2deploy.search.landing import TIMED_BAND, Band, GreedyPath, Landing, Point, land, refine, uniform_family
 from prune2deploy.search.latency_table import CostTable
 from test_budget_pass import _Net
+from prune2deploy.pipeline import Output
 
 # a chain stem -> a -> b -> c -> head: layer L costs t_L x in_fraction x out_fraction, plus a fixed overhead
 GROUPS = [Group("a", "channels", 64, 8), Group("b", "channels", 64, 8), Group("c", "channels", 32, 8)]
@@ -117,10 +118,11 @@ def _compile(tmp_path, monkeypatch, speedup):
     monkeypatch.setattr(budget_pass, "OrtTimer", _ProductTimer)
     torch.manual_seed(0)
     return prune2deploy.compile(_Net().eval(), torch.randn(1, 3, 16, 16), out_dir=tmp_path / "out",
-                                target_speedup=speedup, round_to=4, skip_benchmark=True, use_cache=False,
-                                cache_dir=tmp_path / "cache")
+                                target_speedup=speedup, round_to=4, skip_benchmark=True,
+                                    output=Output(use_cache=False, cache_dir=tmp_path / "cache"))
 
 
+@pytest.mark.slow
 def test_a_budget_the_greedy_steps_cannot_reach_is_landed_not_refused(tmp_path, monkeypatch):
     budget = _compile(tmp_path, monkeypatch, 3.0).report["budget"]
     search = budget["search"]

@@ -34,6 +34,7 @@ def test_destructive_group_ranks_most_sensitive():
     assert saved == sorted(saved) and saved[0] > 0  # MACs saved grow with the ratio
 
 
+@pytest.mark.slow
 def test_sensitivity_writes_outputs_with_measured_latency(tmp_path):
     model, inputs = build(), torch.randn(1, 3, 8, 8)
     result = sensitivity(model, inputs, tmp_path / "out", ratios=(0.5,), cache_dir=tmp_path / "cache",
@@ -50,6 +51,7 @@ def test_sensitivity_writes_outputs_with_measured_latency(tmp_path):
     assert again["table_cached"] and again["candidates_timed"] == 0  # the latency table came from the cache
 
 
+@pytest.mark.slow
 def test_cli_sensitivity_and_bad_ratios(p2d, tmp_path):
     model = f"{MODELS}:two_paths"
     assert_user_error(p2d("sensitivity", model, "--input-shape", "1,3,8,8", "--out", "o", "--ratios", "0.5,1.5"),

@@ -33,6 +33,7 @@ def _compile(root, out, **extra):
                                 **{**options, **extra})
 
 
+@pytest.mark.slow
 def test_both_allocations_recovered_alike_and_the_better_on_validation_kept(digits_split, tmp_path):
     result = _compile(digits_split, tmp_path / "out")
     budget = result.report["budget"]
@@ -55,6 +56,7 @@ def test_both_allocations_recovered_alike_and_the_better_on_validation_kept(digi
     assert "Tie-break (the recovery's own settings: 40 and 40 recovery steps)" in md and f"{kept} kept." in md
 
 
+@pytest.mark.slow
 def test_uniform_widths_kept_when_they_recover_better(digits_split, tmp_path, monkeypatch):
     real = tie_break_module.TieBreak.__call__
 
@@ -70,6 +72,7 @@ def test_uniform_widths_kept_when_they_recover_better(digits_split, tmp_path, mo
     assert budget["steps"] == []  # uniform widths are no greedy path
 
 
+@pytest.mark.slow
 def test_no_tie_break_without_recovery_or_when_turned_off(digits_split, tmp_path):
     budget = _compile(digits_split, tmp_path / "out", tie_break_steps=0).report["budget"]
     assert budget["tie_break"] == {"kept": None, "skipped": "--tie-break-steps 0"}
@@ -128,6 +131,7 @@ def _landings_rewritten(monkeypatch, rewrite):
     monkeypatch.setattr(budget_pass, "refine", lambda *a, **k: None)
 
 
+@pytest.mark.slow
 def test_a_family_that_jumped_over_the_range_competes_with_its_slowest_allocation_faster_than_asked(
         digits_split, tmp_path, monkeypatch):
     from prune2deploy.search.landing import Point
@@ -148,6 +152,7 @@ def test_a_family_that_jumped_over_the_range_competes_with_its_slowest_allocatio
     assert {g["name"]: g["kept"] for g in budget["per_group"]} == tie[tie["kept"]]["widths"]
 
 
+@pytest.mark.slow
 def test_with_one_family_faster_than_asked_and_the_other_short_of_it_the_faster_is_kept(
         digits_split, tmp_path, monkeypatch):
     def short(family, landing):  # greedy measured 1.12 (too fast), uniform 0.97: closer to the aim, but slow
