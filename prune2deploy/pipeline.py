@@ -120,11 +120,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     torch.manual_seed(options.seed)
 
     # Everything that can be the user's fault is checked before anything is written.
-    check_out_dir(out_dir, {**(protected_paths or {}), "the cache directory": cache_dir})
-    check_writable(out_dir)
-    check_space(3 * sum(p.numel() * p.element_size() for p in model.parameters()), out_dir)  # ONNX x2, pruned.pt
+    _check_before_work(model, inputs, out_dir, {**(protected_paths or {}), "the cache directory": cache_dir})
     cache_bytes = cache_limits.max_bytes(cache_max_gb)
-    check_model_runs(model, inputs)
     with progress.stage("data", "loading data"):
         data = prepare_data(options, model, inputs, calib_batches)
     driver.precision = precision
@@ -132,9 +129,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
                                            options.calib_data or options.data or "the calibration batches given")
     resolve_layers(model, options.ignore)
     refuse_ratio_with_budget(options, {k for k in ("ratio", "head_ratio") if k in option_overrides})
-    prune = budget_pass(options, data, cache_dir, progress) or PruneChannels(
-        options.ratio, options.criterion, options.global_pruning, options.iterative_steps, options.round_to,
-        options.ignore, options.head_ratio, options.pruning_mode, options.graph_budget_s, options.graph_budget_gb)
+    prune = budget_pass(options, data, cache_dir, progress) or _prune_pass(options)
     use_cache = use_cache and distributed.world_size() == 1 and driver.cacheable
     # The content key (model, inputs, options, data, tool versions) names both the cache entry and the recovery
     # checkpoints' work area: hashed once.
@@ -144,25 +139,13 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     if not distributed.is_main():  # torchrun: the other ranks only help recover; rank 0 exports and writes
         _prune_and_recover(model, CompileContext(inputs, options, data.calib), prune, recover, progress)
         return CompileResult({"rank": distributed.rank()}, out_dir)
-    sparsify = None
-    if options.sparsity:
-        from prune2deploy.config.values import parse_pattern
-        from prune2deploy.passes.sparsity import SparsityPass
-
-        n, m = parse_pattern(options.sparsity)
-        sparsify = SparsityPass(n=n, m=m, permute=options.permute)
+    sparsify = _sparsity_pass(options)
     key = content_key if use_cache else None
 
     with locked(out_dir), workspace() as work, parking(work / PARK_FILE, keep_models) as park:
         hit = cache.lookup(cache_dir, key) if key else None
         if hit:
-            with progress.stage("cache", "reusing cached artifacts"):
-                reused = cache.restore(hit, work)
-                report = json.loads((work / "report.json").read_text())
-                artifacts = {name: work / name for name in reused if name not in cache.CACHED}
-                report["warnings"] = [w for w in report["warnings"] if "coefficient of variation" not in w]
-            models = {name: None for name in report["models"]}
-            report["cache"] = {"hit": True, "key": key, "reused": sorted(artifacts)}
+            report, models, artifacts = _restore(hit, key, work, progress)
             if not driver.runs_torch_models:
                 _park(park, progress, model)
         else:
@@ -295,6 +278,41 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
             f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",
             "raise --tolerance if this is expected, or try --exporter dynamo / another --opset")
     return report, models, artifacts
+
+
+def _check_before_work(model, inputs, out_dir: Path, protected: dict) -> None:
+    """What can be the user's fault and is cheap to know: the output place, free space, the model running."""
+    check_out_dir(out_dir, protected)
+    check_writable(out_dir)
+    check_space(3 * sum(p.numel() * p.element_size() for p in model.parameters()), out_dir)  # ONNX x2, pruned.pt
+    check_model_runs(model, inputs)
+
+
+def _prune_pass(options) -> PruneChannels:
+    return PruneChannels(options.ratio, options.criterion, options.global_pruning, options.iterative_steps,
+                         options.round_to, options.ignore, options.head_ratio, options.pruning_mode,
+                         options.graph_budget_s, options.graph_budget_gb)
+
+
+def _sparsity_pass(options):
+    if not options.sparsity:
+        return None
+    from prune2deploy.config.values import parse_pattern
+    from prune2deploy.passes.sparsity import SparsityPass
+
+    n, m = parse_pattern(options.sparsity)
+    return SparsityPass(n=n, m=m, permute=options.permute)
+
+
+def _restore(hit, key: str, work: Path, progress) -> tuple[dict, dict, dict]:
+    """A cache hit: the artifacts and the report as stored; the benchmark runs again."""
+    with progress.stage("cache", "reusing cached artifacts"):
+        reused = cache.restore(hit, work)
+        report = json.loads((work / "report.json").read_text())
+        artifacts = {name: work / name for name in reused if name not in cache.CACHED}
+        report["warnings"] = [w for w in report["warnings"] if "coefficient of variation" not in w]
+    report["cache"] = {"hit": True, "key": key, "reused": sorted(artifacts)}
+    return report, {name: None for name in report["models"]}, artifacts
 
 
 def _deployed_accuracy(accuracy: dict, data, driver, artifacts, inputs, options, progress) -> None:
