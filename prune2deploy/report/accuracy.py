@@ -15,7 +15,8 @@ def accuracy_lines(report: dict) -> list[str]:
     """One line for the terminal and report.md; a note when no data was given."""
     acc = report.get("accuracy")
     if not acc:
-        return ["accuracy not measured: give --data (or --val-data) with real samples"]
+        return ["accuracy not measured: no real samples were given (the fidelity line compares outputs on random "
+                "inputs only); to measure it and recover what pruning cost: --data train.pt --val-data val.pt"]
     shown = ", ".join(f"{label} {_fmt(acc, acc[key])}" for key, label in STAGES if acc.get(key) is not None)
     drop = f"{acc['drop']:.2f} points" if acc["unit"] == "%" else f"{acc['drop']:.4f}"
     return [f"accuracy ({acc['metric']} on {acc['samples']} validation samples): {shown}; drop {drop}"]
