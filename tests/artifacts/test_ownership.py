@@ -122,10 +122,12 @@ def test_api_refuses_and_changes_nothing(tmp_path, monkeypatch, case):
     monkeypatch.chdir(tmp_path)
     for key, value in _env(env, tmp_path).items():
         monkeypatch.setenv(key, value)
-    kwargs = {"cache_dir": tmp_path / ".p2d-cache", **kwargs}
+    kwargs = dict(kwargs)
+    output = Output(cache_dir=kwargs.pop("cache_dir", tmp_path / ".p2d-cache"),
+                    protected_paths=kwargs.pop("protected_paths", None))
     before = _snapshot(tmp_path)
     with pytest.raises(UserError) as caught:
-        prune2deploy.compile(_tiny(), torch.randn(1, 3, 16, 16), skip_benchmark=True, **kwargs)
+        prune2deploy.compile(_tiny(), torch.randn(1, 3, 16, 16), skip_benchmark=True, output=output, **kwargs)
     for fragment in fragments:
         assert fragment in caught.value.one_line()
     assert _snapshot(tmp_path) == before

@@ -195,8 +195,8 @@ def test_bad_recipe(p2d, tmp_path, name):
     _nothing_written(tmp_path, keep=(name,))
 
 
-@pytest.mark.parametrize("case", slow_except(sorted(FLAGS), "missing config file", "permute without sparsity",
-                                             "gate syntax"))
+@pytest.mark.parametrize("case", slow_except(sorted(FLAGS), "missing config file", "no model",
+                                             "permute without sparsity", "gate syntax"))
 def test_bad_flags(p2d, tmp_path, case):
     args, fragments = FLAGS[case]
     (tmp_path / "afile").write_text("not a directory")

@@ -27,9 +27,9 @@ def digits_split(tmp_path_factory):
 def _compile(root, out, **extra):
     """MACs budget 0.25 (counted, no timer): greedy 16/24/24 and uniform 24/24/24 both land in the band."""
     options = dict(macs_fraction=0.25, round_to=8, data=str(root / "train.pt"), val_data=str(root / "val.pt"),
-                   batch_size=64, max_steps=40, lr=1e-3, score_steps=0, skip_benchmark=True, use_cache=False,
-                   cache_dir=out.parent / "cache")
+                   batch_size=64, max_steps=40, lr=1e-3, score_steps=0, skip_benchmark=True)
     return prune2deploy.compile(trained_deep_digits_cnn(), digits_tensors()[0][:1], out_dir=out,
+                                output=prune2deploy.Output(use_cache=False, cache_dir=out.parent / "cache"),
                                 **{**options, **extra})
 
 
