@@ -39,17 +39,9 @@ def calibration_feeds(precision: Precision, calib_batches: list, example: Exampl
     """Feeds (name -> array) shaped like the example inputs for INT8 calibration; [] for other precisions."""
     if precision.deployed != "int8":
         return []
-    feeds = []
-    batch = int(example.tensors()[0].shape[0]) if example.tensors() and example.tensors()[0].dim() else 1
-    for inputs, _ in calib_batches:
-        tensors = inputs.tensors()
-        n = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
-        for start in range(0, n - batch + 1, batch):
-            feeds.append(inputs.like([t[start:start + batch] for t in tensors]).as_feed())
-            if len(feeds) >= CALIBRATION_SAMPLES:
-                break
-        if len(feeds) >= CALIBRATION_SAMPLES:
-            break
+    tensors = example.tensors()
+    batch = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
+    feeds = [inputs.as_feed() for inputs in _chunks(calib_batches, example, CALIBRATION_SAMPLES)]
     if feeds:
         precision.calibration = {"source": data_label or "--calib-data", "samples": len(feeds) * batch}
         return feeds
@@ -68,13 +60,30 @@ def calibration_feeds(precision: Precision, calib_batches: list, example: Exampl
 
 def precision_check_sets(batches: list, example: ExampleInputs, limit: int = 32) -> list[ExampleInputs]:
     """Up to `limit` real input sets shaped like the example inputs (the exported graph's static batch)."""
-    sets = []
-    batch = int(example.tensors()[0].shape[0]) if example.tensors() and example.tensors()[0].dim() else 1
+    return _chunks(batches, example, limit)
+
+
+def _chunks(batches: list, example: ExampleInputs, limit: int) -> list[ExampleInputs]:
+    """The samples of `batches`, regrouped into sets of the example's batch size (at most `limit` sets); batches
+    whose shapes differ (token sequences grouped by length) are regrouped one by one."""
+    tensors = example.tensors()
+    size = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
+    groups, pending = [], None
     for inputs, _ in batches:
-        tensors = inputs.tensors()
-        n = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
-        for start in range(0, n - batch + 1, batch):
-            sets.append(inputs.like([t[start:start + batch] for t in tensors]))
+        parts = inputs.tensors()
+        if pending is not None and all(a.shape[1:] == b.shape[1:] for a, b in zip(pending, parts)):
+            pending = [torch.cat([a, b]) for a, b in zip(pending, parts)]
+        else:
+            if pending is not None:
+                groups.append(pending)
+            pending = list(parts)
+    if pending is not None:
+        groups.append(pending)
+    sets = []
+    for parts in groups:
+        n = int(parts[0].shape[0]) if parts[0].dim() else 1
+        for start in range(0, n - size + 1, size):
+            sets.append(example.like([t[start:start + size] for t in parts]))
             if len(sets) >= limit:
                 return sets
     return sets

@@ -50,12 +50,17 @@ def test_int8_without_samples_is_refused_and_random_needs_opt_in(p2d, tmp_path):
     assert len(feeds) == 32 and "NOT real data" in p.calibration["source"]
 
 
-def test_calibration_feeds_split_real_batches_to_the_example_batch():
+def test_calibration_feeds_regroup_real_batches_to_the_example_batch():
     example = ExampleInputs((torch.zeros(2, 4),), {})
     batch = (ExampleInputs((torch.arange(40.0).reshape(10, 4),), {}), None)
     p = Precision("int8", "int8", "as requested")
     feeds = calibration_feeds(p, [batch], example, calib_random=False, seed=0, data_label="data.pt")
     assert [f["input"].shape for f in feeds] == [(2, 4)] * 5 and p.calibration == {"source": "data.pt", "samples": 10}
+    # data batches smaller than the exported batch (batch_size 32, a batch-64 graph) are joined, not dropped
+    wide = ExampleInputs((torch.zeros(64, 4),), {})
+    small = [(ExampleInputs((torch.full((32, 4), float(i)),), {}), None) for i in range(4)]
+    feeds = calibration_feeds(Precision("int8", "int8", "x"), small, wide, calib_random=False, seed=0, data_label="d")
+    assert [f["input"].shape for f in feeds] == [(64, 4)] * 2 and feeds[0]["input"][31:33, 0].tolist() == [0.0, 1.0]
 
 
 @pytest.fixture(scope="module")
