@@ -10,9 +10,7 @@ from prune2deploy.backends.ort_cpu.runner import default_threads, device_descrip
 from prune2deploy.backends.ov_cpu.lower import write_ir
 from prune2deploy.backends.ov_cpu.runner import OvRunner, cpu_precisions, properties
 from prune2deploy.precision.compare import compare
-from prune2deploy.runtime.timing import (
-    high_variance_warnings, preemption_counter, preemption_warnings, summarize, time_interleaved
-)
+from prune2deploy.runtime.timing import benchmark_runners
 
 
 class OvCpuDriver(ExportingDriver):
@@ -75,19 +73,8 @@ class OvCpuDriver(ExportingDriver):
                    for name in ("dense", "pruned", "pruned_2to4") if f"{name}.{precision}.xml" in artifacts}
         if precision != "fp32":  # the baseline a user has without p2d's precision: the dense model in FP32
             runners = {"dense_fp32": OvRunner(artifacts["dense.onnx"], threads, "fp32"), **runners}
-        feed = inputs.as_feed()
-        tally = {}
-        with progress.stage("benchmark", f"benchmarking {' vs '.join(runners)} in OpenVINO (interleaved, "
-                                         f"{threads} threads)"):
-            samples = time_interleaved({n: r.timed_call(feed) for n, r in runners.items()}, warmup=opts.warmup,
-                                       min_iters=opts.min_iters, budget_s=opts.bench_seconds, tally=tally,
-                                       switches=preemption_counter(threads))
-        batch = next(iter(feed.values())).shape[0] if feed else 1
-        stats = {name: summarize(s, batch) for name, s in samples.items()}
-        return {"stats": stats, "warnings": high_variance_warnings(stats) + preemption_warnings(tally),
-                "settings": {"backend": "openvino", "precision": precision,
-                             "properties": {n: {k: str(v) for k, v in properties(threads, "fp32" if n == "dense_fp32"
-                                                                                else precision).items()}
-                                            for n in runners},
-                             "threads": threads, "warmup": opts.warmup, "interleaved": True, "batch": batch,
-                             "iterations": len(next(iter(samples.values()))), **tally}}
+        result = benchmark_runners(runners, inputs.as_feed(), threads, opts, progress, " in OpenVINO")
+        result["settings"] = {"backend": "openvino", "precision": precision, "properties": {
+            n: {k: str(v) for k, v in properties(threads, "fp32" if n == "dense_fp32" else precision).items()}
+            for n in runners}, **result["settings"]}
+        return result

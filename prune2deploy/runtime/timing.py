@@ -115,3 +115,18 @@ def high_variance_warnings(stats: dict[str, dict]) -> list[str]:
     return [f"{name}: coefficient of variation {s['cv']:.1%} is above {HIGH_CV:.0%}; the machine is noisy, "
             f"consider more iterations (--bench-seconds) or an idle machine"
             for name, s in stats.items() if s["cv"] > HIGH_CV]
+
+
+def benchmark_runners(runners: dict, feed: dict, threads: int, opts, progress, label: str) -> dict:
+    """Every runner (`timed_call(feed)`) timed interleaved on the same feed: per-variant statistics, warnings,
+    and the loop's settings (merge the runtime's own into them)."""
+    tally = {}
+    with progress.stage("benchmark", f"benchmarking {' vs '.join(runners)}{label} (interleaved, {threads} threads)"):
+        samples = time_interleaved({n: r.timed_call(feed) for n, r in runners.items()}, warmup=opts.warmup,
+                                   min_iters=opts.min_iters, budget_s=opts.bench_seconds, tally=tally,
+                                   switches=preemption_counter(threads))
+    batch = next(iter(feed.values())).shape[0] if feed else 1
+    stats = {name: summarize(s, batch) for name, s in samples.items()}
+    return {"stats": stats, "warnings": high_variance_warnings(stats) + preemption_warnings(tally),
+            "settings": {"threads": threads, "warmup": opts.warmup, "iterations": len(next(iter(samples.values()))),
+                         "interleaved": True, "batch": batch, "preemption_filter": threads == 1, **tally}}

@@ -123,7 +123,9 @@ def test_ort_cpu_benchmark_reports_dropped_rounds_and_warns_when_it_kept_them(mo
     bench = ort_cpu.benchmark_onnx(paths, {}, opts, Progress(enabled=False))
     assert bench["settings"]["rounds_timed"] >= 5 and "rounds_preempted" in bench["settings"]
     assert bench["settings"]["preemption_filter"] is True  # threads=1
-    monkeypatch.setattr(ort_cpu, "time_interleaved",  # most rounds preempted and slower: kept, and said so
+    import prune2deploy.runtime.timing as timing
+
+    monkeypatch.setattr(timing, "time_interleaved",  # most rounds preempted and slower: kept, and said so
                         lambda calls, tally, **kw: tally.update(rounds_timed=5, rounds_preempted=4, preempted_kept=True,
                                                                 preempted_slowdown=1.4) or {n: [1.0] * 5 for n in calls})
     bench = ort_cpu.benchmark_onnx(paths, {}, opts, Progress(enabled=False))
