@@ -42,6 +42,7 @@ def test_pickle_that_is_not_a_model(p2d, tmp_path):
     _no_output(tmp_path)
 
 
+@pytest.mark.slow
 def test_pickle_with_untrusted_class(p2d, tmp_path):
     import sys
 
@@ -195,8 +196,7 @@ def test_bad_recipe(p2d, tmp_path, name):
     _nothing_written(tmp_path, keep=(name,))
 
 
-@pytest.mark.parametrize("case", slow_except(sorted(FLAGS), "missing config file", "no model",
-                                             "permute without sparsity", "gate syntax"))
+@pytest.mark.parametrize("case", slow_except(sorted(FLAGS), "missing config file", "no model"))
 def test_bad_flags(p2d, tmp_path, case):
     args, fragments = FLAGS[case]
     (tmp_path / "afile").write_text("not a directory")
