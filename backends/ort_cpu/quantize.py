@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from prune2deploy.backends.ov_cpu.lower import is_transformer
+from prune2deploy.backends.onnx.graph import is_transformer
 
 TRANSFORMER_OPS = ["MatMul", "Gemm"]
 

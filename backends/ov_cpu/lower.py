@@ -8,13 +8,7 @@ import io
 import time
 from pathlib import Path
 
-
-def is_transformer(onnx_path: Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    ops = {node.op_type for node in model.graph.node}
-    return "Softmax" in ops and "MatMul" in ops
+from prune2deploy.backends.onnx.graph import is_transformer
 
 
 def write_ir(onnx_path: Path, xml_path: Path, precision: str, calib_feeds: list[dict]) -> dict:
