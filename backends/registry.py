@@ -2,10 +2,10 @@
 defines its `TARGETS` rows (backends/target.py) and one entry in FOLDERS below."""
 from __future__ import annotations
 
-from prune2deploy.backends import ort_cpu, ov_cpu, tensorrt, torch_cuda
+from prune2deploy.backends import cpu, ort_cpu, ov_cpu, tensorrt, torch_cuda
 from prune2deploy.backends.target import Target
 
-FOLDERS = (ort_cpu, ov_cpu, tensorrt, torch_cuda)  # ort-cpu first: it is the default
+FOLDERS = (cpu, ort_cpu, ov_cpu, tensorrt, torch_cuda)  # cpu first: it is the default
 
 TARGETS: dict[str, Target] = {row.name: row for folder in FOLDERS for row in folder.TARGETS}
 

@@ -32,6 +32,7 @@ from prune2deploy.search.sensitivity import RATIOS, measure_sensitivity
 from prune2deploy.report.sensitivity import PLOT as SENSITIVITY_PLOT, markdown as sensitivity_markdown, plot_sensitivity
 from prune2deploy.search.budget_pass import budget_pass, refuse_ratio_with_budget
 from prune2deploy.precision.deployed import RunnerModule
+from prune2deploy.precision.floor import AccuracyFloor
 from prune2deploy.precision.choose import calibration_feeds, precision_check_sets, resolve as resolve_precision
 from prune2deploy.passes.prune_channels import PruneChannels, resolve_layers, skipped_warnings
 from prune2deploy.recovery.recover_pass import recovery_method, recovery_pass
@@ -146,6 +147,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         hit = cache.lookup(cache_dir, key) if key else None
         if hit:
             report, models, artifacts = _restore(hit, key, work, progress)
+            driver.restored(report)
             if not driver.runs_torch_models:
                 _park(park, progress, model)
         else:
@@ -201,7 +203,6 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     ctx = CompileContext(inputs, options, calib_batches)
     report = new_report(options, model_name)
     report["device"] = driver.device()
-    report["precision"] = driver.precision.record()
     models = {"dense": model}
     with progress.stage("measure", "measuring dense model"):
         facts = {"dense": count_macs_params(model, inputs)}
@@ -215,6 +216,10 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     if data.metric:
         with progress.stage("accuracy", f"measuring {data.metric.name} on validation data"):
             measure_accuracy(report, data.metric, models, data.val, data.description)
+        if options.max_drop is not None:  # the deployed artifacts' floor; a quantizer falls back layers to meet it
+            acc = report["accuracy"]
+            driver.floor = AccuracyFloor(data.metric, data.val, _static_batch(inputs), acc["dense"], options.max_drop,
+                                         {n: acc[n] for n in models if acc.get(n) is not None})
     recovered = add_to_report(report, ctx.records.pop(recover.name), data.metric, work) if recover else {}
     report["passes"] = ctx.records
     report["layers"] = ctx.records["prune_channels"]["layers"]
@@ -224,6 +229,7 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     recovered.update(add_budget(report, ctx.records["prune_channels"], work))
 
     artifacts = {**driver.build(models, ctx, work, progress, report), **recovered}
+    report["precision"] = driver.precision.record()  # after build: a target may choose it there (cpu)
     for name in models:
         if name != "dense":
             torch.save(models[name], work / f"{name}.pt")
@@ -254,6 +260,8 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     report["warnings"].extend(getattr(driver, "warnings", []))
     if data.metric and report.get("accuracy") and driver.deployed_runner(artifacts, "pruned", options) is not None:
         _deployed_accuracy(report["accuracy"], data, driver, artifacts, inputs, options, progress)
+    if options.max_drop is not None:
+        _check_floor(report, options.max_drop)
     report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
                         for name, (macs, params) in facts.items()}
     dense_macs, dense_params = facts["dense"]
@@ -315,9 +323,33 @@ def _restore(hit, key: str, work: Path, progress) -> tuple[dict, dict, dict]:
     return report, {name: None for name in report["models"]}, artifacts
 
 
+def _static_batch(inputs) -> int:
+    return int(inputs.tensors()[0].shape[0]) if inputs.tensors()[0].dim() else 1
+
+
+def _check_floor(report: dict, max_drop: float) -> None:
+    """--max-drop: the model that ships must stay within it of the dense FP32 model, or the compile fails (exit 2)."""
+    acc = report["accuracy"]
+    deployed = "drop_deployed" in acc
+    drop = acc["drop_deployed"] if deployed else acc["drop"]
+    acc["max_drop"], acc["fits_max_drop"] = max_drop, drop <= max_drop + 1e-9
+    if acc["fits_max_drop"]:
+        return
+    unit = " points" if acc["unit"] == "%" else ""
+    precision = report["precision"]["deployed"]
+    fallback = report.get("lowered", {}).get("pruned", {}).get("fallback")
+    tried = (f" with {len(fallback['excluded'])} layer(s) back in FP32" if fallback and fallback.get("excluded")
+             else "")
+    why = ("pruning alone already costs" if acc["drop"] > max_drop else f"{precision} costs the rest") \
+        + f" (FP32 pruned drop {acc['drop']:.3g}{unit})"
+    raise user_error(f"the deployed {precision} pruned model drops {drop:.3g}{unit} of {acc['metric']} below the dense "
+                     f"FP32 model on the validation data, more than --max-drop {max_drop:g}{tried}: {why}",
+                     "raise --max-drop, prune less (--ratio), or deploy a higher --precision")
+
+
 def _deployed_accuracy(accuracy: dict, data, driver, artifacts, inputs, options, progress) -> None:
     """The metric of the artifacts that ship (INT8, OpenVINO IR) on the same validation batches."""
-    batch = int(inputs.tensors()[0].shape[0]) if inputs.tensors()[0].dim() else 1
+    batch = _static_batch(inputs)
     precision = driver.precision.deployed
     with progress.stage("accuracy_deployed", f"measuring {data.metric.name} of the {precision} artifacts"):
         for name in ("dense", "pruned"):

@@ -11,7 +11,7 @@ PKG = "prune2deploy"
 # Lowest first: a module may import its own layer and the layers below, never above.
 LAYERS = [
     ("base", ["errors", "context", "runtime", "examples"]),
-    ("registry", ["backends", "backends.registry", "backends.target", "backends.onnx", "backends.ort_cpu",
+    ("registry", ["backends", "backends.registry", "backends.target", "backends.onnx", "backends.cpu", "backends.ort_cpu",
                   "backends.ov_cpu", "backends.tensorrt", "backends.torch_cuda"]),  # packages' __init__: the targets' rows, as data
     ("config", ["config"]),
     ("model/artifacts", ["model", "artifacts"]),

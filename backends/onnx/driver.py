@@ -22,6 +22,7 @@ class ExportingDriver:
     calib_feeds: list = []
     precision_sets: list | None = None
     precision_references: dict | None = None
+    floor = None  # precision.floor.AccuracyFloor with --max-drop (set after the validation metric is known)
 
     def deployed_runner(self, artifacts: dict, name: str, opts):
         """A runner of `name` at the deployed precision (None when the target deploys the FP32 ONNX)."""
@@ -34,6 +35,9 @@ class ExportingDriver:
     def auto_precision(self, options=None) -> tuple[str, str]:
         """(precision, why) for --precision auto."""
         return "fp32", "the target runs the FP32 ONNX"
+
+    def restored(self, report: dict) -> None:
+        """A cache hit restored `report` and its artifacts: pick up any choice the cached compile made."""
 
     @property
     def cacheable(self) -> bool:

@@ -18,15 +18,22 @@ class OrtCpuDriver(ExportingDriver):
 
     def build(self, models, ctx, work, progress, report) -> dict:
         artifacts = super().build(models, ctx, work, progress, report)
+        return self.lower(models, artifacts, work, progress, report)
+
+    def lower(self, models, artifacts: dict, work, progress, report) -> dict:
+        """The deployed-precision artifacts of `models` from their verified FP32 ONNX (INT8 only here)."""
         if self.precision is not None and self.precision.deployed == "int8":
-            lowered = {}
+            lowered = report.setdefault("lowered", {})
             for name in models:
                 out = work / f"{name}.int8.onnx"
                 with progress.stage(f"lower_{name}", f"quantizing {name} ONNX to INT8 (onnxruntime)"):
-                    lowered[name] = quantize_int8(artifacts[f"{name}.onnx"], out, self.calib_feeds)
+                    lowered[name] = quantize_int8(artifacts[f"{name}.onnx"], out, self.calib_feeds, self.floor, name)
                 artifacts[out.name] = out
-            report["lowered"] = lowered
         return artifacts
+
+    def dense_runner(self, artifacts: dict, opts):
+        """The dense model at the deployed precision (what the `cpu` target times to choose a runtime)."""
+        return self.deployed_runner(artifacts, "dense", opts) or OrtRunner(artifacts["dense.onnx"], opts.threads)
 
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         result = super().verify(references, artifacts, check_sets, opts, progress)
@@ -47,9 +54,9 @@ class OrtCpuDriver(ExportingDriver):
     def benchmark(self, artifacts, inputs, opts, progress) -> dict:
         paths = {k.removesuffix(".onnx"): v for k, v in artifacts.items()
                  if k.endswith(".onnx") and not k.endswith(".int8.onnx")}
-        if self.precision is not None and self.precision.deployed == "int8":  # FP32 dense stays as the baseline
-            paths = {"dense_fp32": paths["dense"], **{k.removesuffix(".int8.onnx"): v for k, v in artifacts.items()
-                                                      if k.endswith(".int8.onnx")}}
+        if self.precision is not None and self.precision.deployed == "int8":  # the 2x2: dense and pruned in FP32 too
+            paths = {"dense_fp32": paths["dense"], "pruned_fp32": paths["pruned"],
+                     **{k.removesuffix(".int8.onnx"): v for k, v in artifacts.items() if k.endswith(".int8.onnx")}}
         return benchmark_onnx(paths, inputs.as_feed(), opts, progress)
 
 

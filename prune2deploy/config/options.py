@@ -53,6 +53,7 @@ class _Checked:
             raise user_error(f"sparsity margin {self.sparsity_margin} is outside [0, 1)",
                              "e.g. 0.05: a layer goes 2:4 only when it is at least 5% faster")
         self._validate_data()
+        self._validate_precision()
         self._validate_recovery()
         self._validate_budget()
         if self.permute and not self.sparsity:
@@ -60,6 +61,16 @@ class _Checked:
         if self.sparsity:
             parse_pattern(self.sparsity)
         return self
+
+    def _validate_precision(self) -> None:
+        if self.max_drop is None:
+            return
+        if not isinstance(self.max_drop, (int, float)) or self.max_drop < 0:
+            raise user_error(f"max-drop {self.max_drop} must be >= 0",
+                             "the metric's units: e.g. --max-drop 0.5 (top-1 points), 0.05 (cosine)")
+        if not (self.data or self.val_data):
+            raise user_error("--max-drop needs validation data to measure the drop on",
+                             "give --val-data (or --data: a --val-split of it is held out)")
 
     def _validate_data(self) -> None:
         if not isinstance(self.val_split, (int, float)) or not 0.0 <= self.val_split < 1.0:
@@ -117,7 +128,7 @@ class _Checked:
             raise user_error(f"score-steps {self.score_steps} must be >= 0", "0 scores after BN re-estimation only")
         if self.tie_break_steps is not None and self.tie_break_steps < 0:
             raise user_error(f"tie-break-steps {self.tie_break_steps} must be >= 0", "0 turns the tie-break off")
-        if given and self.target != "ort-cpu" and self.macs_fraction is None:
+        if given and self.target not in ("ort-cpu", "cpu") and self.macs_fraction is None:
             raise user_error(f"{given[0]} is measured on ort-cpu only so far (target {self.target})",
                              "use --macs-fraction on this target, or --target ort-cpu")
         if given and self.iterative_steps > 1:

@@ -88,9 +88,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("recipe_path", "str", None, "recipe file with any of these settings; flags override it (docs/ci.md)",
       flag="--config", dest="config", option=False, metavar="TOML", reads_path=True),
     # --- where it goes
-    S("targets", "list", None, "deployment target (see p2d targets), repeatable; default ort-cpu", key="targets",
+    S("targets", "list", None, "deployment target (see p2d targets), repeatable; default cpu", key="targets",
       flag="--target", dest="target", option=False),
-    S("target", "str", "ort-cpu", "the deployment target of one compile", flag=""),
+    S("target", "str", "cpu", "the deployment target of one compile", flag=""),
     S("out", "str", None, "output directory: new, empty or written by p2d (compile: default p2d-out/<model name>)",
       key="out", option=False, commands=("compile", "sensitivity"), metavar="DIR", required_by=("sensitivity",)),
     S("cache_dir", "str", None, "cache of pruned models, ONNX files and latency tables (default $P2D_CACHE_DIR or "
@@ -190,10 +190,13 @@ SETTINGS: tuple[Setting, ...] = (
       metavar="ADDR"),
     # --- [precision]
     S("precision", "str", "auto", "auto | fp32 | bf16 | fp16 | int8: the precision the target deploys; auto: what its "
-      "device runs fastest (ov-cpu: bf16 where the CPU has native BF16, else fp32; ort-cpu: fp32; TensorRT: "
-      "fp16); int8 calibrates on --calib-data or --data", key="precision.mode"),
+      "device runs fastest (cpu: each runtime at its own auto, the fastest deploys; ov-cpu: bf16 where the CPU "
+      "has native BF16, else fp32; ort-cpu: fp32; TensorRT: fp16); int8 calibrates on --calib-data or --data", key="precision.mode"),
     S("calib_random", "bool", False, "let --precision int8 calibrate on random inputs when no data is given "
       "(labelled so in the report; accuracy is then unknown)", key="precision.calib_random"),
+    S("max_drop", "float", None, "the most the deployed model's validation metric may fall below the dense FP32 "
+      "model's (top1: percentage points; cosine: cosine units); INT8 puts the most sensitive layers back in FP32 "
+      "until it fits; none fits: exit 2. Needs --data or --val-data", key="precision.max_drop", metavar="X"),
     # --- [sparsity]
     S("sparsity", "str", None, "lay out N:M sparse weights, e.g. 2:4", key="sparsity.pattern", metavar="N:M"),
     S("permute", "bool", False, "search channel permutations before N:M masking", key="sparsity.permute"),

@@ -60,3 +60,23 @@ def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_siz
         correct = sum(int((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum())
                       for i in range(0, len(images), batch_size))
     return 100.0 * correct / len(images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m prune2deploy.examples.mnist_cnn TRAIN.pt OUT.pt`: train on a {"inputs", "labels"} file (e.g.
+    benchmarks/real_data.py's mnist_train.pt) and save the weights for `--weights`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("train")
+    parser.add_argument("out")
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args(argv)
+    data = torch.load(args.train, weights_only=True)
+    model = train(build(), data["inputs"], data["labels"], epochs=args.epochs)
+    torch.save(model.state_dict(), args.out)
+    print(f"trained on {len(data['labels'])} samples of {args.train} ({args.epochs} epoch): wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

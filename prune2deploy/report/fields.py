@@ -12,9 +12,9 @@ from prune2deploy.runtime.peak_memory import process_peak_mb
 
 def add_benchmark(report: dict, bench: dict) -> None:
     stats = bench["stats"]
-    for name, s in stats.items():
-        report["models"].setdefault(name, {"params": report["models"]["dense"]["params"],
-                                           "macs": report["models"]["dense"]["macs"]})["latency_ms"] = s
+    for name, s in stats.items():  # dense_fp32 / pruned_fp32: the same models in FP32, timed as baselines
+        base = report["models"].get(name.removesuffix("_fp32"), report["models"]["dense"])
+        report["models"].setdefault(name, {k: v for k, v in base.items() if k != "latency_ms"})["latency_ms"] = s
     report["speedup"] = stats["dense"]["p50"] / stats["pruned"]["p50"]  # what pruning bought, same precision
     # what the whole compile bought: pruned at the deployed precision vs the dense model in FP32, same runtime
     report["speedup_vs_dense_fp32"] = stats.get("dense_fp32", stats["dense"])["p50"] / stats["pruned"]["p50"]

@@ -19,7 +19,7 @@ from prune2deploy.model.facts import count_macs_params
 from prune2deploy.artifacts.parking import PARK_FILE, TensorParking, parking
 from prune2deploy.pipeline import Output
 
-FAST = dict(bench_seconds=0.3, threads=1, min_iters=3, warmup=1)
+FAST = dict(bench_seconds=0.3, threads=1, min_iters=3, warmup=1, target="ort-cpu")
 
 
 class Tied(nn.Module):

@@ -91,7 +91,8 @@ def test_targets_lists_reasons(p2d_in_process):
     r = p2d_in_process("targets")
     assert r.code == 0
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("ort-cpu") and " yes " in lines[0]
+    assert lines[0].startswith("cpu ") and " yes " in lines[0] and "(default)" in lines[0]
+    assert any(line.startswith("ort-cpu ") and " yes " in line for line in lines)
     if not _have_trt():
         row = next(i for i, line in enumerate(lines) if line.startswith("trt-ampere"))
         assert " no " in lines[row] and "TensorRT is not installed" in lines[row + 1]

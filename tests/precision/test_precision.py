@@ -18,13 +18,25 @@ from prune2deploy.context import ExampleInputs
 RESNET = [f"{MODELS}:resnet_like", "--input-shape", "1,3,32,32"]
 
 
-def test_auto_follows_the_target_and_the_cpu(monkeypatch):
+def _cpuinfo(tmp_path, name: str, flags: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"processor\t: 0\nmodel name\t: some Xeon\nflags\t\t: fpu sse2 avx2 avx512f {flags}\n\n")
+    return str(path)
+
+
+def test_auto_follows_the_target_and_the_cpu_flags(monkeypatch, tmp_path):
     from prune2deploy.backends.ov_cpu import driver as ov
 
     monkeypatch.setattr(ov, "cpu_precisions", lambda: ("fp32", "bf16", "int8"))
-    assert ov.OvCpuDriver().auto_precision()[0] == "bf16"
-    monkeypatch.setattr(ov, "cpu_precisions", lambda: ("fp32", "int8"))
-    assert ov.OvCpuDriver().auto_precision()[0] == "fp32"
+    amx = _cpuinfo(tmp_path, "amx", "avx512_vnni amx_bf16 amx_int8 amx_tile")
+    precision, why = ov.OvCpuDriver().auto_precision(cpuinfo=amx)
+    assert precision == "bf16" and "amx_bf16" in why
+    assert ov.OvCpuDriver().auto_precision(cpuinfo=_cpuinfo(tmp_path, "zen4", "avx512_vnni avx512_bf16"))[0] == "bf16"
+    plain = _cpuinfo(tmp_path, "skylake", "avx512bw avx512_vnni")  # VNNI is INT8, not BF16
+    precision, why = ov.OvCpuDriver().auto_precision(cpuinfo=plain)
+    assert precision == "fp32" and "no native BF16" in why
+    monkeypatch.setattr(ov, "cpu_precisions", lambda: ("fp32", "int8"))  # an OpenVINO without BF16 on this CPU
+    assert ov.OvCpuDriver().auto_precision(cpuinfo=amx)[0] == "fp32"
     assert resolve("auto", "ov-cpu", ("fp32", "int8"), ("fp32", "no BF16")).deployed == "fp32"
     from prune2deploy.backends.ort_cpu.driver import OrtCpuDriver
 
@@ -33,7 +45,7 @@ def test_auto_follows_the_target_and_the_cpu(monkeypatch):
 
 @pytest.mark.slow
 def test_a_precision_the_target_cannot_run_is_one_line(p2d, tmp_path):
-    r = p2d("compile", *RESNET, "--precision", "bf16", "--out", "out")
+    r = p2d("compile", *RESNET, "--target", "ort-cpu", "--precision", "bf16", "--out", "out")
     assert_user_error(r, "ort-cpu cannot run --precision bf16", "fp32, int8")
     r = p2d("compile", *RESNET, "--target", "trt-ampere", "--precision", "int8", "--out", "out")
     assert_user_error(r, "trt-ampere cannot run --precision int8")
@@ -87,7 +99,7 @@ def test_int8_on_real_digits_keeps_accuracy(target, digits_file, tmp_path):
     assert set(checks) == {"dense", "pruned"} and all(c["passed"] and c["cosine_min"] > 0.99 for c in checks.values())
     assert checks["dense"]["input_sets"] == 32  # real validation samples, not random inputs
     stats = {name: m["latency_ms"]["p50"] for name, m in report["models"].items()}
-    assert set(stats) == {"dense", "pruned", "dense_fp32"}  # the FP32 baseline timed in the same run
+    assert set(stats) == {"dense", "pruned", "dense_fp32", "pruned_fp32"}  # the 2x2, timed in the same run
     assert report["speedup_vs_dense_fp32"] == pytest.approx(stats["dense_fp32"] / stats["pruned"])
     assert "## Precision" in (tmp_path / "out" / "report.md").read_text()
 
