@@ -47,11 +47,12 @@ class CpuDriver(ExportingDriver):
 
     def build(self, models, ctx, work: Path, progress, report) -> dict:
         artifacts = super().build(models, ctx, work, progress, report)
-        self._choose(models, artifacts, ctx.options, ctx.example_inputs, work, progress, report)
+        self._choose(models, artifacts, ctx, work, progress, report)
         rest = {name: m for name, m in models.items() if name != "dense"}
-        return self.chosen.lower(rest, artifacts, work, progress, report)
+        return self.chosen.lower(rest, artifacts, ctx, work, progress, report)
 
-    def _choose(self, models, artifacts: dict, opts, inputs, work: Path, progress, report) -> None:
+    def _choose(self, models, artifacts: dict, ctx, work: Path, progress, report) -> None:
+        opts, inputs = ctx.options, ctx.example_inputs
         requested = self.precision.requested
         candidates = {}
         for name, driver in self.drivers.items():
@@ -68,7 +69,8 @@ class CpuDriver(ExportingDriver):
             raise user_error(f"no CPU runtime here runs --precision {requested}", "use --precision auto")
         lowered, runners = {}, {}
         for name, driver in candidates.items():
-            made = driver.lower({"dense": models["dense"]}, dict(artifacts), work, progress, lowered.setdefault(name, {}))
+            made = driver.lower({"dense": models["dense"]}, dict(artifacts), ctx, work, progress,
+                                lowered.setdefault(name, {}))
             lowered[name]["artifacts"] = made
             runners[name] = driver.dense_runner(made, opts)
         timings = {}
@@ -92,7 +94,8 @@ class CpuDriver(ExportingDriver):
         report.setdefault("lowered", {}).update(lowered[chosen].get("lowered", {}))
         deployed = candidates[chosen].precision
         why = _why(chosen, timings, candidates)
-        self.precision.deployed, self.precision.why = deployed.deployed, f"{deployed.why}; {why}"
+        deployed.why = f"{deployed.why}; {why}"
+        self.precision = deployed  # one object from here: the chosen driver may still revise it (ort-cpu INT8)
         self.choice = {"chosen": chosen, "margin": MARGIN, "why": why, "runtimes": {
             name: {"precision": d.precision.deployed, "dense_p50_ms": timings.get(name)} for name, d in
             candidates.items()}}
@@ -106,8 +109,8 @@ class CpuDriver(ExportingDriver):
                                           report["precision"]["why"], report["precision"].get("calibration"))
         self.precision = self.chosen.precision
 
-    def lower(self, models, artifacts, work, progress, report) -> dict:
-        return self.chosen.lower(models, artifacts, work, progress, report)
+    def lower(self, models, artifacts, ctx, work, progress, report) -> dict:
+        return self.chosen.lower(models, artifacts, ctx, work, progress, report)
 
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         self.chosen.precision_sets, self.chosen.precision_references = self.precision_sets, self.precision_references

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from prune2deploy.backends.ort_cpu.runner import OrtRunner, default_threads, device_description
 
-from prune2deploy.runtime.timing import benchmark_runners
+from prune2deploy.runtime.timing import benchmark_runners, summarize, time_interleaved
 from prune2deploy.backends.onnx.driver import ExportingDriver
 from prune2deploy.backends.ort_cpu.quantize import quantize_int8
 from prune2deploy.precision.compare import compare
+
+INT8_MIN_SPEEDUP = 1.0  # the pruned INT8 model must be at least this much faster than FP32 to ship
+SPEED_CHECK_SECONDS = 2.0
 
 
 class OrtCpuDriver(ExportingDriver):
@@ -18,9 +21,9 @@ class OrtCpuDriver(ExportingDriver):
 
     def build(self, models, ctx, work, progress, report) -> dict:
         artifacts = super().build(models, ctx, work, progress, report)
-        return self.lower(models, artifacts, work, progress, report)
+        return self.lower(models, artifacts, ctx, work, progress, report)
 
-    def lower(self, models, artifacts: dict, work, progress, report) -> dict:
+    def lower(self, models, artifacts: dict, ctx, work, progress, report) -> dict:
         """The deployed-precision artifacts of `models` from their verified FP32 ONNX (INT8 only here)."""
         if self.precision is not None and self.precision.deployed == "int8":
             lowered = report.setdefault("lowered", {})
@@ -29,7 +32,33 @@ class OrtCpuDriver(ExportingDriver):
                 with progress.stage(f"lower_{name}", f"quantizing {name} ONNX to INT8 (onnxruntime)"):
                     lowered[name] = quantize_int8(artifacts[f"{name}.onnx"], out, self.calib_feeds, self.floor, name)
                 artifacts[out.name] = out
+            if "pruned" in models and not ctx.options.skip_benchmark:
+                self._keep_int8_only_if_faster(artifacts, ctx, progress, report)
         return artifacts
+
+    def _keep_int8_only_if_faster(self, artifacts: dict, ctx, progress, report) -> None:
+        """ort-cpu INT8 never ships slower than FP32: on small or narrow convolutions onnxruntime's INT8 kernels
+        lose to its FP32 ones (no Q/DQ is left unfused; benchmarks/README.md), so the pruned model is timed both
+        ways, interleaved, and FP32 ships when INT8 is not at least INT8_MIN_SPEEDUP faster."""
+        threads = ctx.options.threads or default_threads()
+        runners = {p: OrtRunner(artifacts[f"pruned{s}.onnx"], threads) for p, s in (("fp32", ""), ("int8", ".int8"))}
+        feed = ctx.example_inputs.as_feed()
+        with progress.stage("int8_speed_check", "timing the pruned model in INT8 against FP32 (onnxruntime)"):
+            samples = time_interleaved({p: r.timed_call(feed) for p, r in runners.items()}, warmup=3, min_iters=20,
+                                       budget_s=SPEED_CHECK_SECONDS)
+        p50 = {p: summarize(s)["p50"] for p, s in samples.items()}
+        check = {"fp32_p50_ms": p50["fp32"], "int8_p50_ms": p50["int8"], "speedup": p50["fp32"] / p50["int8"],
+                 "min_speedup": INT8_MIN_SPEEDUP}
+        report["int8_speed_check"] = check
+        if check["speedup"] >= INT8_MIN_SPEEDUP:
+            return
+        for key in [k for k in artifacts if k.endswith(".int8.onnx")]:
+            artifacts.pop(key).unlink(missing_ok=True)
+        report.pop("lowered", None)
+        self.precision.deployed = "fp32"
+        self.precision.why = (f"int8 was asked for, but the pruned INT8 model ran {1 / check['speedup']:.2f}x the "
+                              f"time of FP32 in onnxruntime here ({p50['int8']:.3g} vs {p50['fp32']:.3g} ms): "
+                              "ort-cpu ships FP32 rather than a slower INT8 (ov-cpu's INT8 may be faster)")
 
     def dense_runner(self, artifacts: dict, opts):
         """The dense model at the deployed precision (what the `cpu` target times to choose a runtime)."""

@@ -38,9 +38,9 @@ class OvCpuDriver(ExportingDriver):
 
     def build(self, models, ctx, work: Path, progress, report) -> dict:
         artifacts = super().build(models, ctx, work, progress, report)
-        return self.lower(models, artifacts, work, progress, report)
+        return self.lower(models, artifacts, ctx, work, progress, report)
 
-    def lower(self, models, artifacts: dict, work: Path, progress, report) -> dict:
+    def lower(self, models, artifacts: dict, ctx, work: Path, progress, report) -> dict:
         """OpenVINO IR of `models` at the deployed precision, from their verified FP32 ONNX."""
         precision = self.precision.deployed
         lowered = report.setdefault("lowered", {})

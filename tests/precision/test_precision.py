@@ -84,8 +84,11 @@ def digits_file(tmp_path_factory):
 
 @pytest.mark.parametrize("target", ["ort-cpu", "ov-cpu"])
 @pytest.mark.slow
-def test_int8_on_real_digits_keeps_accuracy(target, digits_file, tmp_path):
+def test_int8_on_real_digits_keeps_accuracy(target, digits_file, tmp_path, monkeypatch):
+    from prune2deploy.backends.ort_cpu import driver as ort
     from prune2deploy.pipeline import Output, compile
+
+    monkeypatch.setattr(ort, "INT8_MIN_SPEEDUP", 0.0)  # INT8 ships even if it is not faster on this tiny model
 
     result = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target=target, out_dir=tmp_path / "out",
                      ratio=0.3, data=str(digits_file), val_split=0.2, recover="none", precision="int8", bench_seconds=1, min_iters=10,
@@ -102,6 +105,29 @@ def test_int8_on_real_digits_keeps_accuracy(target, digits_file, tmp_path):
     assert set(stats) == {"dense", "pruned", "dense_fp32", "pruned_fp32"}  # the 2x2, timed in the same run
     assert report["speedup_vs_dense_fp32"] == pytest.approx(stats["dense_fp32"] / stats["pruned"])
     assert "## Precision" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_ort_cpu_ships_fp32_when_int8_is_not_faster(digits_file, tmp_path, monkeypatch):
+    from prune2deploy.backends.ort_cpu import driver as ort
+    from prune2deploy.pipeline import Output, compile
+
+    timed = []
+
+    def slower_int8(variants, **kw):  # the measurement this machine would give for a narrow pruned CNN
+        timed.append(sorted(variants))
+        return {"fp32": [1.0] * 20, "int8": [1.1] * 20}
+
+    monkeypatch.setattr(ort, "time_interleaved", slower_int8)
+    result = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target="ort-cpu", out_dir=tmp_path / "out",
+                     ratio=0.3, data=str(digits_file), val_split=0.2, recover="none", precision="int8",
+                     skip_benchmark=False, bench_seconds=0.3, min_iters=3, output=Output(use_cache=False))
+    report = result.report
+    assert timed[0] == ["fp32", "int8"]
+    assert report["precision"]["requested"] == "int8" and report["precision"]["deployed"] == "fp32"
+    assert "ran 1.10x the time of FP32" in report["precision"]["why"]
+    assert report["int8_speed_check"]["speedup"] == pytest.approx(1 / 1.1)
+    assert not list((tmp_path / "out").glob("*.int8.onnx")) and "deployed" not in report["verification"]
+    assert set(report["models"]) == {"dense", "pruned"}  # what ships is timed: the FP32 pair
 
 
 def test_ort_int8_never_takes_the_signed_activation_path(digits_file, tmp_path):
