@@ -22,7 +22,7 @@ COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 LEAVE_ONE_OUT_SECONDS = 300.0  # the per-unit measurements stop here; the greedy exclusion then uses what it has
 
 
-class _Feeds:
+class Feeds:
     """onnxruntime's CalibrationDataReader over p2d's calibration feeds."""
 
     def __init__(self, feeds: list[dict], names: list[str]):
@@ -78,7 +78,7 @@ def _quantize_loud(onnx_path: Path, out_path: Path, calib_feeds: list[dict], exc
     else:
         names = [i.name for i in onnxruntime.InferenceSession(str(onnx_path),
                                                               providers=["CPUExecutionProvider"]).get_inputs()]
-        quantize_static(str(onnx_path), str(out_path), _Feeds(calib_feeds, names), quant_format=QuantFormat.QDQ,
+        quantize_static(str(onnx_path), str(out_path), Feeds(calib_feeds, names), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude)
         how = {"method": "static", "format": "QDQ", "weights": "QInt8 per channel", "activations": "QUInt8",

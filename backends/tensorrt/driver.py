@@ -11,9 +11,11 @@ from pathlib import Path
 
 from prune2deploy.backends.tensorrt import engine as trt_backend
 from prune2deploy.backends.tensorrt.fp16 import to_fp16_onnx
+from prune2deploy.backends.tensorrt.int8 import to_int8_qdq_onnx
 from prune2deploy.backends.ort_cpu.runner import OrtRunner, device_description
 
 from prune2deploy.errors import MissingDependency
+from prune2deploy.precision.compare import compare
 from prune2deploy.runtime.timing import high_variance_warnings, summarize
 from prune2deploy.backends.onnx.verify import verify_onnx
 from prune2deploy.backends.onnx.driver import ExportingDriver
@@ -31,7 +33,7 @@ class TensorRtDriver(ExportingDriver):
         return trt_backend.availability(self.target)
 
     def precisions(self, options=None) -> tuple[str, ...]:
-        return ("fp16",)  # INT8 (Q/DQ in the ONNX for TensorRT's strongly typed networks) is not built yet
+        return ("fp16", "int8")  # int8: Q/DQ in the ONNX (strongly typed networks; see int8.py)
 
     def auto_precision(self, options=None) -> tuple[str, str]:
         return "fp16", "TensorRT engines are built from the FP16 ONNX (a strongly typed network)"
@@ -52,13 +54,19 @@ class TensorRtDriver(ExportingDriver):
 
     def build(self, models, ctx, work: Path, progress, report) -> dict:
         artifacts = super().build(models, ctx, work, progress, report)
-        fp16 = {}
+        int8 = self.precision is not None and self.precision.deployed == "int8"
+        suffix = ".int8" if int8 else ".fp16"
+        lowered = {}
         for name in models:
-            src, dst = artifacts[f"{name}.onnx"], work / f"{name}.fp16.onnx"
-            with progress.stage(f"fp16_{name}", f"writing {name} FP16 ONNX"):
-                fp16[name] = to_fp16_onnx(src, dst)
-            artifacts[f"{name}.fp16.onnx"] = dst
-        report["fp16"] = fp16
+            src, dst = artifacts[f"{name}.onnx"], work / f"{name}{suffix}.onnx"
+            if int8:
+                with progress.stage(f"int8_{name}", f"writing {name} INT8 Q/DQ ONNX for TensorRT"):
+                    lowered[name] = to_int8_qdq_onnx(src, dst, self.calib_feeds)
+            else:
+                with progress.stage(f"fp16_{name}", f"writing {name} FP16 ONNX"):
+                    lowered[name] = to_fp16_onnx(src, dst)
+            artifacts[dst.name] = dst
+        report["lowered" if int8 else "fp16"] = lowered
         if ctx.records.get("sparsity"):
             report["sparsity_check"].update(
                 self.check_sparsity(artifacts, models, ctx.records["sparsity"], progress, suffix=".fp16"))
@@ -69,7 +77,7 @@ class TensorRtDriver(ExportingDriver):
                                                  sparse_weights=bool(ctx.records.get("sparsity")) and name.endswith("_2to4"),
                                                  dynamic_batch=ctx.options.batch_profile())
             plan = trt_backend.plan_build(settings, engine_path=Path(f"{name}.engine"))
-            plans[name] = {"onnx": f"{name}.fp16.onnx", "engine": f"{name}.engine", "plan": plan}
+            plans[name] = {"onnx": f"{name}{suffix}.onnx", "engine": f"{name}.engine", "plan": plan}
         (work / PLAN_FILE).write_text(json.dumps({"target": self.target, "input_shapes": shapes,
                                                   "models": plans}, indent=2) + "\n")
         artifacts[PLAN_FILE] = work / PLAN_FILE
@@ -78,6 +86,8 @@ class TensorRtDriver(ExportingDriver):
 
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         result = super().verify(references, artifacts, check_sets, opts, progress)
+        if self.precision is not None and self.precision.deployed == "int8":
+            return self._verify_int8(result, references, artifacts, check_sets, opts, progress)
         fp16 = {}
         for name, reference in references.items():
             with progress.stage(f"verify_{name}_fp16", f"verifying {name} FP16 ONNX against torch"):
@@ -92,6 +102,24 @@ class TensorRtDriver(ExportingDriver):
             result.update(passed=False, worst_model=f"{worst} (FP16)", worst_output=fp16[worst]["worst_output"],
                           max_rel_err=max(result["max_rel_err"], fp16[worst]["max_rel_err"]))
         return result
+
+    def _verify_int8(self, result, references, artifacts, check_sets, opts, progress) -> dict:
+        """The Q/DQ ONNX in onnxruntime on this CPU against torch FP32 (real samples where there are some): the
+        check that needs no GPU. The engine's own numbers come when it is built."""
+        sets, deployed = self.precision_sets or check_sets, {}
+        for name, reference in (self.precision_references or references).items():
+            with progress.stage(f"verify_{name}_int8", f"checking {name} INT8 Q/DQ ONNX against torch FP32 "
+                                                       "(onnxruntime, CPU)"):
+                deployed[name] = compare(reference, OrtRunner(artifacts[f"{name}.int8.onnx"], opts.threads), sets,
+                                         "int8")
+        result["deployed"] = deployed
+        result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
+        return result
+
+    def deployed_runner(self, artifacts, name, opts):
+        """The INT8 Q/DQ ONNX in onnxruntime (CPU): its accuracy on the validation data before any engine exists."""
+        path = artifacts.get(f"{name}.int8.onnx")
+        return OrtRunner(path, opts.threads) if path else None
 
     def benchmark(self, artifacts, inputs, opts, progress) -> dict:
         out_dir = Path(artifacts[PLAN_FILE]).parent

@@ -47,8 +47,8 @@ def test_auto_follows_the_target_and_the_cpu_flags(monkeypatch, tmp_path):
 def test_a_precision_the_target_cannot_run_is_one_line(p2d, tmp_path):
     r = p2d("compile", *RESNET, "--target", "ort-cpu", "--precision", "bf16", "--out", "out")
     assert_user_error(r, "ort-cpu cannot run --precision bf16", "fp32, int8")
-    r = p2d("compile", *RESNET, "--target", "trt-ampere", "--precision", "int8", "--out", "out")
-    assert_user_error(r, "trt-ampere cannot run --precision int8")
+    r = p2d("compile", *RESNET, "--target", "trt-ampere", "--precision", "bf16", "--out", "out")
+    assert_user_error(r, "trt-ampere cannot run --precision bf16", "fp16, int8")
     assert not (tmp_path / "out").exists()
 
 
@@ -169,3 +169,31 @@ def test_p2d_verify_rechecks_the_deployed_artifacts(p2d_in_process, tmp_path):
     cached = p2d_in_process("compile", *RESNET, "--target", "ov-cpu", "--precision", "fp32", "--out", "out2",
                             "--no-benchmark", "--json")
     assert cached.code == 0 and json.loads(cached.stdout)["cache"]["hit"] is False  # precision is in the cache key
+
+
+def test_tensorrt_int8_is_symmetric_qdq_checked_on_the_cpu(digits_file, tmp_path):
+    """TensorRT 11 builds strongly typed networks: INT8 is Q/DQ in the ONNX, zero points 0, checked here in
+    onnxruntime against torch FP32; the build plan builds the engines from those files."""
+    from prune2deploy.backends.tensorrt.int8 import check_symmetric
+    from prune2deploy.errors import MissingDependency
+    from prune2deploy.pipeline import Output, compile
+
+    try:
+        compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target="trt-ampere", out_dir=tmp_path / "out",
+                ratio=0.3, data=str(digits_file), val_split=0.2, recover="none", precision="int8",
+                output=Output(use_cache=False))
+        pytest.skip("TensorRT and a GPU are here: the engine path is tested by tests/backends/test_tensorrt_engine.py")
+    except MissingDependency as error:
+        report = error.report
+    out = tmp_path / "out"
+    for name in ("dense", "pruned"):
+        model = onnx.load(str(out / f"{name}.int8.onnx"))
+        pairs, nonzero = check_symmetric(model)
+        assert pairs >= 3 and nonzero == []
+        assert {n.op_type for n in model.graph.node} >= {"QuantizeLinear", "DequantizeLinear", "Conv"}
+        assert report["verification"]["deployed"][name]["passed"]
+    plan = json.loads((out / "build_plan.json").read_text())
+    assert {m["onnx"] for m in plan["models"].values()} == {"dense.int8.onnx", "pruned.int8.onnx"}
+    acc = report["accuracy"]
+    assert abs(acc["dense_deployed"] - acc["dense"]) <= 1.5 and report["precision"]["deployed"] == "int8"
+    assert report["status"] == "prepared" and not list(out.glob("*.fp16.onnx"))
