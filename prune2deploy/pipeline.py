@@ -20,7 +20,7 @@ from prune2deploy.artifacts import cache, cache_limits
 from prune2deploy.runtime import distributed
 from prune2deploy.data.prepare import measure_accuracy, prepare_data
 from prune2deploy.context import CompileContext, ExampleInputs
-from prune2deploy.errors import MissingDependency, VerificationError, user_error
+from prune2deploy.errors import MissingDependency, UserError, VerificationError, user_error
 from prune2deploy.model.inputs import check_model_runs, random_like
 from prune2deploy.artifacts.manifest import REFERENCE, save_reference, tool_versions, write_manifest
 from prune2deploy.model.facts import count_macs_params
@@ -40,6 +40,8 @@ from prune2deploy.report.recovery import add_to_report
 from prune2deploy.runtime.progress import Progress
 from prune2deploy.report.fields import add_benchmark, evaluate_gates, finish_report, new_report
 from prune2deploy.report.render import render_markdown
+from prune2deploy.report.search import add_search
+from prune2deploy.search import max_drop as max_drop_search
 from prune2deploy.report.budget import add_budget, finish_budget
 from prune2deploy.model.shared_weights import shared_copy, unshare
 from prune2deploy.backends.registry import TARGETS
@@ -88,7 +90,7 @@ def as_example_inputs(example_inputs) -> ExampleInputs:
 def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir: str | Path | None = None, *,
             options: CompileOptions | None = None, output: Output | None = None, gates: list | None = None,
             recipe: dict | None = None, model_name: str = "model", calib_batches: list | None = None,
-            progress: Progress | None = None, **option_overrides) -> CompileResult:
+            progress: Progress | None = None, search: bool | None = None, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
     Arguments come in three groups: what to do (`options`, a CompileOptions, and keyword overrides of its
@@ -98,6 +100,10 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     and must neither be nor contain a protected path or the cache, working, home or root directory. Returns the
     report and the artifact paths; raises UserError (exit 2) for bad input and MissingDependency when the
     target's library or device is absent (after writing every artifact that needs neither).
+
+    With `max_drop` and neither a ratio nor a budget given (`search=None` decides from the overrides; the CLI
+    passes it), the pruning ratio, runtime and precision are searched first (search/max_drop.py) and the fastest
+    candidate within the floor is compiled; its report gets `search`.
     """
     started = time.perf_counter()
     output = output or Output()
@@ -107,6 +113,13 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     if target is not None:
         options.target = target
     options.validate()
+    if search is None:
+        search = options.max_drop is not None and not options.budget_given() and \
+            not {"ratio", "head_ratio"} & set(option_overrides)
+    if search and options.max_drop is not None and not isinstance(search, dict):
+        return _search_then_compile(model, example_inputs, out_dir, options, output or Output(), gates, recipe,
+                                    model_name, calib_batches, progress or Progress(enabled=False))
+    search_record = search if isinstance(search, dict) else None
     spec = TARGETS[options.target]
     if options.round_to is None:
         options.round_to = spec.sparse_round_to if options.sparsity else spec.round_to
@@ -171,6 +184,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         if park.failed:
             report["warnings"].append(park.failed)
         finish_budget(report)
+        if search_record:
+            add_search(report, search_record, work)
         gate_results = evaluate_gates(gates or [], report)
         if key:  # the entry (with files the benchmark made, e.g. TensorRT engines) only for a compile that succeeds
             made = driver.made_by_benchmark(work)
@@ -196,6 +211,75 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     return result
 
 
+def _search_then_compile(model, example_inputs, out_dir, options, output: Output, gates, recipe, model_name,
+                         calib_batches, progress) -> CompileResult:
+    """--max-drop without a ratio: score candidates (ratio x runtime x precision) in compiles of their own, time
+    them together, compile the fastest within the floor into `out_dir` with the search in its report."""
+    inputs = as_example_inputs(example_inputs)
+    out_dir = Path(out_dir or Path("p2d-out") / model_name)
+    cache_dir = Path(output.cache_dir) if output.cache_dir else cache.default_dir()
+    _check_before_work(model.eval(), inputs, out_dir, {**(output.protected_paths or {}), "the cache directory": cache_dir})
+    with progress.stage("data", "loading data"):
+        data = prepare_data(options, model, inputs, calib_batches)
+    key = cache.cache_key(model, inputs, dataclasses.replace(options, ratio=0.0, precision="auto", test_data=None),
+                          data.all_batches(), tool_versions())
+    root = cache_dir / "search" / key
+    runtimes = TARGETS[options.target].driver().runtimes(options.target)
+    for name, driver in runtimes.items():
+        ok, why = driver.availability()
+        if not ok:
+            raise user_error(f"--max-drop searches by timing candidates on the target, and {name} cannot run here: "
+                             f"{why}", "give --ratio (and --precision) to prepare it without a search")
+    pairs = max_drop_search.configs({name: d.precisions(options) for name, d in runtimes.items()})
+
+    def score(candidate, full: bool) -> dict:
+        candidate.out_dir = str(root / f"{candidate.ratio:g}-{candidate.target}-{candidate.precision}-"
+                                       f"{'full' if full else 'short'}")
+        steps = options.max_steps if full else min(options.max_steps or max_drop_search.SCORE_STEPS,
+                                                   max_drop_search.SCORE_STEPS)
+        opts = dataclasses.replace(options, target=candidate.target, precision=candidate.precision,
+                                   ratio=candidate.ratio, test_data=None, skip_benchmark=True, max_steps=steps,
+                                   recover="none" if candidate.ratio == 0.0 else options.recover,
+                                   recover_minutes=options.recover_minutes if full else None)
+        result = compile(model, inputs, out_dir=candidate.out_dir, options=opts, model_name=model_name,
+                         calib_batches=calib_batches, search=False,
+                         output=Output(cache_dir=cache_dir, use_cache=output.use_cache and full,
+                                       protected_paths=output.protected_paths))
+        return result.report
+
+    run = max_drop_search.Search(options, score, _JsonState(root / "state.json"), progress,
+                                 lambda t: TARGETS[t].driver())
+    run.example_feed = inputs.as_feed()
+    chosen, record = run.run(pairs)
+    if chosen is None:
+        raise max_drop_search.nothing_fits(record["why"])
+    final = dataclasses.replace(options, target=chosen.target, precision=chosen.precision, ratio=chosen.ratio,
+                                recover="none" if chosen.ratio == 0.0 else options.recover)
+    result = compile(model, inputs, out_dir=out_dir, options=final, output=output, gates=gates, recipe=recipe,
+                     model_name=model_name, calib_batches=calib_batches, progress=progress, search=record)
+    for path in root.iterdir():  # the candidates' files; state.json stays (what was measured, for a rerun)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    return result
+
+
+class _JsonState:
+    """A search's measured candidates on disk, rewritten atomically after each one (resume after a kill)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict:
+        try:
+            return json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except ValueError:
+            return {}
+
+    def save(self, done: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(done, indent=1))
+
+
 def _build(model, inputs, options, data, driver, prune, recover, sparsify, work: Path, progress, model_name, park):
     """Passes, export and verification: everything the cache can stand in for. Once the torch models'
     reference outputs are known, drivers that run only ONNX files from then on get them parked on disk."""
@@ -216,10 +300,12 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     if data.metric:
         with progress.stage("accuracy", f"measuring {data.metric.name} on validation data"):
             measure_accuracy(report, data.metric, models, data.val, data.description)
+        if options.test_data:  # reported apart, read by nothing that chooses
+            test_batches = _test_accuracy_torch(report["accuracy"], data.metric, models, inputs, options, progress)
         if options.max_drop is not None:  # the deployed artifacts' floor; a quantizer falls back layers to meet it
             acc = report["accuracy"]
             driver.floor = AccuracyFloor(data.metric, data.val, _static_batch(inputs), acc["dense"], options.max_drop,
-                                         {n: acc[n] for n in models if acc.get(n) is not None})
+                                         {n: acc[n] for n in models if acc.get(n) is not None}, _shapes(inputs))
     recovered = add_to_report(report, ctx.records.pop(recover.name), data.metric, work) if recover else {}
     report["passes"] = ctx.records
     report["layers"] = ctx.records["prune_channels"]["layers"]
@@ -260,8 +346,15 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     report["warnings"].extend(getattr(driver, "warnings", []))
     if data.metric and report.get("accuracy") and driver.deployed_runner(artifacts, "pruned", options) is not None:
         _deployed_accuracy(report["accuracy"], data, driver, artifacts, inputs, options, progress)
+    if options.test_data and report.get("accuracy"):
+        _test_accuracy_deployed(report["accuracy"], data.metric, test_batches, driver, artifacts, inputs, options,
+                                progress)
     if options.max_drop is not None:
-        _check_floor(report, options.max_drop)
+        try:
+            _check_floor(report, options.max_drop)
+        except UserError as error:
+            error.candidate_report = report  # a --max-drop search records the candidate's measurements
+            raise
     report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
                         for name, (macs, params) in facts.items()}
     dense_macs, dense_params = facts["dense"]
@@ -272,10 +365,10 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     failed = [(n, c) for n, c in report["verification"].get("deployed", {}).items() if not c["passed"]]
     if failed:
         name, c = failed[0]
-        raise VerificationError(
+        raise _with_report(report, VerificationError(
             f"the deployed {c['precision']} {name} model drifts from torch FP32: cosine min {c['cosine_min']:.4f} < "
             f"{c['cosine_floor']}" + ("" if c["finite"] else " (non-finite outputs)"),
-            "--precision fp32 (or bf16) keeps it closer; for int8 give more representative --calib-data")
+            "--precision fp32 (or bf16) keeps it closer; for int8 give more representative --calib-data"))
     if not report["verification"]["passed"]:
         v = report["verification"]
         if v.get("nonfinite"):
@@ -286,6 +379,11 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
             f"max relative error {v['max_rel_err']:.2e} > tolerance {v['tolerance']:.0e}",
             "raise --tolerance if this is expected, or try --exporter dynamo / another --opset")
     return report, models, artifacts
+
+
+def _with_report(report: dict, error):
+    error.candidate_report = report
+    return error
 
 
 def _check_before_work(model, inputs, out_dir: Path, protected: dict) -> None:
@@ -323,6 +421,31 @@ def _restore(hit, key: str, work: Path, progress) -> tuple[dict, dict, dict]:
     return report, {name: None for name in report["models"]}, artifacts
 
 
+def _test_accuracy_torch(accuracy: dict, metric, models: dict, inputs, options, progress) -> list:
+    """accuracy.test: --test-data's metric of the dense and pruned torch models (the deployed one comes later)."""
+    from prune2deploy.data.load import count_samples, load_data
+
+    with progress.stage("accuracy_test", f"measuring {metric.name} on --test-data (reported, never chosen on)"):
+        test = load_data(options.test_data, models["dense"], inputs, options, what="--test-data")
+        accuracy["test"] = {"source": options.test_data, "samples": count_samples(test),
+                            "dense": metric(models["dense"], test), "pruned": metric(models["pruned"], test)}
+    accuracy["test"]["drop"] = metric.drop(accuracy["test"]["dense"], accuracy["test"]["pruned"])
+    return test
+
+
+def _test_accuracy_deployed(accuracy: dict, metric, test: list, driver, artifacts, inputs, options, progress) -> None:
+    runner = driver.deployed_runner(artifacts, "pruned", options)
+    if runner is None:
+        return
+    with progress.stage("accuracy_test_deployed", f"measuring {metric.name} of the deployed artifact on --test-data"):
+        value = metric(RunnerModule(runner, _static_batch(inputs), _shapes(inputs)), test)
+    accuracy["test"].update(pruned_deployed=value, drop=metric.drop(accuracy["test"]["dense"], value))
+
+
+def _shapes(inputs) -> list:
+    return [tuple(t.shape) for t in inputs.tensors()]
+
+
 def _static_batch(inputs) -> int:
     return int(inputs.tensors()[0].shape[0]) if inputs.tensors()[0].dim() else 1
 
@@ -354,7 +477,7 @@ def _deployed_accuracy(accuracy: dict, data, driver, artifacts, inputs, options,
     with progress.stage("accuracy_deployed", f"measuring {data.metric.name} of the {precision} artifacts"):
         for name in ("dense", "pruned"):
             runner = driver.deployed_runner(artifacts, name, options)
-            accuracy[f"{name}_deployed"] = data.metric(RunnerModule(runner, batch), data.val)
+            accuracy[f"{name}_deployed"] = data.metric(RunnerModule(runner, batch, _shapes(inputs)), data.val)
             del runner
     accuracy["deployed_precision"] = precision
     accuracy["drop_deployed"] = data.metric.drop(accuracy["dense"], accuracy["pruned_deployed"])

@@ -38,6 +38,9 @@ class CpuDriver(ExportingDriver):
     def device(self) -> str:
         return device_description()
 
+    def runtimes(self, name: str) -> dict:
+        return dict(self.drivers)
+
     def precisions(self, options=None) -> tuple[str, ...]:
         offered = {p for d in self.drivers.values() for p in d.precisions(options)}
         return tuple(p for p in ("fp32", "bf16", "fp16", "int8") if p in offered)

@@ -28,6 +28,14 @@ class ExportingDriver:
         """A runner of `name` at the deployed precision (None when the target deploys the FP32 ONNX)."""
         return None
 
+    def runtimes(self, name: str) -> dict:
+        """The runtimes this target deploys on (name -> driver): itself; `cpu` chooses among several."""
+        return {name: self}
+
+    def fp32_runner(self, artifacts: dict, name: str, opts):
+        """A runner of `name`'s verified FP32 ONNX on this target's CPU runtime (onnxruntime)."""
+        return OrtRunner(artifacts[f"{name}.onnx"], opts.threads)
+
     def precisions(self, options=None) -> tuple[str, ...]:
         """The precisions this target deploys on this machine."""
         return ("fp32",)

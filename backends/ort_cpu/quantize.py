@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from prune2deploy.backends.onnx.graph import is_transformer
+from prune2deploy.backends.onnx.graph import is_transformer, without_value_info
 
 TRANSFORMER_OPS = ["MatMul", "Gemm"]
 COMPUTE_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
@@ -60,8 +60,18 @@ def _quiet_root_logger():
 
 
 def _quantize(onnx_path: Path, out_path: Path, calib_feeds: list[dict], exclude: list[str]) -> dict:
+    from onnx.shape_inference import InferenceError
+
     with _quiet_root_logger():
-        return _quantize_loud(onnx_path, out_path, calib_feeds, exclude)
+        try:
+            return _quantize_loud(onnx_path, out_path, calib_feeds, exclude)
+        except InferenceError:  # stale shape annotations: quantize a copy without them
+            src = without_value_info(onnx_path, out_path.with_name(out_path.stem + ".src.onnx"))
+            try:
+                return _quantize_loud(src, out_path, calib_feeds, exclude)
+            finally:
+                for leftover in (src, src.with_name(src.name + ".data")):
+                    leftover.unlink(missing_ok=True)
 
 
 def _quantize_loud(onnx_path: Path, out_path: Path, calib_feeds: list[dict], exclude: list[str]) -> dict:

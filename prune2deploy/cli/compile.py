@@ -60,8 +60,11 @@ def cmd_compile(args) -> int:
             output = Output(cache_dir=args.cache_dir, use_cache=not args.no_cache, protected_paths=protected,
                             cache_max_gb=args.cache_max_gb,
                             keep_models=i < len(options) - 1)  # the last target's models are not needed after
+            searched = opts.max_drop is not None and not opts.budget_given() and \
+                all(args.sources.get(f) == "default" for f in ("ratio", "head_ratio"))
             result = compile(loaded.model, inputs, out_dir=out_dir, options=opts, output=output, gates=gates,
-                             recipe=resolved_recipe(args), model_name=loaded.name, progress=progress.fresh())
+                             recipe=resolved_recipe(args), model_name=loaded.name, progress=progress.fresh(),
+                             search=searched)
             report, results = result.report, result.gate_results
             if not distributed.is_main():
                 return 0  # torchrun: rank 0 reports

@@ -76,6 +76,9 @@ class _Checked:
                              "give --val-data (or --data: a --val-split of it is held out)")
 
     def _validate_data(self) -> None:
+        if self.test_data and not (self.data or self.val_data):
+            raise user_error("--test-data is measured with the validation metric, which needs validation data",
+                             "give --val-data (or --data) too")
         if not isinstance(self.val_split, (int, float)) or not 0.0 <= self.val_split < 1.0:
             raise user_error(f"val-split {self.val_split} is outside [0, 1)", "e.g. --val-split 0.1 holds out 10%")
         for name in ("batch_size", "max_length"):

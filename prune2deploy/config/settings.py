@@ -126,6 +126,9 @@ SETTINGS: tuple[Setting, ...] = (
       commands=("compile", "sensitivity"), metavar="SPEC", reads_path=True),
     S("val_data", "str", None, "validation samples (same forms); default: held out of --data", key="data.val",
       commands=("compile", "sensitivity"), metavar="SPEC", reads_path=True),
+    S("test_data", "str", None, "test samples (same forms): the final artifact's metric is measured on them and "
+      "reported apart (accuracy.test); never used to choose anything", key="data.test", metavar="SPEC",
+      reads_path=True),
     S("val_split", "float", 0.1, "fraction of --data held out (seeded) when no --val-data", key="data.val_split",
       commands=("compile", "sensitivity")),
     S("calib_data", "str", None, "samples for taylor/hessian and the fidelity check (same forms); default: the "
@@ -195,8 +198,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("calib_random", "bool", False, "let --precision int8 calibrate on random inputs when no data is given "
       "(labelled so in the report; accuracy is then unknown)", key="precision.calib_random"),
     S("max_drop", "float", None, "the most the deployed model's validation metric may fall below the dense FP32 "
-      "model's (top1: percentage points; cosine: cosine units); INT8 puts the most sensitive layers back in FP32 "
-      "until it fits; none fits: exit 2. Needs --data or --val-data", key="precision.max_drop", metavar="X"),
+      "model's (top1: percentage points; cosine: cosine units). Without --ratio or a budget the pruning amount, "
+      "runtime and precision are searched for the fastest artifact within it; with them, INT8 puts the most "
+      "sensitive layers back in FP32 until it fits. None fits: exit 2. Needs --data or --val-data",
+      key="precision.max_drop", metavar="X"),
+    S("search_minutes", "float", 30.0, "--max-drop search: wall-clock budget of the whole search (candidates start "
+      "in its first 70%%)", key="search.minutes", check=at_least(0, strict=True), metavar="MIN"),
     # --- [sparsity]
     S("sparsity", "str", None, "lay out N:M sparse weights, e.g. 2:4", key="sparsity.pattern", metavar="N:M"),
     S("permute", "bool", False, "search channel permutations before N:M masking", key="sparsity.permute"),

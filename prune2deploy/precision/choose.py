@@ -8,6 +8,7 @@ import torch
 
 from prune2deploy.context import ExampleInputs
 from prune2deploy.errors import user_error
+from prune2deploy.precision.deployed import fit_tokens
 
 CALIBRATION_SAMPLES = 300  # NNCF's default subset size
 
@@ -69,8 +70,9 @@ def _chunks(batches: list, example: ExampleInputs, limit: int) -> list[ExampleIn
     tensors = example.tensors()
     size = int(tensors[0].shape[0]) if tensors and tensors[0].dim() else 1
     groups, pending = [], None
+    shapes = [tuple(t.shape) for t in tensors]
     for inputs, _ in batches:
-        parts = inputs.tensors()
+        parts, _ = fit_tokens(inputs.tensors(), shapes)  # token batches of another length: the graph's length
         if pending is not None and all(a.shape[1:] == b.shape[1:] for a, b in zip(pending, parts)):
             pending = [torch.cat([a, b]) for a, b in zip(pending, parts)]
         else:

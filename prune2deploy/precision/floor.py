@@ -18,10 +18,11 @@ class AccuracyFloor:
     dense_value: float  # the dense FP32 model's metric on `val`
     max_drop: float
     fp32_values: dict = field(default_factory=dict)  # model name -> its torch FP32 metric on `val`
+    shapes: list | None = None  # the exported graph's input shapes (token inputs are fitted to them)
 
     def measure(self, runner, batches: list | None = None) -> float:
         """The metric of a runner (`run(feed) -> outputs`) on the validation batches (or `batches`)."""
-        return self.metric(RunnerModule(runner, self.batch), self.val if batches is None else batches)
+        return self.metric(RunnerModule(runner, self.batch, self.shapes), self.val if batches is None else batches)
 
     def drop(self, value: float) -> float:
         return self.metric.drop(self.dense_value, value)

@@ -19,7 +19,17 @@ def accuracy_lines(report: dict) -> list[str]:
                 "inputs only); to measure it and recover what pruning cost: --data train.pt --val-data val.pt"]
     shown = ", ".join(f"{label} {_fmt(acc, acc[key])}" for key, label in STAGES if acc.get(key) is not None)
     drop = f"{acc['drop']:.2f} points" if acc["unit"] == "%" else f"{acc['drop']:.4f}"
-    return [f"accuracy ({acc['metric']} on {acc['samples']} validation samples): {shown}; drop {drop}"]
+    return [f"accuracy ({acc['metric']} on {acc['samples']} validation samples): {shown}; drop {drop}"] + test_lines(acc)
+
+
+def test_lines(acc: dict) -> list[str]:
+    t = acc.get("test")
+    if not t:
+        return []
+    shipped = t.get("pruned_deployed", t["pruned"])
+    drop = f"{t['drop']:.2f} points" if acc["unit"] == "%" else f"{t['drop']:.4f}"
+    return [f"test ({acc['metric']} on {t['samples']} samples of {t['source']}, reported only, never chosen on): "
+            f"dense {_fmt(acc, t['dense'])}, shipped {_fmt(acc, shipped)}; drop {drop}"]
 
 
 def accuracy_markdown(report: dict) -> list[str]:
@@ -36,4 +46,4 @@ def accuracy_markdown(report: dict) -> list[str]:
              f"| model | {acc['metric']} |", "|---|---|"]
     lines += [f"| {label} | {_fmt(acc, acc[key])} |" for key, label in STAGES if acc.get(key) is not None]
     drop = f"{acc['drop']:.2f} points" if acc["unit"] == "%" else f"{acc['drop']:.4f}"
-    return lines + ["", f"Drop (dense - pruned): {drop}."]
+    return lines + ["", f"Drop (dense - pruned): {drop}."] + [f"\n{line[0].upper()}{line[1:]}." for line in test_lines(acc)]

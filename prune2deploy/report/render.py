@@ -5,6 +5,7 @@ from prune2deploy.report.accuracy import accuracy_lines, accuracy_markdown
 from prune2deploy.report.recovery import recovery_lines, recovery_markdown
 from prune2deploy.report.budget import budget_lines, budget_markdown
 from prune2deploy.report.precision import precision_lines, precision_markdown
+from prune2deploy.report.search import search_lines, search_markdown
 
 
 def _si(n) -> str:
@@ -47,7 +48,8 @@ def summary_lines(report: dict) -> list[str]:
     agree = f", top-1 agreement {f['top1_agreement']:.1%}" if f.get("top1_agreement") is not None else ""
     lines.append(f"fidelity over {f['samples']} samples ({f.get('inputs', 'example inputs')}): "
                  f"cosine {f['cosine_mean']:.4f} (min {f['cosine_min']:.4f}){agree}")
-    lines += precision_lines(report) + budget_lines(report) + accuracy_lines(report) + recovery_lines(report)
+    lines += precision_lines(report) + budget_lines(report) + accuracy_lines(report) + recovery_lines(report) + \
+        search_lines(report)
     if "fp16" in v:
         lines.append(f"FP16 ONNX max rel err {v['fp16']['max_rel_err']:.2e} (tolerance {v['fp16']['tolerance']:.0e})")
     for path, check in report.get("sparsity_check", {}).items():
@@ -75,7 +77,8 @@ def render_markdown(report: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), "",
              markdown_table(comparison_rows(report)), ""]
     parts += [f"- {line}" for line in summary_lines(report)]
-    parts += precision_markdown(report) + budget_markdown(report) + accuracy_markdown(report) + recovery_markdown(report)
+    parts += precision_markdown(report) + budget_markdown(report) + accuracy_markdown(report) + \
+        recovery_markdown(report) + search_markdown(report)
     gates = report.get("gates") or {}
     if gates.get("evaluated"):
         parts += ["", f"## Gates: {'all passed' if gates['passed'] else 'FAILED'}", "", "| gate | value | result |",

@@ -1,0 +1,239 @@
+"""--max-drop without --ratio or a budget: the fastest artifact that keeps the user's accuracy.
+
+Candidates are (pruning ratio, runtime, precision). Each is compiled as the compile would compile it, with a short
+recovery (SCORE_STEPS optimiser steps), and its metric measured on the deployed artifact (after recovery and
+quantization, INT8 layers falling back to FP32 to meet the floor) on the validation data only. Then every
+candidate's deployed pruned artifact, with the dense model in FP32 (and at each candidate's precision), is timed
+in one interleaved loop on the target. The fastest candidates that missed the floor only by their short recovery
+(at most SURVIVORS, faster than the fastest that fits) are recovered fully and measured again; the fastest
+candidate within the floor wins and is compiled for real by the caller.
+
+Bounded by --search-minutes: no candidate starts after SCORE_SHARE of it, no survivor after all of it. Every
+measured candidate is kept in the cache (search/<key>.json beside the compile cache), so a search killed midway
+starts again where it stopped; candidate compiles hit the compile cache too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prune2deploy.errors import P2DError, user_error
+
+RATIOS = (0.0, 0.5, 0.3, 0.7, 0.6)  # the order they are tried in: dense at lower precision and mid-range first
+SCORE_STEPS = 200  # recovery steps of a scored candidate
+SURVIVORS = 2
+SCORE_SHARE = 0.7  # of --search-minutes: no new candidate starts after it
+TIMING_SECONDS = 1.0  # per timed artifact in the joint loop
+
+
+@dataclass
+class Candidate:
+    ratio: float
+    target: str
+    precision: str  # requested (auto resolves per runtime)
+    deployed: str | None = None
+    metric: float | None = None
+    drop: float | None = None
+    fits: bool = False
+    status: str = "pending"  # measured | failed: ... | skipped: ...
+    recovery: str = "short"  # short | full | none
+    recovery_steps: int | None = None
+    wall_s: float | None = None
+    p50_ms: float | None = None
+    vs_dense_fp32: float | None = None  # dense ORT FP32 p50 / this p50 (what a user has without p2d)
+    vs_dense_same: float | None = None  # the dense model at this runtime and precision / this p50 (pruning alone)
+    mac_reduction: float | None = None
+    out_dir: str | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.ratio:g} {self.target} {self.deployed or self.precision}"
+
+    def record(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "out_dir"}
+
+
+def configs(precisions: dict) -> list[tuple[str, str]]:
+    """(runtime target, precision) pairs to try: each runtime's auto and its INT8. `precisions`: runtime target
+    name -> the precisions its driver runs here (for `cpu`: each CPU runtime it chooses from)."""
+    pairs = []
+    for runtime in precisions:
+        pairs.append((runtime, "auto"))
+        if "int8" in precisions.get(runtime, ()):
+            pairs.append((runtime, "int8"))
+    return pairs
+
+
+def select(candidates: list[Candidate], max_drop: float) -> tuple[Candidate | None, str]:
+    """The fastest measured candidate within the floor (ties: the better metric, then the smaller ratio), and
+    why; (None, why) naming the smallest drop found when none fits."""
+    timed = [c for c in candidates if c.status == "measured" and c.p50_ms is not None]
+    fitting = [c for c in timed if c.fits]
+    if not fitting:
+        measured = [c for c in candidates if c.drop is not None]
+        if not measured:
+            return None, "no candidate could be measured"
+        best = min(measured, key=lambda c: c.drop)
+        return None, (f"no candidate stays within --max-drop {max_drop:g}: the smallest drop found is "
+                      f"{best.drop:.3g} ({best.name})")
+    best = min(fitting, key=lambda c: (round(c.p50_ms, 6), -(c.metric or 0.0), c.ratio))
+    faster = [c for c in timed if c.p50_ms < best.p50_ms and not c.fits]
+    why = (f"the fastest of {len(fitting)} candidates within --max-drop {max_drop:g} (drop {best.drop:.3g}); "
+           f"{best.vs_dense_fp32:.2f}x dense ORT FP32" if best.vs_dense_fp32 else
+           f"the fastest of {len(fitting)} candidates within --max-drop {max_drop:g} (drop {best.drop:.3g})")
+    if faster:
+        why += f"; {len(faster)} faster candidate(s) dropped more"
+    return best, why
+
+
+class Search:
+    """One search: `score(candidate, full)` compiles a candidate into its out_dir and returns its report (or
+    raises a P2DError carrying `.report` when the floor or verification failed)."""
+
+    def __init__(self, options, score, state, progress, driver_for):
+        """`state`: load() -> dict and save(dict) of the measured candidates (None: not kept)."""
+        self.options, self.score, self.state, self.progress = options, score, state, progress
+        self.driver_for = driver_for  # target name -> a driver (registry), for runners of candidate artifacts
+        self.started = time.perf_counter()
+        self.budget_s = options.search_minutes * 60.0
+        self.done = self._load_state()
+
+    def run(self, pairs: list[tuple[str, str]]) -> tuple[Candidate | None, dict]:
+        candidates = [Candidate(r, t, p) for r in RATIOS for t, p in pairs]
+        n = len(candidates)
+        self._say(f"searching {n} candidates (ratio x runtime x precision) within --max-drop "
+                  f"{self.options.max_drop:g}, {self.options.search_minutes:g} min at most")
+        for k, c in enumerate(candidates, 1):
+            if time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
+                c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
+                continue
+            self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
+            self._say(f"candidate {k}/{n}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
+        self._time(candidates)
+        for c in sorted((c for c in candidates if c.p50_ms is not None), key=lambda c: c.p50_ms):
+            self._say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
+                      f"{'' if c.fits else ' (over the floor)'}")
+        chosen, why = select(candidates, self.options.max_drop)
+        survivors = self._survivors(candidates, chosen)
+        for c in survivors:
+            if time.perf_counter() - self.started > self.budget_s:
+                break
+            self._measure(c, full=True)
+            self._say(f"survivor {c.name}, recovered fully: {self._metric_text(c)}")
+        if survivors:
+            chosen, why = select(candidates, self.options.max_drop)
+        record = {"max_drop": self.options.max_drop, "metric": self._metric_name, "candidates": [c.record() for c in candidates],
+                  "chosen": chosen.record() if chosen else None, "why": why, "survivors": [c.name for c in survivors],
+                  "wall_s": round(time.perf_counter() - self.started, 1), "search_minutes": self.options.search_minutes,
+                  "score_steps": SCORE_STEPS, "selected_on": "validation data only"}
+        return chosen, record
+
+    _metric_name = None
+
+    def _metric_text(self, c: Candidate) -> str:
+        if c.drop is None:
+            return c.status
+        return f"drop {c.drop:.3g} ({'fits' if c.fits else 'over the floor'}, {c.recovery} recovery)"
+
+    def _survivors(self, candidates: list[Candidate], chosen: Candidate | None) -> list[Candidate]:
+        """Faster than the chosen one, over the floor after a short recovery only: may fit once fully recovered."""
+        if self.options.recover == "none":
+            return []
+        limit = chosen.p50_ms if chosen else float("inf")
+        pool = [c for c in candidates if c.status == "measured" and c.recovery == "short" and not c.fits
+                and c.p50_ms is not None and c.p50_ms < limit]
+        return sorted(pool, key=lambda c: c.p50_ms)[:SURVIVORS]
+
+    def _measure(self, c: Candidate, full: bool) -> None:
+        key = f"{c.name}|{'full' if full else 'short'}"
+        if key in self.done:  # measured before this search was interrupted
+            saved = self.done[key]
+            for k, v in saved.items():
+                setattr(c, k, v)
+            if c.out_dir and Path(c.out_dir).is_dir():
+                return
+        start = time.perf_counter()
+        c.recovery = "none" if c.ratio == 0.0 or self.options.recover == "none" else ("full" if full else "short")
+        try:
+            report = self.score(c, full)
+        except P2DError as error:
+            report = getattr(error, "candidate_report", None)
+            if report is None or "accuracy" not in report:
+                c.status, c.fits = f"failed: {str(error).splitlines()[0][:200]}", False
+                c.wall_s = round(time.perf_counter() - start, 1)
+                self._save(key, c)
+                return
+        acc = report["accuracy"]
+        self._metric_name = acc["metric"]
+        c.deployed = report["precision"]["deployed"]
+        c.metric = acc.get("pruned_deployed", acc["pruned"])
+        c.drop = acc.get("drop_deployed", acc["drop"])
+        c.fits = c.drop <= self.options.max_drop + 1e-9 and report["verification"]["passed"]
+        c.status = "measured"
+        c.mac_reduction = report.get("mac_reduction")
+        c.recovery_steps = (report.get("recovery") or {}).get("steps") if c.recovery != "none" else 0
+        c.wall_s = round(time.perf_counter() - start, 1)
+        self._save(key, c)
+
+    def _time(self, candidates: list[Candidate]) -> None:
+        """Every measured candidate's deployed pruned artifact, the dense model in ORT FP32 and the dense model at
+        each candidate's runtime and precision: one interleaved loop."""
+        from prune2deploy.runtime.timing import summarize, time_interleaved
+
+        measured = [c for c in candidates if c.status == "measured" and c.out_dir and Path(c.out_dir).is_dir()]
+        if not measured:
+            return
+        runners, dense_of = {}, {}
+        for c in measured:
+            runners[c.name] = self._runner(c, "pruned")
+            same = f"dense {c.target} {c.deployed}"
+            if same not in runners:
+                runners[same] = self._runner(c, "dense")
+            dense_of[c.name] = same
+        base = "dense ort-cpu fp32"
+        if base not in runners:
+            from prune2deploy.backends.ort_cpu.runner import OrtRunner
+
+            runners[base] = OrtRunner(Path(measured[0].out_dir) / "dense.onnx", self.options.threads)
+        feed = self.example_feed
+        with self.progress.stage("search_timing", f"timing {len(runners)} artifacts of the search (interleaved)"):
+            samples = time_interleaved({n: r.timed_call(feed) for n, r in runners.items()}, warmup=3, min_iters=20,
+                                       budget_s=TIMING_SECONDS * len(runners))
+        p50 = {n: summarize(s)["p50"] for n, s in samples.items()}
+        for c in measured:
+            c.p50_ms = p50[c.name]
+            c.vs_dense_fp32 = p50[base] / p50[c.name]
+            c.vs_dense_same = p50[dense_of[c.name]] / p50[c.name]
+        self.timings = p50
+
+    example_feed: dict = {}
+    timings: dict = {}
+
+    def _runner(self, c: Candidate, name: str):
+        from prune2deploy.precision.choose import Precision
+
+        out = Path(c.out_dir)
+        driver = self.driver_for(c.target)
+        driver.precision = Precision(c.precision, c.deployed, "")
+        artifacts = {p.name: p for p in out.iterdir()}
+        return driver.deployed_runner(artifacts, name, self.options) or driver.fp32_runner(artifacts, name, self.options)
+
+    def _say(self, text: str) -> None:
+        if self.progress.enabled:
+            self.progress.stream.write(f"  {text}\n")
+            self.progress.stream.flush()
+
+    def _load_state(self) -> dict:
+        return self.state.load() if self.state else {}
+
+    def _save(self, key: str, c: Candidate) -> None:
+        self.done[key] = {**c.record(), "out_dir": c.out_dir}
+        if self.state:
+            self.state.save(self.done)
+
+
+def nothing_fits(why: str):
+    return user_error(why, "raise --max-drop, give more --search-minutes or recovery (--recover-minutes), "
+                           "or a higher --precision")

@@ -1,0 +1,134 @@
+"""--max-drop without --ratio: the fastest candidate (ratio x runtime x precision) within the floor, chosen on
+validation data only, resumable, and one line when nothing fits."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from digits import digits, trained_digits_cnn
+
+from prune2deploy.config.options import CompileOptions
+from prune2deploy.errors import UserError
+from prune2deploy.runtime.progress import Progress
+from prune2deploy.search import max_drop as search
+from prune2deploy.search.max_drop import Candidate, select
+
+
+def _c(ratio, p50, drop, fits=None, metric=None, precision="fp32"):
+    return Candidate(ratio, "ort-cpu", precision, deployed=precision, metric=metric if metric is not None else 90 - drop,
+                     drop=drop, fits=drop <= 0.5 if fits is None else fits, status="measured", p50_ms=p50,
+                     vs_dense_fp32=10 / p50)
+
+
+def test_select_is_the_fastest_within_the_floor():
+    candidates = [_c(0.0, 10.0, 0.0), _c(0.5, 4.0, 0.4), _c(0.7, 2.0, 3.0), _c(0.3, 6.0, 0.1, precision="int8")]
+    chosen, why = select(candidates, 0.5)
+    assert (chosen.ratio, chosen.p50_ms) == (0.5, 4.0)
+    assert "fastest of 3 candidates within --max-drop 0.5" in why and "1 faster candidate(s) dropped more" in why
+
+
+def test_select_breaks_ties_by_metric_then_smaller_ratio():
+    chosen, _ = select([_c(0.5, 4.0, 0.4, metric=89.0), _c(0.6, 4.0, 0.2, metric=89.8)], 0.5)
+    assert chosen.ratio == 0.6
+    chosen, _ = select([_c(0.6, 4.0, 0.2, metric=89.8), _c(0.5, 4.0, 0.2, metric=89.8)], 0.5)
+    assert chosen.ratio == 0.5
+
+
+def test_select_names_the_best_drop_when_nothing_fits():
+    failed = Candidate(0.7, "ov-cpu", "int8", status="failed: the deployed int8 dense model drifts")
+    chosen, why = select([_c(0.5, 4.0, 1.2), _c(0.3, 6.0, 0.9), failed], 0.5)
+    assert chosen is None and "smallest drop found is 0.9 (0.3 ort-cpu fp32)" in why
+    assert select([failed], 0.5) == (None, "no candidate could be measured")
+
+
+def test_configs_cover_each_runtime_at_auto_and_int8():
+    both = {"ort-cpu": ("fp32", "int8"), "ov-cpu": ("fp32", "bf16", "int8")}
+    assert search.configs(both) == [("ort-cpu", "auto"), ("ort-cpu", "int8"), ("ov-cpu", "auto"),
+                                           ("ov-cpu", "int8")]
+    assert search.configs({"ov-cpu": ("fp32", "bf16", "int8")}) == [("ov-cpu", "auto"), ("ov-cpu", "int8")]
+    assert search.configs({"trt-ampere": ("fp16",)}) == [("trt-ampere", "auto")]
+
+
+class _Interrupted(KeyboardInterrupt):
+    pass
+
+
+def test_an_interrupted_search_starts_again_where_it_stopped(tmp_path, monkeypatch):
+    options = CompileOptions(max_drop=0.5, recover="none", search_minutes=5, data="d.pt")
+    calls = []
+
+    def score(c, full, stop_at=None):
+        calls.append(c.name)
+        if stop_at is not None and len(calls) == stop_at:
+            raise _Interrupted()
+        c.out_dir = str(tmp_path / c.name.replace(" ", "_"))
+        Path(c.out_dir).mkdir(exist_ok=True)
+        drop = c.ratio * 2
+        return {"accuracy": {"metric": "top1", "pruned": 90 - drop, "drop": drop}, "precision": {"deployed": "fp32"},
+                "verification": {"passed": True}, "mac_reduction": 1 / (1 - c.ratio)}
+
+    def fake_time(self, candidates):  # latency from the ratio: the more pruned, the faster
+        for c in candidates:
+            if c.status == "measured":
+                c.p50_ms, c.vs_dense_fp32 = 10 * (1 - c.ratio), 1 / (1 - c.ratio)
+
+    monkeypatch.setattr(search.Search, "_time", fake_time)
+    from prune2deploy.pipeline import _JsonState
+
+    state = _JsonState(tmp_path / "state.json")
+    pairs = [("ort-cpu", "auto")]
+    with pytest.raises(_Interrupted):
+        search.Search(options, lambda c, f: score(c, f, stop_at=3), state, Progress(enabled=False), None).run(pairs)
+    assert len(json.loads(state.path.read_text())) == 2  # two candidates measured before the kill, kept
+    calls.clear()
+    chosen, record = search.Search(options, score, state, Progress(enabled=False), None).run(pairs)
+    assert len(calls) == len(search.RATIOS) - 2  # the two measured ones were not compiled again
+    assert chosen.ratio == 0.0 and chosen.drop == 0.0  # only the dense model keeps drop <= 0.5 (ratio * 2)
+    assert len(record["candidates"]) == len(search.RATIOS) and record["selected_on"] == "validation data only"
+
+
+@pytest.fixture(scope="module")
+def digit_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    x, y = digits()
+    for name, part in (("train", slice(0, 1200)), ("val", slice(1200, 1500)), ("test", slice(1500, None))):
+        torch.save((x[part], y[part]), root / f"{name}.pt")
+    return root
+
+
+@pytest.mark.slow
+def test_a_looser_floor_gives_a_faster_artifact_and_test_data_only_reports(digit_files, tmp_path, monkeypatch):
+    from prune2deploy.data import load
+    from prune2deploy.pipeline import Output, compile
+
+    read = []
+    original = load.read_samples
+    monkeypatch.setattr(load, "read_samples", lambda spec, *a, **k: read.append(spec) or original(spec, *a, **k))
+    common = dict(target="ort-cpu", data=str(digit_files / "train.pt"), val_data=str(digit_files / "val.pt"),
+                  test_data=str(digit_files / "test.pt"), recover="none", search_minutes=10, bench_seconds=0.5,
+                  output=Output(cache_dir=tmp_path / "cache"))
+    reports = {}
+    for name, floor in (("tight", 0.5), ("loose", 60.0)):
+        reports[name] = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), out_dir=tmp_path / name,
+                                max_drop=floor, **common).report
+    tight, loose = reports["tight"]["search"]["chosen"], reports["loose"]["search"]["chosen"]
+    timed = [c["p50_ms"] for c in reports["loose"]["search"]["candidates"] if c["p50_ms"] is not None]
+    assert tight["drop"] <= 0.5 and loose["p50_ms"] == min(timed)  # the loose floor: the fastest of all
+    assert loose["mac_reduction"] > tight["mac_reduction"]  # the loose floor ships a smaller model
+    for name, report in reports.items():
+        s = report["search"]
+        assert report["accuracy"]["max_drop"] == s["max_drop"] and report["accuracy"]["fits_max_drop"]
+        assert len(s["candidates"]) == len(search.RATIOS) * 2  # ort-cpu at fp32 and int8
+        assert s["plot"] == "frontier.png" and (tmp_path / name / "frontier.png").exists()
+        assert "## Search" in (tmp_path / name / "report.md").read_text()
+        assert report["accuracy"]["test"]["samples"] == 297  # measured on the final artifact, reported apart
+    test_reads = [spec for spec in read if spec.endswith("test.pt")]
+    assert len(test_reads) == 2  # once per final compile; no candidate read the test data
+
+
+def test_nothing_fits_is_one_line():
+    error = search.nothing_fits("no candidate stays within --max-drop 0.1: the smallest drop found is 0.4 (0.3 ...)")
+    assert isinstance(error, UserError) and error.exit_code == 2 and "smallest drop found is 0.4" in error.one_line()
