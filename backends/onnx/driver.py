@@ -10,6 +10,7 @@ from prune2deploy.backends.ort_cpu.runner import OrtRunner
 
 from prune2deploy.backends.onnx.sparsity import assert_onnx_nm
 from prune2deploy.backends.onnx.verify import verify_onnx
+from prune2deploy.precision.compare import compare
 
 
 class ExportingDriver:
@@ -117,6 +118,20 @@ class ExportingDriver:
                 "worst_output": per_model[worst]["worst_output"], "tolerance": opts.tolerance,
                 "nonfinite": per_model[worst].get("nonfinite"),
                 "passed": all(v["passed"] for v in per_model.values()), "models": per_model}
+
+    def check_deployed(self, result: dict, references: dict, check_sets: list, runner_for, what: str,
+                       progress) -> dict:
+        """Each model's deployed artifact (`runner_for(name)`) against torch FP32 on the precision check sets (real
+        samples where there are some), with the deployed precision's floor; folded into `result`."""
+        precision, sets, deployed = self.precision.deployed, self.precision_sets or check_sets, {}
+        for name, reference in (self.precision_references or references).items():
+            with progress.stage(f"verify_{name}_{precision}", f"checking {name} {what} against torch FP32"):
+                runner = runner_for(name)
+                deployed[name] = compare(reference, runner, sets, precision)
+                del runner  # one session at a time
+        result["deployed"] = deployed
+        result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
+        return result
 
     def model_facts(self, artifacts: dict, name: str) -> dict:
         return {"onnx_bytes": onnx_bytes(artifacts[f"{name}.onnx"])}

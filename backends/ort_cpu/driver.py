@@ -6,7 +6,6 @@ from prune2deploy.backends.ort_cpu.runner import OrtRunner, default_threads, dev
 from prune2deploy.runtime.timing import benchmark_runners, summarize, time_interleaved
 from prune2deploy.backends.onnx.driver import ExportingDriver
 from prune2deploy.backends.ort_cpu.quantize import quantize_int8
-from prune2deploy.precision.compare import compare
 
 INT8_MIN_SPEEDUP = 1.0  # the pruned INT8 model must be at least this much faster than FP32 to ship
 SPEED_CHECK_SECONDS = 2.0
@@ -67,13 +66,9 @@ class OrtCpuDriver(ExportingDriver):
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         result = super().verify(references, artifacts, check_sets, opts, progress)
         if self.precision is not None and self.precision.deployed == "int8":
-            sets, deployed = self.precision_sets or check_sets, {}
-            for name, reference in (self.precision_references or references).items():
-                with progress.stage(f"verify_{name}_int8", f"checking {name} INT8 ONNX against torch FP32"):
-                    deployed[name] = compare(reference, OrtRunner(artifacts[f"{name}.int8.onnx"], opts.threads),
-                                             sets, "int8")
-            result["deployed"] = deployed
-            result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
+            return self.check_deployed(result, references, check_sets,
+                                       lambda name: OrtRunner(artifacts[f"{name}.int8.onnx"], opts.threads),
+                                       "INT8 ONNX", progress)
         return result
 
     def deployed_runner(self, artifacts, name, opts):

@@ -10,7 +10,6 @@ from prune2deploy.backends.ort_cpu import cpu_flags
 from prune2deploy.backends.ort_cpu.runner import default_threads, device_description
 from prune2deploy.backends.ov_cpu.lower import write_ir
 from prune2deploy.backends.ov_cpu.runner import OvRunner, cpu_precisions, properties
-from prune2deploy.precision.compare import compare
 from prune2deploy.runtime.timing import benchmark_runners
 
 BF16_FLAGS = {"amx_bf16", "avx512_bf16"}
@@ -59,17 +58,10 @@ class OvCpuDriver(ExportingDriver):
 
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         result = super().verify(references, artifacts, check_sets, opts, progress)
-        precision, sets = self.precision.deployed, self.precision_sets or check_sets
-        references_on_sets = self.precision_references or references
-        deployed = {}
-        for name, reference in references_on_sets.items():
-            with progress.stage(f"verify_{name}_{precision}", f"checking {name} IR ({precision}) against torch FP32"):
-                runner = OvRunner(artifacts[f"{name}.{precision}.xml"], opts.threads, precision)
-                deployed[name] = compare(reference, runner, sets, precision)
-                del runner
-        result["deployed"] = deployed
-        result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
-        return result
+        precision = self.precision.deployed
+        return self.check_deployed(result, references, check_sets,
+                                   lambda name: OvRunner(artifacts[f"{name}.{precision}.xml"], opts.threads, precision),
+                                   f"IR ({precision})", progress)
 
     def deployed_runner(self, artifacts, name, opts):
         xml = artifacts.get(f"{name}.{self.precision.deployed}.xml")

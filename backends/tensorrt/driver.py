@@ -15,7 +15,6 @@ from prune2deploy.backends.tensorrt.int8 import to_int8_qdq_onnx
 from prune2deploy.backends.ort_cpu.runner import OrtRunner, device_description
 
 from prune2deploy.errors import MissingDependency
-from prune2deploy.precision.compare import compare
 from prune2deploy.runtime.timing import high_variance_warnings, summarize
 from prune2deploy.backends.onnx.verify import verify_onnx
 from prune2deploy.backends.onnx.driver import ExportingDriver
@@ -106,15 +105,9 @@ class TensorRtDriver(ExportingDriver):
     def _verify_int8(self, result, references, artifacts, check_sets, opts, progress) -> dict:
         """The Q/DQ ONNX in onnxruntime on this CPU against torch FP32 (real samples where there are some): the
         check that needs no GPU. The engine's own numbers come when it is built."""
-        sets, deployed = self.precision_sets or check_sets, {}
-        for name, reference in (self.precision_references or references).items():
-            with progress.stage(f"verify_{name}_int8", f"checking {name} INT8 Q/DQ ONNX against torch FP32 "
-                                                       "(onnxruntime, CPU)"):
-                deployed[name] = compare(reference, OrtRunner(artifacts[f"{name}.int8.onnx"], opts.threads), sets,
-                                         "int8")
-        result["deployed"] = deployed
-        result["passed"] = result["passed"] and all(v["passed"] for v in deployed.values())
-        return result
+        return self.check_deployed(result, references, check_sets,
+                                   lambda name: OrtRunner(artifacts[f"{name}.int8.onnx"], opts.threads),
+                                   "INT8 Q/DQ ONNX (onnxruntime, CPU)", progress)
 
     def deployed_runner(self, artifacts, name, opts):
         """The INT8 Q/DQ ONNX in onnxruntime (CPU): its accuracy on the validation data before any engine exists."""
