@@ -90,7 +90,7 @@ def as_example_inputs(example_inputs) -> ExampleInputs:
 def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir: str | Path | None = None, *,
             options: CompileOptions | None = None, output: Output | None = None, gates: list | None = None,
             recipe: dict | None = None, model_name: str = "model", calib_batches: list | None = None,
-            progress: Progress | None = None, search: bool | None = None, **option_overrides) -> CompileResult:
+            progress: Progress | None = None, search: bool | dict | str | None = None, **option_overrides) -> CompileResult:
     """Prune `model`, export dense and pruned ONNX, verify them, benchmark both on `target`, write a report.
 
     Arguments come in three groups: what to do (`options`, a CompileOptions, and keyword overrides of its
@@ -103,7 +103,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
 
     With `max_drop` and neither a ratio nor a budget given (`search=None` decides from the overrides; the CLI
     passes it), the pruning ratio, runtime and precision are searched first (search/max_drop.py) and the fastest
-    candidate within the floor is compiled; its report gets `search`.
+    candidate within the floor is compiled; its report gets `search` (the search passes its record as `search`).
+    `search="candidate"`: a candidate of that search, whose drop over `max_drop` is recorded, not fatal.
     """
     started = time.perf_counter()
     output = output or Output()
@@ -116,7 +117,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     if search is None:
         search = options.max_drop is not None and not options.budget_given() and \
             not {"ratio", "head_ratio"} & set(option_overrides)
-    if search and options.max_drop is not None and not isinstance(search, dict):
+    if search is True and options.max_drop is not None:
         return _search_then_compile(model, example_inputs, out_dir, options, output or Output(), gates, recipe,
                                     model_name, calib_batches, progress or Progress(enabled=False))
     search_record = search if isinstance(search, dict) else None
@@ -164,7 +165,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             if not driver.runs_torch_models:
                 _park(park, progress, model)
         else:
-            report, models, artifacts = _build(model, inputs, options, data, driver, prune, recover, sparsify,
+            report, models, artifacts = _build(model, inputs, options, data, driver, prune, recover, sparsify, search,
                                                work, progress, model_name, park)
             report["cache"] = {"hit": False, "key": key}
             if key:  # what a cache hit restores: stored below, once the compile cannot fail any more
@@ -242,7 +243,7 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
                                    recover="none" if candidate.ratio == 0.0 else options.recover,
                                    recover_minutes=options.recover_minutes if full else None)
         result = compile(model, inputs, out_dir=candidate.out_dir, options=opts, model_name=model_name,
-                         calib_batches=calib_batches, search=False,
+                         calib_batches=calib_batches, search="candidate",
                          output=Output(cache_dir=cache_dir, use_cache=output.use_cache and full,
                                        protected_paths=output.protected_paths))
         return result.report
@@ -280,7 +281,8 @@ class _JsonState:
         write_atomic(self.path, json.dumps(done, indent=1))
 
 
-def _build(model, inputs, options, data, driver, prune, recover, sparsify, work: Path, progress, model_name, park):
+def _build(model, inputs, options, data, driver, prune, recover, sparsify, search, work: Path, progress, model_name,
+           park):
     """Passes, export and verification: everything the cache can stand in for. Once the torch models'
     reference outputs are known, drivers that run only ONNX files from then on get them parked on disk."""
     calib_batches = data.calib
@@ -352,9 +354,9 @@ def _build(model, inputs, options, data, driver, prune, recover, sparsify, work:
     if options.max_drop is not None:
         try:
             _check_floor(report, options.max_drop)
-        except UserError as error:
-            error.candidate_report = report  # a --max-drop search records the candidate's measurements
-            raise
+        except UserError:
+            if search != "candidate":  # a --max-drop search's candidate records its drop and goes on
+                raise
     report["models"] = {name: {"params": params, "macs": macs, **driver.model_facts(artifacts, name)}
                         for name, (macs, params) in facts.items()}
     dense_macs, dense_params = facts["dense"]

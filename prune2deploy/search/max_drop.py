@@ -4,13 +4,13 @@ Candidates are (pruning ratio, runtime, precision). Each is compiled as the comp
 recovery (SCORE_STEPS optimiser steps), and its metric measured on the deployed artifact (after recovery and
 quantization, INT8 layers falling back to FP32 to meet the floor) on the validation data only. Then every
 candidate's deployed pruned artifact, with the dense model in FP32 (and at each candidate's precision), is timed
-in one interleaved loop on the target. The fastest candidates that missed the floor only by their short recovery
-(at most SURVIVORS, faster than the fastest that fits) are recovered fully and measured again; the fastest
-candidate within the floor wins and is compiled for real by the caller.
+in one interleaved loop on the target. Survivors, the SURVIVORS candidates closest to the floor among those faster
+than the fastest one that fits, are recovered fully (the user's recovery settings) and measured again; the
+fastest candidate within the floor wins and is compiled for real by the caller.
 
 Bounded by --search-minutes: no candidate starts after SCORE_SHARE of it, no survivor after all of it. Every
-measured candidate is kept in the cache (search/<key>.json beside the compile cache), so a search killed midway
-starts again where it stopped; candidate compiles hit the compile cache too.
+measured candidate is kept in the cache (search/<key>/state.json beside the compile cache), so a search killed
+midway starts again where it stopped; fully recovered compiles hit the compile cache too.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from prune2deploy.errors import P2DError, user_error
 
 RATIOS = (0.0, 0.5, 0.3, 0.7, 0.6)  # the order they are tried in: dense at lower precision and mid-range first
 SCORE_STEPS = 200  # recovery steps of a scored candidate
-SURVIVORS = 2
+SURVIVORS = 3
 SCORE_SHARE = 0.7  # of --search-minutes: no new candidate starts after it
 TIMING_SECONDS = 1.0  # per timed artifact in the joint loop
 
@@ -138,13 +138,16 @@ class Search:
         return f"drop {c.drop:.3g} ({'fits' if c.fits else 'over the floor'}, {c.recovery} recovery)"
 
     def _survivors(self, candidates: list[Candidate], chosen: Candidate | None) -> list[Candidate]:
-        """Faster than the chosen one, over the floor after a short recovery only: may fit once fully recovered."""
+        """Faster than the chosen one but over the floor after a short recovery only: they may fit once fully
+        recovered. The SURVIVORS closest to the floor go on (a short recovery ranks them well: the ratio that
+        dropped least recovers most), fastest first."""
         if self.options.recover == "none":
             return []
         limit = chosen.p50_ms if chosen else float("inf")
         pool = [c for c in candidates if c.status == "measured" and c.recovery == "short" and not c.fits
                 and c.p50_ms is not None and c.p50_ms < limit]
-        return sorted(pool, key=lambda c: c.p50_ms)[:SURVIVORS]
+        closest = sorted(pool, key=lambda c: (c.drop, c.p50_ms))[:SURVIVORS]
+        return sorted(closest, key=lambda c: c.p50_ms)
 
     def _measure(self, c: Candidate, full: bool) -> None:
         key = f"{c.name}|{'full' if full else 'short'}"
@@ -171,7 +174,8 @@ class Search:
         c.metric = acc.get("pruned_deployed", acc["pruned"])
         c.drop = acc.get("drop_deployed", acc["drop"])
         c.fits = c.drop <= self.options.max_drop + 1e-9 and report["verification"]["passed"]
-        c.status = "measured"
+        c.status = "measured" if report["verification"]["passed"] else \
+            "failed: the deployed artifact failed its check against torch FP32"
         c.mac_reduction = report.get("mac_reduction")
         c.recovery_steps = (report.get("recovery") or {}).get("steps") if c.recovery != "none" else 0
         c.wall_s = round(time.perf_counter() - start, 1)

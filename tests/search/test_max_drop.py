@@ -122,6 +122,9 @@ def test_a_looser_floor_gives_a_faster_artifact_and_test_data_only_reports(digit
         s = report["search"]
         assert report["accuracy"]["max_drop"] == s["max_drop"] and report["accuracy"]["fits_max_drop"]
         assert len(s["candidates"]) == len(search.RATIOS) * 2  # ort-cpu at fp32 and int8
+        measured = [c for c in s["candidates"] if c["status"] == "measured"]
+        assert measured and all(c["p50_ms"] is not None for c in measured)  # over the floor or not: all timed
+        assert any(not c["fits"] for c in reports["tight"]["search"]["candidates"])
         assert s["plot"] == "frontier.png" and (tmp_path / name / "frontier.png").exists()
         assert "## Search" in (tmp_path / name / "report.md").read_text()
         assert report["accuracy"]["test"]["samples"] == 297  # measured on the final artifact, reported apart
