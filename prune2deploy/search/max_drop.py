@@ -4,9 +4,10 @@ Candidates are (pruning ratio, runtime, precision). Each is compiled as the comp
 recovery (SCORE_STEPS optimiser steps), and its metric measured on the deployed artifact (after recovery and
 quantization, INT8 layers falling back to FP32 to meet the floor) on the validation data only. Then every
 candidate's deployed pruned artifact, with the dense model in FP32 (and at each candidate's precision), is timed
-in one interleaved loop on the target. Survivors, the SURVIVORS candidates closest to the floor among those faster
-than the fastest one that fits, are recovered fully (the user's recovery settings) and measured again; the
-fastest candidate within the floor wins and is compiled for real by the caller.
+in one interleaved loop on the target. Survivors are recovered fully (the user's recovery settings) and measured
+again: among the candidates faster than the fastest one that fits, the fastest of each of the SURVIVORS ratios
+that came closest to the floor. The fastest candidate within the floor wins and is compiled for real by the
+caller.
 
 Bounded by --search-minutes: no candidate starts after SCORE_SHARE of it, no survivor after all of it. Every
 measured candidate is kept in the cache (search/<key>/state.json beside the compile cache), so a search killed
@@ -139,15 +140,19 @@ class Search:
 
     def _survivors(self, candidates: list[Candidate], chosen: Candidate | None) -> list[Candidate]:
         """Faster than the chosen one but over the floor after a short recovery only: they may fit once fully
-        recovered. The SURVIVORS closest to the floor go on (a short recovery ranks them well: the ratio that
-        dropped least recovers most), fastest first."""
+        recovered. One per ratio (its fastest runtime and precision: a full recovery helps every precision of a
+        ratio alike), for the SURVIVORS ratios that came closest to the floor; fastest first."""
         if self.options.recover == "none":
             return []
         limit = chosen.p50_ms if chosen else float("inf")
         pool = [c for c in candidates if c.status == "measured" and c.recovery == "short" and not c.fits
                 and c.p50_ms is not None and c.p50_ms < limit]
-        closest = sorted(pool, key=lambda c: (c.drop, c.p50_ms))[:SURVIVORS]
-        return sorted(closest, key=lambda c: c.p50_ms)
+        closest = {}
+        for c in pool:
+            closest[c.ratio] = min(closest.get(c.ratio, c.drop), c.drop)
+        ratios = sorted(closest, key=closest.get)[:SURVIVORS]
+        picks = [min((c for c in pool if c.ratio == r), key=lambda c: c.p50_ms) for r in ratios]
+        return sorted(picks, key=lambda c: c.p50_ms)
 
     def _measure(self, c: Candidate, full: bool) -> None:
         key = f"{c.name}|{'full' if full else 'short'}"

@@ -135,3 +135,15 @@ def test_a_looser_floor_gives_a_faster_artifact_and_test_data_only_reports(digit
 def test_nothing_fits_is_one_line():
     error = search.nothing_fits("no candidate stays within --max-drop 0.1: the smallest drop found is 0.4 (0.3 ...)")
     assert isinstance(error, UserError) and error.exit_code == 2 and "smallest drop found is 0.4" in error.one_line()
+
+
+def test_survivors_are_the_fastest_of_each_ratio_closest_to_the_floor():
+    options = CompileOptions(max_drop=0.5, data="d.pt")
+    run = search.Search(options, None, None, Progress(enabled=False), None)
+    short = [_c(0.3, 3.0, 2.4), _c(0.3, 2.0, 3.5, precision="int8"), _c(0.5, 1.5, 3.1, precision="int8"),
+             _c(0.5, 2.2, 3.0), _c(0.6, 1.2, 7.0), _c(0.7, 1.0, 14.0)]
+    for c in short:
+        c.recovery = "short"
+    fits = _c(0.0, 4.0, 0.4)
+    picked = run._survivors(short + [fits], fits)
+    assert [(c.ratio, c.p50_ms) for c in picked] == [(0.6, 1.2), (0.5, 1.5), (0.3, 2.0)]
