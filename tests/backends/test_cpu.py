@@ -54,3 +54,8 @@ def test_p2d_targets_lists_cpu_first_with_both_runtimes(p2d_in_process):
     first = r.stdout.splitlines()[0]
     assert first.startswith("cpu ") and "(default)" in first
     assert "ort-cpu" in r.stdout and "ov-cpu" in r.stdout
+    lines = r.stdout.splitlines()
+    ov = next(i for i, line in enumerate(lines) if line.startswith("ov-cpu "))
+    assert lines[ov + 2].strip().startswith("precisions here: fp32") and "int8" in lines[ov + 2]
+    ort = next(i for i, line in enumerate(lines) if line.startswith("ort-cpu "))
+    assert "auto: fp32" in lines[ort + 2]
