@@ -162,6 +162,11 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         if hit:
             report, models, artifacts = _restore(hit, key, work, progress)
             driver.restored(report)
+            if report.get("accuracy"):  # what the cached compile measured on its own test data does not count
+                report["accuracy"].pop("test", None)
+                if options.test_data:
+                    _test_accuracy_restored(report["accuracy"], data.metric, model, driver, artifacts, inputs,
+                                            options, progress)
             if not driver.runs_torch_models:
                 _park(park, progress, model)
         else:
@@ -433,6 +438,21 @@ def _test_accuracy_torch(accuracy: dict, metric, models: dict, inputs, options, 
                             "dense": metric(models["dense"], test), "pruned": metric(models["pruned"], test)}
     accuracy["test"]["drop"] = metric.drop(accuracy["test"]["dense"], accuracy["test"]["pruned"])
     return test
+
+
+def _test_accuracy_restored(accuracy: dict, metric, dense, driver, artifacts, inputs, options, progress) -> None:
+    """accuracy.test after a cache hit: the dense torch model and the artifact that ships (its torch model is not
+    loaded back)."""
+    from prune2deploy.data.load import count_samples, load_data
+
+    with progress.stage("accuracy_test", f"measuring {metric.name} on --test-data (reported, never chosen on)"):
+        test = load_data(options.test_data, dense, inputs, options, what="--test-data")
+        runner = driver.deployed_runner(artifacts, "pruned", options) or driver.fp32_runner(artifacts, "pruned",
+                                                                                             options)
+        shipped = metric(RunnerModule(runner, _static_batch(inputs), _shapes(inputs)), test)
+        value = metric(dense, test)
+    accuracy["test"] = {"source": options.test_data, "samples": count_samples(test), "dense": value,
+                        "pruned_deployed": shipped, "drop": metric.drop(value, shipped)}
 
 
 def _test_accuracy_deployed(accuracy: dict, metric, test: list, driver, artifacts, inputs, options, progress) -> None:

@@ -23,7 +23,8 @@ from prune2deploy.artifacts.ownership import WRITTEN_BY
 
 # Settings that change only the benchmark, not the artifacts.
 BENCH_ONLY = ("threads", "warmup", "min_iters", "bench_seconds", "skip_benchmark",
-              "resume")  # resuming a recovery gives the same weights as not being interrupted
+              "resume",  # resuming a recovery gives the same weights as not being interrupted
+              "test_data", "search_minutes")  # measured after the artifacts (a hit measures the test data again)
 CACHED = ("report.json", "verification_data.pt")  # besides the model artifacts
 
 

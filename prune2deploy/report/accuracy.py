@@ -26,7 +26,7 @@ def test_lines(acc: dict) -> list[str]:
     t = acc.get("test")
     if not t:
         return []
-    shipped = t.get("pruned_deployed", t["pruned"])
+    shipped = t.get("pruned_deployed", t.get("pruned"))
     drop = f"{t['drop']:.2f} points" if acc["unit"] == "%" else f"{t['drop']:.4f}"
     return [f"test ({acc['metric']} on {t['samples']} samples of {t['source']}, reported only, never chosen on): "
             f"dense {_fmt(acc, t['dense'])}, shipped {_fmt(acc, shipped)}; drop {drop}"]
