@@ -147,3 +147,20 @@ def test_survivors_are_the_fastest_of_each_ratio_closest_to_the_floor():
     fits = _c(0.0, 4.0, 0.4)
     picked = run._survivors(short + [fits], fits)
     assert [(c.ratio, c.p50_ms) for c in picked] == [(0.6, 1.2), (0.5, 1.5), (0.3, 2.0)]
+
+
+def test_a_cache_hit_measures_the_test_data_again(digit_files, tmp_path):
+    """The search's final compile reuses its survivor's compile (made without --test-data, without a benchmark):
+    test data and benchmark flags are outside the cache key, and a hit measures the test data itself."""
+    from prune2deploy.pipeline import Output, compile
+
+    common = dict(target="ort-cpu", ratio=0.3, data=str(digit_files / "train.pt"), recover="none",
+                  val_data=str(digit_files / "val.pt"), output=Output(cache_dir=tmp_path / "cache"))
+    first = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), out_dir=tmp_path / "a", skip_benchmark=True,
+                    **common).report
+    assert "test" not in first["accuracy"]
+    second = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), out_dir=tmp_path / "b", bench_seconds=0.3,
+                     test_data=str(digit_files / "test.pt"), **common).report
+    assert second["cache"]["hit"] and second["accuracy"]["test"]["samples"] == 297
+    assert second["accuracy"]["test"]["drop"] == pytest.approx(
+        second["accuracy"]["test"]["dense"] - second["accuracy"]["test"]["pruned_deployed"])
