@@ -164,9 +164,11 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
             driver.restored(report)
             if report.get("accuracy"):  # what the cached compile measured on its own test data does not count
                 report["accuracy"].pop("test", None)
-                if options.test_data:
-                    _test_accuracy_restored(report["accuracy"], data.metric, model, driver, artifacts, inputs,
-                                            options, progress)
+                if options.test_data:  # the dense torch model and the files that ship (no pruned torch model)
+                    test = _test_accuracy_torch(report["accuracy"], data.metric, {"dense": model}, inputs, options,
+                                                progress)
+                    _test_accuracy_deployed(report["accuracy"], data.metric, test, driver, artifacts, inputs, options,
+                                            progress, fp32_too=True)
             if not driver.runs_torch_models:
                 _park(park, progress, model)
         else:
@@ -254,8 +256,7 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
         return result.report
 
     run = max_drop_search.Search(options, score, _JsonState(root / "state.json"), progress,
-                                 lambda t: TARGETS[t].driver())
-    run.example_feed = inputs.as_feed()
+                                 lambda t: TARGETS[t].driver(), inputs.as_feed())
     chosen, record = run.run(pairs)
     if chosen is None:
         raise max_drop_search.nothing_fits(record["why"])
@@ -429,34 +430,25 @@ def _restore(hit, key: str, work: Path, progress) -> tuple[dict, dict, dict]:
 
 
 def _test_accuracy_torch(accuracy: dict, metric, models: dict, inputs, options, progress) -> list:
-    """accuracy.test: --test-data's metric of the dense and pruned torch models (the deployed one comes later)."""
+    """accuracy.test: --test-data's metric of the torch models given (dense, and pruned unless a cache hit restored
+    only its files); the shipped artifact's comes after export (_test_accuracy_deployed). Returns the batches."""
     from prune2deploy.data.load import count_samples, load_data
 
     with progress.stage("accuracy_test", f"measuring {metric.name} on --test-data (reported, never chosen on)"):
         test = load_data(options.test_data, models["dense"], inputs, options, what="--test-data")
-        accuracy["test"] = {"source": options.test_data, "samples": count_samples(test),
-                            "dense": metric(models["dense"], test), "pruned": metric(models["pruned"], test)}
-    accuracy["test"]["drop"] = metric.drop(accuracy["test"]["dense"], accuracy["test"]["pruned"])
+        record = {"source": options.test_data, "samples": count_samples(test),
+                  **{name: metric(models[name], test) for name in ("dense", "pruned") if name in models}}
+    if "pruned" in record:
+        record["drop"] = metric.drop(record["dense"], record["pruned"])
+    accuracy["test"] = record
     return test
 
 
-def _test_accuracy_restored(accuracy: dict, metric, dense, driver, artifacts, inputs, options, progress) -> None:
-    """accuracy.test after a cache hit: the dense torch model and the artifact that ships (its torch model is not
-    loaded back)."""
-    from prune2deploy.data.load import count_samples, load_data
-
-    with progress.stage("accuracy_test", f"measuring {metric.name} on --test-data (reported, never chosen on)"):
-        test = load_data(options.test_data, dense, inputs, options, what="--test-data")
-        runner = driver.deployed_runner(artifacts, "pruned", options) or driver.fp32_runner(artifacts, "pruned",
-                                                                                             options)
-        shipped = metric(RunnerModule(runner, _static_batch(inputs), _shapes(inputs)), test)
-        value = metric(dense, test)
-    accuracy["test"] = {"source": options.test_data, "samples": count_samples(test), "dense": value,
-                        "pruned_deployed": shipped, "drop": metric.drop(value, shipped)}
-
-
-def _test_accuracy_deployed(accuracy: dict, metric, test: list, driver, artifacts, inputs, options, progress) -> None:
-    runner = driver.deployed_runner(artifacts, "pruned", options)
+def _test_accuracy_deployed(accuracy: dict, metric, test: list, driver, artifacts, inputs, options, progress,
+                            fp32_too: bool = False) -> None:
+    """The shipped artifact on --test-data: the deployed one (`fp32_too`: the FP32 ONNX when FP32 ships)."""
+    runner = driver.shipped_runner(artifacts, "pruned", options) if fp32_too else \
+        driver.deployed_runner(artifacts, "pruned", options)
     if runner is None:
         return
     with progress.stage("accuracy_test_deployed", f"measuring {metric.name} of the deployed artifact on --test-data"):

@@ -75,7 +75,7 @@ class CpuDriver(ExportingDriver):
             made = driver.lower({"dense": models["dense"]}, dict(artifacts), ctx, work, progress,
                                 lowered.setdefault(name, {}))
             lowered[name]["artifacts"] = made
-            runners[name] = driver.dense_runner(made, opts)
+            runners[name] = driver.shipped_runner(made, "dense", opts)
         timings = {}
         if len(runners) > 1:
             threads = opts.threads or default_threads()

@@ -33,9 +33,9 @@ class ExportingDriver:
         """The runtimes this target deploys on (name -> driver): itself; `cpu` chooses among several."""
         return {name: self}
 
-    def fp32_runner(self, artifacts: dict, name: str, opts):
-        """A runner of `name`'s verified FP32 ONNX on this target's CPU runtime (onnxruntime)."""
-        return OrtRunner(artifacts[f"{name}.onnx"], opts.threads)
+    def shipped_runner(self, artifacts: dict, name: str, opts):
+        """A runner of what ships for `name`: the deployed artifact, else the verified FP32 ONNX (onnxruntime)."""
+        return self.deployed_runner(artifacts, name, opts) or OrtRunner(artifacts[f"{name}.onnx"], opts.threads)
 
     def precisions(self, options=None) -> tuple[str, ...]:
         """The precisions this target deploys on this machine."""

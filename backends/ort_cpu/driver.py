@@ -59,10 +59,6 @@ class OrtCpuDriver(ExportingDriver):
                               f"time of FP32 in onnxruntime here ({p50['int8']:.3g} vs {p50['fp32']:.3g} ms): "
                               "ort-cpu ships FP32 rather than a slower INT8 (ov-cpu's INT8 may be faster)")
 
-    def dense_runner(self, artifacts: dict, opts):
-        """The dense model at the deployed precision (what the `cpu` target times to choose a runtime)."""
-        return self.deployed_runner(artifacts, "dense", opts) or OrtRunner(artifacts["dense.onnx"], opts.threads)
-
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         result = super().verify(references, artifacts, check_sets, opts, progress)
         if self.precision is not None and self.precision.deployed == "int8":

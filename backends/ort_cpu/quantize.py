@@ -59,19 +59,25 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def _quantize(onnx_path: Path, out_path: Path, calib_feeds: list[dict], exclude: list[str]) -> dict:
+def run_quantizer(quantize, onnx_path: Path, out_path: Path):
+    """`quantize(src, out_path)` (an onnxruntime.quantization call) quietly; when its strict shape inference
+    rejects annotations an exporter left stale, again on a copy of `onnx_path` without them."""
     from onnx.shape_inference import InferenceError
 
     with _quiet_root_logger():
         try:
-            return _quantize_loud(onnx_path, out_path, calib_feeds, exclude)
-        except InferenceError:  # stale shape annotations: quantize a copy without them
+            return quantize(onnx_path, out_path)
+        except InferenceError:
             src = without_value_info(onnx_path, out_path.with_name(out_path.stem + ".src.onnx"))
             try:
-                return _quantize_loud(src, out_path, calib_feeds, exclude)
+                return quantize(src, out_path)
             finally:
                 for leftover in (src, src.with_name(src.name + ".data")):
                     leftover.unlink(missing_ok=True)
+
+
+def _quantize(onnx_path: Path, out_path: Path, calib_feeds: list[dict], exclude: list[str]) -> dict:
+    return run_quantizer(lambda src, out: _quantize_loud(src, out, calib_feeds, exclude), onnx_path, out_path)
 
 
 def _quantize_loud(onnx_path: Path, out_path: Path, calib_feeds: list[dict], exclude: list[str]) -> dict:

@@ -52,10 +52,6 @@ class OvCpuDriver(ExportingDriver):
             artifacts[xml.name], artifacts[xml.with_suffix(".bin").name] = xml, xml.with_suffix(".bin")
         return artifacts
 
-    def dense_runner(self, artifacts: dict, opts):
-        """The dense model at the deployed precision (what the `cpu` target times to choose a runtime)."""
-        return self.deployed_runner(artifacts, "dense", opts)
-
     def verify(self, references, artifacts, check_sets, opts, progress) -> dict:
         result = super().verify(references, artifacts, check_sets, opts, progress)
         precision = self.precision.deployed

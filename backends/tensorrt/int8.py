@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import time
 from pathlib import Path
 
@@ -26,22 +25,20 @@ def to_int8_qdq_onnx(src: Path, dst: Path, calib_feeds: list[dict]) -> dict:
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from prune2deploy.backends.ort_cpu.quantize import Feeds
+    from prune2deploy.backends.ort_cpu.quantize import Feeds, run_quantizer
 
     start = time.perf_counter()
     names = [i.name for i in onnxruntime.InferenceSession(str(src), providers=["CPUExecutionProvider"]).get_inputs()]
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # "consider pre-processing" on every call
-    try:
+
+    def quantize(source: Path, out: Path) -> None:
         with contextlib.redirect_stdout(io.StringIO()):
-            quantize_static(str(src), str(dst), Feeds(calib_feeds, names), quant_format=QuantFormat.QDQ,
+            quantize_static(str(source), str(out), Feeds(calib_feeds, names), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
                             op_types_to_quantize=QDQ_OPS, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                            "QuantizeBias": False})
-    finally:
-        root.setLevel(level)
+
+    run_quantizer(quantize, src, dst)
     pairs, nonzero = check_symmetric(onnx.load(str(dst)))
     if nonzero:
         raise RuntimeError(f"{dst.name}: {len(nonzero)} Q/DQ zero points are not 0 ({nonzero[:3]}): TensorRT rejects them")

@@ -68,6 +68,12 @@ class Progress:
         if self.enabled:
             self.stream.write(f" {self.times[name]:.1f}s\n")
 
+    def say(self, text: str) -> None:
+        """A line of its own between stages (candidate k of n, ...), shown only when progress is."""
+        if self.enabled:
+            self.stream.write(f"  {text}\n")
+            self.stream.flush()
+
     def warn(self, text: str) -> None:
         """Warnings are shown even when progress is not."""
         self.stream.write(f"warning: {text}\n")

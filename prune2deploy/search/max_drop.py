@@ -93,10 +93,13 @@ class Search:
     """One search: `score(candidate, full)` compiles a candidate into its out_dir and returns its report (or
     raises a P2DError carrying `.report` when the floor or verification failed)."""
 
-    def __init__(self, options, score, state, progress, driver_for):
-        """`state`: load() -> dict and save(dict) of the measured candidates (None: not kept)."""
+    def __init__(self, options, score, state, progress, driver_for, example_feed: dict | None = None):
+        """`state`: load() -> dict and save(dict) of the measured candidates (None: not kept); `example_feed`: the
+        inputs every candidate is timed on."""
         self.options, self.score, self.state, self.progress = options, score, state, progress
         self.driver_for = driver_for  # target name -> a driver (registry), for runners of candidate artifacts
+        self.example_feed = example_feed or {}
+        self.metric_name = None
         self.started = time.perf_counter()
         self.budget_s = options.search_minutes * 60.0
         self.done = self._load_state()
@@ -104,17 +107,17 @@ class Search:
     def run(self, pairs: list[tuple[str, str]]) -> tuple[Candidate | None, dict]:
         candidates = [Candidate(r, t, p) for r in RATIOS for t, p in pairs]
         n = len(candidates)
-        self._say(f"searching {n} candidates (ratio x runtime x precision) within --max-drop "
+        self.progress.say(f"searching {n} candidates (ratio x runtime x precision) within --max-drop "
                   f"{self.options.max_drop:g}, {self.options.search_minutes:g} min at most")
         for k, c in enumerate(candidates, 1):
             if time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
                 c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
                 continue
             self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
-            self._say(f"candidate {k}/{n}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
+            self.progress.say(f"candidate {k}/{n}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
         self._time(candidates)
         for c in sorted((c for c in candidates if c.p50_ms is not None), key=lambda c: c.p50_ms):
-            self._say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
+            self.progress.say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
                       f"{'' if c.fits else ' (over the floor)'}")
         chosen, why = select(candidates, self.options.max_drop)
         survivors = self._survivors(candidates, chosen)
@@ -122,16 +125,14 @@ class Search:
             if time.perf_counter() - self.started > self.budget_s:
                 break
             self._measure(c, full=True)
-            self._say(f"survivor {c.name}, recovered fully: {self._metric_text(c)}")
+            self.progress.say(f"survivor {c.name}, recovered fully: {self._metric_text(c)}")
         if survivors:
             chosen, why = select(candidates, self.options.max_drop)
-        record = {"max_drop": self.options.max_drop, "metric": self._metric_name, "candidates": [c.record() for c in candidates],
+        record = {"max_drop": self.options.max_drop, "metric": self.metric_name, "candidates": [c.record() for c in candidates],
                   "chosen": chosen.record() if chosen else None, "why": why, "survivors": [c.name for c in survivors],
                   "wall_s": round(time.perf_counter() - self.started, 1), "search_minutes": self.options.search_minutes,
                   "score_steps": SCORE_STEPS, "selected_on": "validation data only"}
         return chosen, record
-
-    _metric_name = None
 
     def _metric_text(self, c: Candidate) -> str:
         if c.drop is None:
@@ -157,7 +158,8 @@ class Search:
     def _measure(self, c: Candidate, full: bool) -> None:
         key = f"{c.name}|{'full' if full else 'short'}"
         if key in self.done:  # measured before this search was interrupted
-            saved = self.done[key]
+            saved = dict(self.done[key])
+            self.metric_name = saved.pop("metric_name", None) or self.metric_name
             for k, v in saved.items():
                 setattr(c, k, v)
             if c.out_dir and Path(c.out_dir).is_dir():
@@ -174,7 +176,7 @@ class Search:
                 self._save(key, c)
                 return
         acc = report["accuracy"]
-        self._metric_name = acc["metric"]
+        self.metric_name = acc["metric"]
         c.deployed = report["precision"]["deployed"]
         c.metric = acc.get("pruned_deployed", acc["pruned"])
         c.drop = acc.get("drop_deployed", acc["drop"])
@@ -215,10 +217,6 @@ class Search:
             c.p50_ms = p50[c.name]
             c.vs_dense_fp32 = p50[base] / p50[c.name]
             c.vs_dense_same = p50[dense_of[c.name]] / p50[c.name]
-        self.timings = p50
-
-    example_feed: dict = {}
-    timings: dict = {}
 
     def _runner(self, c: Candidate, name: str):
         from prune2deploy.precision.choose import Precision
@@ -227,18 +225,13 @@ class Search:
         driver = self.driver_for(c.target)
         driver.precision = Precision(c.precision, c.deployed, "")
         artifacts = {p.name: p for p in out.iterdir()}
-        return driver.deployed_runner(artifacts, name, self.options) or driver.fp32_runner(artifacts, name, self.options)
-
-    def _say(self, text: str) -> None:
-        if self.progress.enabled:
-            self.progress.stream.write(f"  {text}\n")
-            self.progress.stream.flush()
+        return driver.shipped_runner(artifacts, name, self.options)
 
     def _load_state(self) -> dict:
         return self.state.load() if self.state else {}
 
     def _save(self, key: str, c: Candidate) -> None:
-        self.done[key] = {**c.record(), "out_dir": c.out_dir}
+        self.done[key] = {**c.record(), "out_dir": c.out_dir, "metric_name": self.metric_name}
         if self.state:
             self.state.save(self.done)
 
