@@ -67,4 +67,14 @@ def test_bad_max_drop_values_are_one_line(p2d_in_process, tmp_path):
     assert_user_error(p2d_in_process("compile", *model, "--max-drop", "-1", "--data", str(digits_path)),
                       "max-drop -1", ">= 0")
     assert_user_error(p2d_in_process("compile", *model, "--max-drop", "0.5"), "--max-drop needs validation data")
+    assert_user_error(p2d_in_process("compile", *model, "--test-data", str(digits_path)),
+                      "--test-data is measured with the validation metric", "--val-data")
+    assert_user_error(p2d_in_process("compile", *model, "--target", "trt-ampere", "--precision", "int8",
+                                     "--sparsity", "2:4", "--data", str(digits_path)),
+                      "--sparsity with --precision int8 on TensorRT is not built yet")
+    from prune2deploy.backends.registry import availability
+
+    if not availability("trt-ampere")[0]:  # the search times candidates on the target: here it cannot
+        assert_user_error(p2d_in_process("compile", *model, "--target", "trt-ampere", "--max-drop", "0.5",
+                                         "--data", str(digits_path)), "--max-drop searches by timing", "--ratio")
     assert not (tmp_path / "out").exists()
