@@ -63,6 +63,8 @@ class Output:
     cache_max_gb: float | None = None
     protected_paths: dict | None = None
     keep_models: bool = True
+    checkpoint_dir: str | Path | None = None  # recovery checkpoints here, kept after the compile (a --max-drop
+    # search shares one per ratio: every runtime and precision of a ratio starts from the same recovered weights)
 
 
 @dataclass
@@ -150,7 +152,8 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
     # checkpoints' work area: hashed once.
     content_key = cache.cache_key(model, inputs, options, data.all_batches(), tool_versions()) \
         if use_cache or recovery_method(options, data) != "none" else None
-    recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled, content_key)
+    recover = recovery_pass(model, inputs, options, data, out_dir, progress.enabled, content_key,
+                            output.checkpoint_dir)
     if not distributed.is_main():  # torchrun: the other ranks only help recover; rank 0 exports and writes
         _prune_and_recover(model, CompileContext(inputs, options, data.calib), prune, recover, progress)
         return CompileResult({"rank": distributed.rank()}, out_dir)
@@ -206,7 +209,7 @@ def compile(model: nn.Module, example_inputs, target: str | None = None, out_dir
         write_atomic(work / "report.md", render_markdown(report))
         write_manifest(work, recipe or {"options": options.resolved()})
         publish_dir(work, out_dir)
-    if recover:
+    if recover and not output.checkpoint_dir:
         recover.checkpoints.clear()
     names = [p.name for p in out_dir.iterdir()]
     kept = not park.released
@@ -252,7 +255,8 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
         result = compile(model, inputs, out_dir=candidate.out_dir, options=opts, model_name=model_name,
                          calib_batches=calib_batches, search="candidate",
                          output=Output(cache_dir=cache_dir, use_cache=output.use_cache and full,
-                                       protected_paths=output.protected_paths))
+                                       protected_paths=output.protected_paths,
+                                       checkpoint_dir=root / f"recovered-{candidate.ratio:g}-{'full' if full else 'short'}"))
         return result.report
 
     run = max_drop_search.Search(options, score, _JsonState(root / "state.json"), progress,

@@ -116,12 +116,15 @@ class Recover:
 
 
 def recovery_pass(model: nn.Module, inputs, options, data, out_dir: Path, show_progress: bool,
-                  content_key: str | None) -> Recover | None:
+                  content_key: str | None, checkpoint_dir: Path | None = None) -> Recover | None:
     """The Recover pass for this compile, or None (--recover none, or no --data). Its checkpoints live in a
     work area named by everything that determines the result: `content_key` (model, data, options, tool
-    versions; the compile's cache key) and the output directory."""
+    versions; the compile's cache key) and the output directory; or in `checkpoint_dir`, resumed from whatever
+    it holds (a --max-drop search: the recovery of this ratio, done for another runtime or precision)."""
     method = recovery_method(options, data)
     if method == "none":
         return None
+    if checkpoint_dir:
+        return Recover(model, data, options, method, Checkpoints(Path(checkpoint_dir), resume=True), show_progress)
     key = compile_key(str(Path(out_dir).absolute()), content_key)
     return Recover(model, data, options, method, Checkpoints.for_compile(key, options.resume), show_progress)

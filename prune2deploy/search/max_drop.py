@@ -9,6 +9,10 @@ again: among the candidates faster than the fastest one that fits, the fastest o
 that came closest to the floor. The fastest candidate within the floor wins and is compiled for real by the
 caller.
 
+After the grid, up to REFINE more ratios bisect the gap between the largest ratio that fits (at any runtime and
+precision) and the smallest one above it that does not, where that gap is wide: a floor met only by the dense
+model at a lower precision and lost at 0.3 tries 0.15.
+
 Bounded by --search-minutes: no candidate starts after SCORE_SHARE of it, no survivor after all of it. Every
 measured candidate is kept in the cache (search/<key>/state.json beside the compile cache), so a search killed
 midway starts again where it stopped; fully recovered compiles hit the compile cache too.
@@ -23,6 +27,8 @@ from pathlib import Path
 from prune2deploy.errors import P2DError, user_error
 
 RATIOS = (0.0, 0.5, 0.3, 0.7, 0.6)  # the order they are tried in: dense at lower precision and mid-range first
+REFINE = 2  # then at most this many ratios halving the widest gap between a ratio that fits and one that does not
+REFINE_GAP = 0.15  # ... while that gap is at least this wide (ratios on a 0.05 grid)
 SCORE_STEPS = 200  # recovery steps of a scored candidate
 SURVIVORS = 3
 SCORE_SHARE = 0.7  # of --search-minutes: no new candidate starts after it
@@ -89,6 +95,25 @@ def select(candidates: list[Candidate], max_drop: float) -> tuple[Candidate | No
     return best, why
 
 
+def refine_ratio(candidates: list[Candidate]) -> float | None:
+    """The ratio halfway (on a 0.05 grid) between the largest measured ratio that fits at any runtime and
+    precision and the smallest larger one where none fits, when they are at least REFINE_GAP apart; else None."""
+    fits: dict[float, bool] = {}
+    for c in candidates:
+        if c.drop is not None:
+            fits[c.ratio] = fits.get(c.ratio, False) or c.fits
+    fitting = [r for r, ok in fits.items() if ok]
+    if not fitting:
+        return None
+    low = max(fitting)
+    above = [r for r, ok in fits.items() if r > low and not ok]
+    if not above:
+        return None
+    high = min(above)
+    middle = round((low + high) / 2 * 20) / 20
+    return middle if high - low >= REFINE_GAP - 1e-9 and low < middle < high else None
+
+
 class Search:
     """One search: `score(candidate, full)` compiles a candidate into its out_dir and returns its report (or
     raises a P2DError carrying `.report` when the floor or verification failed)."""
@@ -109,12 +134,16 @@ class Search:
         n = len(candidates)
         self.progress.say(f"searching {n} candidates (ratio x runtime x precision) within --max-drop "
                   f"{self.options.max_drop:g}, {self.options.search_minutes:g} min at most")
-        for k, c in enumerate(candidates, 1):
-            if time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
-                c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
-                continue
-            self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
-            self.progress.say(f"candidate {k}/{n}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
+        self._score_all(candidates, f"/{n}")
+        for _ in range(REFINE):
+            ratio = refine_ratio(candidates)
+            if ratio is None or time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
+                break
+            extra = [Candidate(ratio, t, p) for t, p in pairs]
+            self.progress.say(f"refining: ratio {ratio:g}, between the largest ratio that fits and the next that "
+                              "does not")
+            candidates += extra
+            self._score_all(extra, f" (refining ratio {ratio:g})")
         self._time(candidates)
         for c in sorted((c for c in candidates if c.p50_ms is not None), key=lambda c: c.p50_ms):
             self.progress.say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
@@ -133,6 +162,14 @@ class Search:
                   "wall_s": round(time.perf_counter() - self.started, 1), "search_minutes": self.options.search_minutes,
                   "score_steps": SCORE_STEPS, "selected_on": "validation data only"}
         return chosen, record
+
+    def _score_all(self, candidates: list[Candidate], of: str) -> None:
+        for k, c in enumerate(candidates, 1):
+            if time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
+                c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
+                continue
+            self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
+            self.progress.say(f"candidate {k}{of}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
 
     def _metric_text(self, c: Candidate) -> str:
         if c.drop is None:

@@ -85,9 +85,23 @@ def test_an_interrupted_search_starts_again_where_it_stopped(tmp_path, monkeypat
     assert len(json.loads(state.path.read_text())) == 2  # two candidates measured before the kill, kept
     calls.clear()
     chosen, record = search.Search(options, score, state, Progress(enabled=False), None).run(pairs)
-    assert len(calls) == len(search.RATIOS) - 2  # the two measured ones were not compiled again
-    assert chosen.ratio == 0.0 and chosen.drop == 0.0  # only the dense model keeps drop <= 0.5 (ratio * 2)
-    assert len(record["candidates"]) == len(search.RATIOS) and record["selected_on"] == "validation data only"
+    # the two measured ones were not compiled again; then 0.15 and 0.2 refine the gap between 0 (fits) and 0.3
+    assert len(calls) == len(search.RATIOS) - 2 + 2 and calls[-2:] == ["0.15 ort-cpu auto", "0.2 ort-cpu auto"]
+    assert chosen.ratio == 0.2 and chosen.drop == pytest.approx(0.4)  # drop = ratio * 2 <= 0.5
+    assert len(record["candidates"]) == len(search.RATIOS) + 2 and record["selected_on"] == "validation data only"
+
+
+def test_refining_halves_the_widest_gap_between_fitting_and_not():
+    def at(ratio, fits):
+        return Candidate(ratio, "ort-cpu", "fp32", drop=0.1 if fits else 5.0, fits=fits, status="measured")
+
+    # fits at any precision counts: 0.3 fits in fp32 only
+    grid = [at(0.0, True), at(0.3, True), at(0.3, False), at(0.5, False), at(0.6, False), at(0.7, False)]
+    assert search.refine_ratio(grid) == 0.4
+    assert search.refine_ratio([at(0.0, True), at(0.3, False)]) == 0.15
+    assert search.refine_ratio([at(0.5, True), at(0.6, False)]) is None  # 0.1 apart: close enough
+    assert search.refine_ratio([at(0.0, False), at(0.3, False)]) is None  # nothing fits: nothing to refine
+    assert search.refine_ratio([at(0.0, True), at(0.7, True)]) is None  # everything fits: nothing above
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +135,9 @@ def test_a_looser_floor_gives_a_faster_artifact_and_test_data_only_reports(digit
     for name, report in reports.items():
         s = report["search"]
         assert report["accuracy"]["max_drop"] == s["max_drop"] and report["accuracy"]["fits_max_drop"]
-        assert len(s["candidates"]) == len(search.RATIOS) * 2  # ort-cpu at fp32 and int8
+        ratios = sorted({c["ratio"] for c in s["candidates"]})  # the grid, and the ratios refining it
+        assert set(search.RATIOS) <= set(ratios) and len(ratios) <= len(search.RATIOS) + search.REFINE
+        assert len(s["candidates"]) == len(ratios) * 2  # ort-cpu at fp32 and int8
         measured = [c for c in s["candidates"] if c["status"] == "measured"]
         assert measured and all(c["p50_ms"] is not None for c in measured)  # over the floor or not: all timed
         assert any(not c["fits"] for c in reports["tight"]["search"]["candidates"])
@@ -130,6 +146,34 @@ def test_a_looser_floor_gives_a_faster_artifact_and_test_data_only_reports(digit
         assert report["accuracy"]["test"]["samples"] == 297  # measured on the final artifact, reported apart
     test_reads = [spec for spec in read if spec.endswith("test.pt")]
     assert len(test_reads) == 2  # once per final compile; no candidate read the test data
+
+
+@pytest.mark.slow
+def test_each_ratio_is_recovered_once_for_every_runtime_and_precision(digit_files, tmp_path, monkeypatch):
+    """The candidates of one ratio (ort-cpu fp32 and int8 here) start from one recovery: the first trains, the
+    others load its recovered weights from the search's checkpoint."""
+    from prune2deploy.pipeline import Output, compile
+    from prune2deploy.recovery import recover_pass
+
+    trained = []
+    original = recover_pass.recover
+
+    def spy(student, *args, **kwargs):
+        record = original(student, *args, **kwargs)
+        if not (record.get("resumed_from") or {}).get("done"):
+            trained.append(sum(p.numel() for p in student.parameters()))
+        return record
+
+    monkeypatch.setattr(recover_pass, "recover", spy)
+    report = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target="ort-cpu", out_dir=tmp_path / "out",
+                     data=str(digit_files / "train.pt"), val_data=str(digit_files / "val.pt"), max_drop=1.0,
+                     max_steps=4, search_minutes=10, bench_seconds=0.3, output=Output(cache_dir=tmp_path / "cache"))
+    pruned = [c for c in report.report["search"]["candidates"] if c["ratio"] > 0]  # short, or survivors: full
+    ratios = {c["ratio"] for c in pruned}
+    assert len(pruned) == 2 * len(ratios) and all(c["recovery_steps"] == 4 for c in pruned)
+    survivors = len(report.report["search"]["survivors"])
+    final_trains = 0 if report.report["cache"]["hit"] or report.report["search"]["chosen"]["ratio"] == 0 else 1
+    assert len(trained) == len(ratios) + survivors + final_trains  # once per ratio, not once per candidate
 
 
 def test_nothing_fits_is_one_line():
