@@ -42,6 +42,7 @@ from prune2deploy.report.fields import add_benchmark, evaluate_gates, finish_rep
 from prune2deploy.report.render import render_markdown
 from prune2deploy.report.search import add_search
 from prune2deploy.search import max_drop as max_drop_search
+from prune2deploy.search.executor import make_executor
 from prune2deploy.report.budget import add_budget, finish_budget
 from prune2deploy.model.shared_weights import shared_copy, unshare
 from prune2deploy.backends.registry import TARGETS
@@ -244,8 +245,8 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
     pairs = max_drop_search.configs({name: d.precisions(options) for name, d in runtimes.items()})
 
     def score(candidate, full: bool) -> dict:
-        candidate.out_dir = str(root / f"{candidate.ratio:g}-{candidate.target}-{candidate.precision}-"
-                                       f"{'full' if full else 'short'}")
+        length = "full" if full else "short"
+        candidate.out_dir = str(root / f"{candidate.ratio:g}-{candidate.target}-{candidate.precision}-{length}")
         steps = options.max_steps if full else min(options.max_steps or max_drop_search.SCORE_STEPS,
                                                    max_drop_search.SCORE_STEPS)
         opts = dataclasses.replace(options, target=candidate.target, precision=candidate.precision,
@@ -256,11 +257,12 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
                          calib_batches=calib_batches, search="candidate",
                          output=Output(cache_dir=cache_dir, use_cache=output.use_cache and full,
                                        protected_paths=output.protected_paths,
-                                       checkpoint_dir=root / f"recovered-{candidate.ratio:g}-{'full' if full else 'short'}"))
+                                       checkpoint_dir=root / f"recovered-{candidate.ratio:g}-{length}"))
         return result.report
 
     run = max_drop_search.Search(options, score, _JsonState(root / "state.json"), progress,
-                                 lambda t: TARGETS[t].driver(), inputs.as_feed())
+                                 lambda t: TARGETS[t].driver(), inputs.as_feed(),
+                                 make_executor(options.workers, options.ray_address))
     chosen, record = run.run(pairs)
     if chosen is None:
         raise max_drop_search.nothing_fits(record["why"])
@@ -275,7 +277,8 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
 
 
 class _JsonState:
-    """A search's measured candidates on disk, rewritten atomically after each one (resume after a kill)."""
+    """A search's measured candidates on disk, rewritten atomically after each one (resume after a kill); an
+    update re-reads the file under a lock, so pool workers scoring other ratios do not lose each other's."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -286,9 +289,15 @@ class _JsonState:
         except ValueError:
             return {}
 
-    def save(self, done: dict) -> None:
+    def update(self, key: str, record: dict) -> None:
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(done, indent=1))
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            done = self.load()
+            done[key] = record
+            write_atomic(self.path, json.dumps(done, indent=1))
 
 
 def _build(model, inputs, options, data, driver, prune, recover, sparsify, search, work: Path, progress, model_name,

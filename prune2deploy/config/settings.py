@@ -186,10 +186,11 @@ SETTINGS: tuple[Setting, ...] = (
       "recover each for N steps on the training data and keep the better on validation (0: off); default auto: "
       "the recovery's own settings, at most 1000 steps", key="budget.tie_break_steps", metavar="N|auto",
       parse=steps_or_auto),
-    S("workers", "int", 1, "budget search and sensitivity: processes scoring candidates (local pool)",
+    S("workers", "int", 1, "budget search, --max-drop search and sensitivity: processes scoring candidates "
+      "(local pool)",
       key="budget.workers", commands=("compile", "sensitivity")),
-    S("ray_address", "str", None, "budget search and sensitivity: score candidates on this Ray cluster "
-      "(pip install 'prune2deploy[ray]')", key="budget.ray_address", commands=("compile", "sensitivity"),
+    S("ray_address", "str", None, "budget search, --max-drop search and sensitivity: score candidates on this Ray "
+      "cluster (pip install 'prune2deploy[ray]')", key="budget.ray_address", commands=("compile", "sensitivity"),
       metavar="ADDR"),
     # --- [precision]
     S("precision", "str", "auto", "auto | fp32 | bf16 | fp16 | int8: the precision the target deploys; auto: what its "

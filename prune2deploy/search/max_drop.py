@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prune2deploy.errors import P2DError, user_error
+from prune2deploy.search.executor import InlineExecutor
 
 RATIOS = (0.0, 0.5, 0.3, 0.7, 0.6)  # the order they are tried in: dense at lower precision and mid-range first
 REFINE = 2  # then at most this many ratios halving the widest gap between a ratio that fits and one that does not
@@ -118,14 +119,18 @@ class Search:
     """One search: `score(candidate, full)` compiles a candidate into its out_dir and returns its report (or
     raises a P2DError carrying `.report` when the floor or verification failed)."""
 
-    def __init__(self, options, score, state, progress, driver_for, example_feed: dict | None = None):
-        """`state`: load() -> dict and save(dict) of the measured candidates (None: not kept); `example_feed`: the
-        inputs every candidate is timed on."""
+    def __init__(self, options, score, state, progress, driver_for, example_feed: dict | None = None,
+                 executor=None):
+        """`state`: load() -> dict and update(key, record) of the measured candidates (None: not kept; update
+        must be safe from several processes); `example_feed`: the inputs every candidate is timed on;
+        `executor` (search/executor.py): where the ratios are scored, each ratio's candidates in one task (they
+        share its recovery), this process by default."""
         self.options, self.score, self.state, self.progress = options, score, state, progress
+        self.executor = executor or InlineExecutor()
         self.driver_for = driver_for  # target name -> a driver (registry), for runners of candidate artifacts
         self.example_feed = example_feed or {}
         self.metric_name = None
-        self.started = time.perf_counter()
+        self.started = time.time()  # wall clock: the same in pool and Ray workers
         self.budget_s = options.search_minutes * 60.0
         self.done = self._load_state()
 
@@ -134,16 +139,16 @@ class Search:
         n = len(candidates)
         self.progress.say(f"searching {n} candidates (ratio x runtime x precision) within --max-drop "
                   f"{self.options.max_drop:g}, {self.options.search_minutes:g} min at most")
-        self._score_all(candidates, f"/{n}")
+        self._score_all(candidates, n)
         for _ in range(REFINE):
             ratio = refine_ratio(candidates)
-            if ratio is None or time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
+            if ratio is None or time.time() - self.started > SCORE_SHARE * self.budget_s:
                 break
             extra = [Candidate(ratio, t, p) for t, p in pairs]
             self.progress.say(f"refining: ratio {ratio:g}, between the largest ratio that fits and the next that "
                               "does not")
             candidates += extra
-            self._score_all(extra, f" (refining ratio {ratio:g})")
+            self._score_all(extra, n)
         self._time(candidates)
         for c in sorted((c for c in candidates if c.p50_ms is not None), key=lambda c: c.p50_ms):
             self.progress.say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
@@ -151,7 +156,7 @@ class Search:
         chosen, why = select(candidates, self.options.max_drop)
         survivors = self._survivors(candidates, chosen)
         for c in survivors:
-            if time.perf_counter() - self.started > self.budget_s:
+            if time.time() - self.started > self.budget_s:
                 break
             self._measure(c, full=True)
             self.progress.say(f"survivor {c.name}, recovered fully: {self._metric_text(c)}")
@@ -159,17 +164,43 @@ class Search:
             chosen, why = select(candidates, self.options.max_drop)
         record = {"max_drop": self.options.max_drop, "metric": self.metric_name, "candidates": [c.record() for c in candidates],
                   "chosen": chosen.record() if chosen else None, "why": why, "survivors": [c.name for c in survivors],
-                  "wall_s": round(time.perf_counter() - self.started, 1), "search_minutes": self.options.search_minutes,
-                  "score_steps": SCORE_STEPS, "selected_on": "validation data only"}
+                  "wall_s": round(time.time() - self.started, 1), "search_minutes": self.options.search_minutes,
+                  "score_steps": SCORE_STEPS, "selected_on": "validation data only",
+                  "executor": self.executor.description}
         return chosen, record
 
-    def _score_all(self, candidates: list[Candidate], of: str) -> None:
-        for k, c in enumerate(candidates, 1):
-            if time.perf_counter() - self.started > SCORE_SHARE * self.budget_s:
+    def _score_all(self, candidates: list[Candidate], n: int) -> None:
+        """Each ratio's candidates in one task of the executor (in order: the first recovers, the others start
+        from its checkpoint); results copied back onto `candidates`."""
+        self._numbers = getattr(self, "_numbers", 0)
+        groups: dict[float, list] = {}
+        for c in candidates:
+            self._numbers += 1
+            groups.setdefault(c.ratio, []).append((self._numbers, n, c))
+        results = self.executor.map(self._score_group, list(groups.values()))
+        for group, (measured, metric_name) in zip(groups.values(), results):
+            self.metric_name = metric_name or self.metric_name
+            for (_, _, c), m in zip(group, measured):
+                if m is not c:  # came back from another process
+                    for f in dataclasses.fields(Candidate):
+                        setattr(c, f.name, getattr(m, f.name))
+                if c.status != "pending" and not c.status.startswith("skipped"):
+                    self._save(self._key(c, c.recovery != "short"), c)  # Ray: the worker's own is remote
+                if c.out_dir and c.status == "measured" and not Path(c.out_dir).is_dir():
+                    c.status = ("failed: its files are not on this machine (Ray workers need the cache directory on "
+                                "a file system this machine shares)")
+
+    def _score_group(self, group: list) -> tuple[list[Candidate], str | None]:
+        """One ratio's candidates, in order (a task of the executor: runs here or in a worker)."""
+        out = []
+        for k, n, c in group:
+            if time.time() - self.started > SCORE_SHARE * self.budget_s:
                 c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
-                continue
-            self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
-            self.progress.say(f"candidate {k}{of}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
+            else:
+                self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
+                self.progress.say(f"candidate {k}/{n}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
+            out.append(c)
+        return out, self.metric_name
 
     def _metric_text(self, c: Candidate) -> str:
         if c.drop is None:
@@ -192,8 +223,12 @@ class Search:
         picks = [min((c for c in pool if c.ratio == r), key=lambda c: c.p50_ms) for r in ratios]
         return sorted(picks, key=lambda c: c.p50_ms)
 
+    @staticmethod
+    def _key(c: Candidate, full: bool) -> str:
+        return f"{c.name}|{'full' if full else 'short'}"
+
     def _measure(self, c: Candidate, full: bool) -> None:
-        key = f"{c.name}|{'full' if full else 'short'}"
+        key = self._key(c, full)
         if key in self.done:  # measured before this search was interrupted
             saved = dict(self.done[key])
             self.metric_name = saved.pop("metric_name", None) or self.metric_name
@@ -270,7 +305,7 @@ class Search:
     def _save(self, key: str, c: Candidate) -> None:
         self.done[key] = {**c.record(), "out_dir": c.out_dir, "metric_name": self.metric_name}
         if self.state:
-            self.state.save(self.done)
+            self.state.update(key, self.done[key])
 
 
 def nothing_fits(why: str):

@@ -91,6 +91,45 @@ def test_an_interrupted_search_starts_again_where_it_stopped(tmp_path, monkeypat
     assert len(record["candidates"]) == len(search.RATIOS) + 2 and record["selected_on"] == "validation data only"
 
 
+def test_a_process_pool_scores_ratios_in_workers_and_keeps_every_measurement(tmp_path, monkeypatch):
+    """--workers 2: each ratio's candidates run in a forked worker, one after another; every measurement lands in
+    the parent's candidates and in state.json (workers update it under a lock), as inline."""
+    import os
+
+    from prune2deploy.pipeline import _JsonState
+    from prune2deploy.search.executor import ProcessPoolExecutor
+
+    options = CompileOptions(max_drop=0.5, recover="none", search_minutes=5, data="d.pt")
+
+    def score(c, full):
+        c.out_dir = str(tmp_path / c.name.replace(" ", "_"))
+        Path(c.out_dir).mkdir(exist_ok=True)
+        (Path(c.out_dir) / "pid").write_text(str(os.getpid()))
+        return {"accuracy": {"metric": "top1", "pruned": 90 - c.ratio * 2, "drop": c.ratio * 2},
+                "precision": {"deployed": c.precision}, "verification": {"passed": True}}
+
+    def fake_time(self, candidates):
+        for c in candidates:
+            if c.status == "measured":
+                c.p50_ms, c.vs_dense_fp32 = 10 * (1 - c.ratio), 1 / (1 - c.ratio)
+
+    monkeypatch.setattr(search.Search, "_time", fake_time)
+    pairs = [("ort-cpu", "fp32"), ("ort-cpu", "int8")]
+    runs = {}
+    for name, executor in (("inline", None), ("pool", ProcessPoolExecutor(2))):
+        state = _JsonState(tmp_path / name / "state.json")
+        chosen, record = search.Search(options, score, state, Progress(enabled=False), None, executor=executor).run(pairs)
+        runs[name] = (chosen, record, json.loads(state.path.read_text()))
+    (chosen, record, saved), (inline_chosen, inline_record, inline_saved) = runs["pool"], runs["inline"]
+    strip = lambda cs: [{k: v for k, v in c.items() if k != "wall_s"} for c in cs]  # noqa: E731
+    assert strip(record["candidates"]) == strip(inline_record["candidates"]) and chosen.name == inline_chosen.name
+    assert set(saved) == set(inline_saved) and len(saved) == len(record["candidates"])
+    assert record["executor"] == "local process pool, 2 workers"
+    workers = {(Path(tmp_path) / f"{c['ratio']:g}_ort-cpu_{c['precision']}" / "pid").read_text()
+               for c in record["candidates"] if c["ratio"] in (0.3, 0.5)}
+    assert workers and str(os.getpid()) not in workers  # the grid's ratios were scored in workers
+
+
 def test_refining_halves_the_widest_gap_between_fitting_and_not():
     def at(ratio, fits):
         return Candidate(ratio, "ort-cpu", "fp32", drop=0.1 if fits else 5.0, fits=fits, status="measured")
