@@ -53,7 +53,7 @@ def main() -> None:
     from prune2deploy.backends.ort_cpu.runner import device_description
     from prune2deploy.examples import mnist_cnn
     from prune2deploy.pipeline import Output, compile
-    from prune2deploy.report.search import search_markdown
+    from prune2deploy.report.search import ratio_label, search_markdown
     from prune2deploy.runtime.progress import Progress
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +100,7 @@ def main() -> None:
         test_what = "Test cosine (the next 300 Wikipedia sentences, never used to choose)"
     lines = [f"# --max-drop search on {title} (benchmarks/max_drop.py)", "",
              f"{row['machine']}; {row['date']}; {setting}; search {s['wall_s']:.0f} s, whole compile {wall:.0f} s.", "",
-             f"**Chosen:** ratio {s['chosen']['ratio']:g} on {s['chosen']['target']} {s['chosen']['deployed']}: "
+             f"**Chosen:** ratio {ratio_label(s['chosen'])} on {s['chosen']['target']} {s['chosen']['deployed']}: "
              f"{s['chosen']['vs_dense_fp32']:.2f}x dense ORT FP32 in the search's timing loop; the final compile "
              f"measured {report['speedup_vs_dense_fp32']:.2f}x dense FP32 on the same runtime "
              f"(pruning alone {report['speedup']:.2f}x), {report['mac_reduction']:.2f}x fewer MACs.", "",

@@ -245,19 +245,14 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
     pairs = max_drop_search.configs({name: d.precisions(options) for name, d in runtimes.items()})
 
     def score(candidate, full: bool) -> dict:
+        where = f"{candidate.ratio:g}{'-per-group' if candidate.macs_fraction else ''}"
         length = "full" if full else "short"
-        candidate.out_dir = str(root / f"{candidate.ratio:g}-{candidate.target}-{candidate.precision}-{length}")
-        steps = options.max_steps if full else min(options.max_steps or max_drop_search.SCORE_STEPS,
-                                                   max_drop_search.SCORE_STEPS)
-        opts = dataclasses.replace(options, target=candidate.target, precision=candidate.precision,
-                                   ratio=candidate.ratio, test_data=None, skip_benchmark=True, max_steps=steps,
-                                   recover="none" if candidate.ratio == 0.0 else options.recover,
-                                   recover_minutes=options.recover_minutes if full else None)
-        result = compile(model, inputs, out_dir=candidate.out_dir, options=opts, model_name=model_name,
-                         calib_batches=calib_batches, search="candidate",
+        candidate.out_dir = str(root / f"{where}-{candidate.target}-{candidate.precision}-{length}")
+        result = compile(model, inputs, out_dir=candidate.out_dir, options=_candidate_options(options, candidate, full),
+                         model_name=model_name, calib_batches=calib_batches, search="candidate",
                          output=Output(cache_dir=cache_dir, use_cache=output.use_cache and full,
                                        protected_paths=output.protected_paths,
-                                       checkpoint_dir=root / f"recovered-{candidate.ratio:g}-{length}"))
+                                       checkpoint_dir=root / f"recovered-{where}-{length}"))
         return result.report
 
     run = max_drop_search.Search(options, score, _JsonState(root / "state.json"), progress,
@@ -266,14 +261,27 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
     chosen, record = run.run(pairs)
     if chosen is None:
         raise max_drop_search.nothing_fits(record["why"])
-    final = dataclasses.replace(options, target=chosen.target, precision=chosen.precision, ratio=chosen.ratio,
-                                recover="none" if chosen.ratio == 0.0 else options.recover)
+    final = dataclasses.replace(_candidate_options(options, chosen, full=True), test_data=options.test_data,
+                                skip_benchmark=options.skip_benchmark)
     result = compile(model, inputs, out_dir=out_dir, options=final, output=output, gates=gates, recipe=recipe,
                      model_name=model_name, calib_batches=calib_batches, progress=progress, search=record)
     for path in root.iterdir():  # the candidates' files; state.json stays (what was measured, for a rerun)
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
     return result
+
+
+def _candidate_options(options: CompileOptions, candidate, full: bool) -> CompileOptions:
+    """A --max-drop candidate's compile options: a short recovery unless `full` (the user's settings), no test data
+    or benchmark; a per-group candidate is a MACs budget (the budget search's widths), without its tie-break."""
+    steps = options.max_steps if full else min(options.max_steps or max_drop_search.SCORE_STEPS,
+                                               max_drop_search.SCORE_STEPS)
+    return dataclasses.replace(options, target=candidate.target, precision=candidate.precision, ratio=candidate.ratio,
+                               test_data=None, skip_benchmark=True, max_steps=steps,
+                               recover="none" if candidate.ratio == 0.0 else options.recover,
+                               recover_minutes=options.recover_minutes if full else None,
+                               macs_fraction=candidate.macs_fraction,
+                               tie_break_steps=0 if candidate.macs_fraction else options.tie_break_steps)
 
 
 class _JsonState:

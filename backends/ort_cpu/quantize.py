@@ -144,6 +144,9 @@ def _fall_back(onnx_path: Path, out_path: Path, calib_feeds: list[dict], floor, 
               "int8_drop": floor.drop(value), "excluded": [], "evaluations": 1}
     if floor.fits(value):
         return {**record, "drop": floor.drop(value), "fits": True, "seconds": round(time.perf_counter() - start, 2)}
+    if floor.budget(name) < 0:  # its FP32 model is already below the floor: no layer in FP32 can fix that
+        return {**record, "drop": floor.drop(value), "fits": False, "note": "the FP32 model itself is below the floor",
+                "seconds": round(time.perf_counter() - start, 2)}
     units, gains = exclusion_units(onnx_path), {}
     for unit, nodes in units.items():
         if time.perf_counter() - start > LEAVE_ONE_OUT_SECONDS:

@@ -20,6 +20,11 @@ def _x(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}x" if value is not None else "-"
 
 
+def ratio_label(c: dict) -> str:
+    """'0.5', or '0.5 per-group' for the budget search's widths at uniform 0.5's MACs."""
+    return f"{c['ratio']:g}" + (" per-group" if c.get("allocation") == "per-group" else "")
+
+
 def search_lines(report: dict) -> list[str]:
     s = report.get("search")
     if not s:
@@ -27,7 +32,7 @@ def search_lines(report: dict) -> list[str]:
     measured = sum(c["status"] == "measured" for c in s["candidates"])
     c = s["chosen"]
     return [f"search (--max-drop {s['max_drop']:g}, {s['metric']} on validation data): {measured} of "
-            f"{len(s['candidates'])} candidates measured in {s['wall_s']:.0f} s; chose ratio {c['ratio']:g} on "
+            f"{len(s['candidates'])} candidates measured in {s['wall_s']:.0f} s; chose ratio {ratio_label(c)} on "
             f"{c['target']} {c['deployed']}: {s['why']}"]
 
 
@@ -40,14 +45,14 @@ def search_markdown(report: dict) -> list[str]:
              f"data through each deployed artifact ({s['selected_on']}). Scored with {s['score_steps']} recovery "
              f"steps; survivors recovered fully: {', '.join(s['survivors']) or 'none'}. Search wall time "
              f"{s['wall_s']:.0f} s (budget {s['search_minutes']:g} min).", "",
-             f"Chosen: **{s['chosen']['ratio']:g} on {s['chosen']['target']} {s['chosen']['deployed']}**: {s['why']}.",
+             f"Chosen: **{ratio_label(s['chosen'])} on {s['chosen']['target']} {s['chosen']['deployed']}**: {s['why']}.",
              "", "| ratio | runtime | precision | metric | drop | fits | p50 ms | vs dense ORT FP32 | vs dense same precision | "
              "recovery | wall s | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(s["candidates"], key=lambda c: (c["p50_ms"] is None, c["p50_ms"] or 0)):
         metric = f"{c['metric']:.4g}" if c["metric"] is not None else "-"
         drop = f"{c['drop']:.3g}" if c["drop"] is not None else "-"
         p50 = f"{c['p50_ms']:.3g}" if c["p50_ms"] is not None else "-"
-        lines.append(f"| {c['ratio']:g} | {c['target']} | {c['deployed'] or c['precision']} | {metric} | {drop} | "
+        lines.append(f"| {ratio_label(c)} | {c['target']} | {c['deployed'] or c['precision']} | {metric} | {drop} | "
                      f"{'yes' if c['fits'] else 'no'} | {p50} | {_x(c['vs_dense_fp32'])} | {_x(c['vs_dense_same'])} | "
                      f"{c['recovery']} | {c['wall_s'] if c['wall_s'] is not None else '-'} | {c['status']} |")
     if s.get("plot"):
@@ -69,7 +74,7 @@ def plot_frontier(record: dict, path: Path) -> str:
         group = [c for c in points if f"{c['target']} {c['deployed']}" == label]
         ax.scatter([c["drop"] for c in group], [c["vs_dense_fp32"] for c in group], label=label)
         for c in group:
-            ax.annotate(f"{c['ratio']:g}", (c["drop"], c["vs_dense_fp32"]), fontsize=7, xytext=(3, 3),
+            ax.annotate(ratio_label(c), (c["drop"], c["vs_dense_fp32"]), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
     ax.axvline(record["max_drop"], linestyle="--", color="gray", label=f"--max-drop {record['max_drop']:g}")
     chosen = record.get("chosen")

@@ -13,6 +13,13 @@ After the grid, up to REFINE more ratios bisect the gap between the largest rati
 precision) and the smallest one above it that does not, where that gap is wide: a floor met only by the dense
 model at a lower precision and lost at 0.3 tries 0.15.
 
+A uniform ratio larger than one that missed the floor at every runtime and precision is not scored (pruning more
+does not recover more in the same short recovery); with --workers, only within one worker's view.
+
+Once timed, one more candidate tries a per-group allocation (the budget search, at the MACs of the first uniform
+ratio over the floor, on that ratio's fastest runtime and precision): the groups that cost the metric least give
+up more width, which may keep the floor where uniform widths did not.
+
 Bounded by --search-minutes: no candidate starts after SCORE_SHARE of it, no survivor after all of it. Every
 measured candidate is kept in the cache (search/<key>/state.json beside the compile cache), so a search killed
 midway starts again where it stopped; fully recovered compiles hit the compile cache too.
@@ -20,6 +27,7 @@ midway starts again where it stopped; fully recovered compiles hit the compile c
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +49,8 @@ class Candidate:
     ratio: float
     target: str
     precision: str  # requested (auto resolves per runtime)
+    allocation: str = "uniform"  # uniform | per-group: the budget search's widths at macs_fraction
+    macs_fraction: float | None = None  # per-group: the MACs of uniform `ratio` (pruned / dense)
     deployed: str | None = None
     metric: float | None = None
     drop: float | None = None
@@ -57,7 +67,11 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return f"{self.ratio:g} {self.target} {self.deployed or self.precision}"
+        return f"{self.label} {self.target} {self.deployed or self.precision}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.ratio:g}" + (" per-group" if self.allocation == "per-group" else "")
 
     def record(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "out_dir"}
@@ -96,23 +110,42 @@ def select(candidates: list[Candidate], max_drop: float) -> tuple[Candidate | No
     return best, why
 
 
-def refine_ratio(candidates: list[Candidate]) -> float | None:
-    """The ratio halfway (on a 0.05 grid) between the largest measured ratio that fits at any runtime and
-    precision and the smallest larger one where none fits, when they are at least REFINE_GAP apart; else None."""
+def boundary(candidates: list[Candidate]) -> tuple[float, float] | None:
+    """(the largest uniform ratio that fits at any runtime and precision, the smallest larger one where none
+    does), or None when nothing fits or everything measured above fits."""
     fits: dict[float, bool] = {}
     for c in candidates:
-        if c.drop is not None:
+        if c.drop is not None and c.allocation == "uniform":
             fits[c.ratio] = fits.get(c.ratio, False) or c.fits
     fitting = [r for r, ok in fits.items() if ok]
-    if not fitting:
+    above = [r for r, ok in fits.items() if fitting and r > max(fitting) and not ok]
+    return (max(fitting), min(above)) if above else None
+
+
+def refine_ratio(candidates: list[Candidate]) -> float | None:
+    """The ratio halfway (on a 0.05 grid) across the boundary, when it is at least REFINE_GAP wide; else None."""
+    edge = boundary(candidates)
+    if edge is None:
         return None
-    low = max(fitting)
-    above = [r for r, ok in fits.items() if r > low and not ok]
-    if not above:
-        return None
-    high = min(above)
+    low, high = edge
     middle = round((low + high) / 2 * 20) / 20
     return middle if high - low >= REFINE_GAP - 1e-9 and low < middle < high else None
+
+
+def per_group_candidate(candidates: list[Candidate]) -> Candidate | None:
+    """Where a per-group allocation may help: the first uniform ratio over the floor, allocated by the budget
+    search (`--macs-fraction` at that ratio's MACs: the groups that cost the metric least give up more), at the
+    runtime and precision that ran that ratio fastest. None without a boundary or a timed candidate on it."""
+    edge = boundary(candidates)
+    if edge is None:
+        return None
+    on_it = [c for c in candidates if c.ratio == edge[1] and c.allocation == "uniform" and c.p50_ms is not None
+             and c.mac_reduction]
+    if not on_it:
+        return None
+    fastest = min(on_it, key=lambda c: c.p50_ms)
+    return Candidate(edge[1], fastest.target, fastest.precision, allocation="per-group",
+                     macs_fraction=math.ceil(1e6 / fastest.mac_reduction) / 1e6)  # up: uniform's own MACs fit
 
 
 class Search:
@@ -133,6 +166,7 @@ class Search:
         self.started = time.time()  # wall clock: the same in pool and Ray workers
         self.budget_s = options.search_minutes * 60.0
         self.done = self._load_state()
+        self.missed: list[float] = []  # uniform ratios that missed the floor at every runtime and precision
 
     def run(self, pairs: list[tuple[str, str]]) -> tuple[Candidate | None, dict]:
         candidates = [Candidate(r, t, p) for r in RATIOS for t, p in pairs]
@@ -150,6 +184,14 @@ class Search:
             candidates += extra
             self._score_all(extra, n)
         self._time(candidates)
+        extra = per_group_candidate(candidates)
+        if extra and time.time() - self.started <= SCORE_SHARE * self.budget_s:
+            self.progress.say(f"per-group allocation at the MACs of ratio {extra.ratio:g} (the first uniform ratio "
+                              f"over the floor), through the budget search")
+            candidates.append(extra)
+            self._score_all([extra], n)
+            if extra.status == "measured":
+                self._time(candidates)
         for c in sorted((c for c in candidates if c.p50_ms is not None), key=lambda c: c.p50_ms):
             self.progress.say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
                       f"{'' if c.fits else ' (over the floor)'}")
@@ -173,10 +215,10 @@ class Search:
         """Each ratio's candidates in one task of the executor (in order: the first recovers, the others start
         from its checkpoint); results copied back onto `candidates`."""
         self._numbers = getattr(self, "_numbers", 0)
-        groups: dict[float, list] = {}
+        groups: dict[str, list] = {}
         for c in candidates:
             self._numbers += 1
-            groups.setdefault(c.ratio, []).append((self._numbers, n, c))
+            groups.setdefault(c.label, []).append((self._numbers, n, c))
         results = self.executor.map(self._score_group, list(groups.values()))
         for group, (measured, metric_name) in zip(groups.values(), results):
             self.metric_name = metric_name or self.metric_name
@@ -194,12 +236,20 @@ class Search:
         """One ratio's candidates, in order (a task of the executor: runs here or in a worker)."""
         out = []
         for k, n, c in group:
+            missed = [r for r in self.missed if r < c.ratio]
             if time.time() - self.started > SCORE_SHARE * self.budget_s:
                 c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
+            elif missed and c.allocation == "uniform":
+                c.status = f"skipped: ratio {min(missed):g} already missed the floor at every runtime and precision"
             else:
                 self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
-                self.progress.say(f"candidate {k}/{n}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
+                of = f"/{n}" if k <= n else " (added)"
+                self.progress.say(f"candidate {k}{of}: ratio {c.name}: {self._metric_text(c)} [{c.wall_s} s]")
             out.append(c)
+        measured = [c for c in out if c.drop is not None]
+        if measured and len(measured) == len(out) and not any(c.fits for c in measured) \
+                and out[0].allocation == "uniform":
+            self.missed.append(out[0].ratio)  # larger ratios prune more: they are not scored (in this process)
         return out, self.metric_name
 
     def _metric_text(self, c: Candidate) -> str:
@@ -218,9 +268,9 @@ class Search:
                 and c.p50_ms is not None and c.p50_ms < limit]
         closest = {}
         for c in pool:
-            closest[c.ratio] = min(closest.get(c.ratio, c.drop), c.drop)
-        ratios = sorted(closest, key=closest.get)[:SURVIVORS]
-        picks = [min((c for c in pool if c.ratio == r), key=lambda c: c.p50_ms) for r in ratios]
+            closest[c.label] = min(closest.get(c.label, c.drop), c.drop)
+        labels = sorted(closest, key=closest.get)[:SURVIVORS]
+        picks = [min((c for c in pool if c.label == label), key=lambda c: c.p50_ms) for label in labels]
         return sorted(picks, key=lambda c: c.p50_ms)
 
     @staticmethod

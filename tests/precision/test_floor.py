@@ -78,3 +78,31 @@ def test_bad_max_drop_values_are_one_line(p2d_in_process, tmp_path):
         assert_user_error(p2d_in_process("compile", *model, "--target", "trt-ampere", "--max-drop", "0.5",
                                          "--data", str(digits_path)), "--max-drop searches by timing", "--ratio")
     assert not (tmp_path / "out").exists()
+
+
+def test_ort_int8_leaves_no_layer_out_when_its_fp32_model_is_already_below_the_floor(monkeypatch, tmp_path):
+    """Pruning alone costs more than --max-drop (a --max-drop search's aggressive candidate): putting layers back
+    in FP32 cannot fit, so none is measured (on MiniLM each would be a pass over the validation data)."""
+    from prune2deploy.backends.ort_cpu import quantize, runner
+    from prune2deploy.data.metrics import drop
+
+    class Floor:
+        max_drop = 0.05
+
+        def measure(self, _runner):
+            return 0.70
+
+        def drop(self, value):
+            return drop(1.0, value)
+
+        def fits(self, value):
+            return self.drop(value) <= self.max_drop
+
+        def budget(self, name):
+            return self.max_drop - self.drop(0.75)  # the pruned FP32 model: cosine 0.75 < 0.95
+
+    monkeypatch.setattr(runner, "OrtRunner", lambda *a, **k: object())
+    monkeypatch.setattr(quantize, "exclusion_units", lambda *a: pytest.fail("no layer should be left out"))
+    record = quantize._fall_back(tmp_path / "m.onnx", tmp_path / "q.onnx", [], Floor(), "pruned", 1)
+    assert record["fits"] is False and record["evaluations"] == 1 and record["excluded"] == []
+    assert record["drop"] == pytest.approx(0.30) and "below the floor" in record["note"]

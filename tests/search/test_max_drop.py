@@ -85,10 +85,29 @@ def test_an_interrupted_search_starts_again_where_it_stopped(tmp_path, monkeypat
     assert len(json.loads(state.path.read_text())) == 2  # two candidates measured before the kill, kept
     calls.clear()
     chosen, record = search.Search(options, score, state, Progress(enabled=False), None).run(pairs)
-    # the two measured ones were not compiled again; then 0.15 and 0.2 refine the gap between 0 (fits) and 0.3
-    assert len(calls) == len(search.RATIOS) - 2 + 2 and calls[-2:] == ["0.15 ort-cpu auto", "0.2 ort-cpu auto"]
+    # the two measured ones (0 and 0.5) were not compiled again; 0.7 and 0.6 were skipped (0.5 missed the floor);
+    # 0.15 and 0.2 refine the gap between 0 (fits) and 0.3, and the budget search's widths at 0.3's MACs get a try
+    assert calls == ["0.3 ort-cpu auto", "0.15 ort-cpu auto", "0.2 ort-cpu auto", "0.3 per-group ort-cpu auto"]
+    skipped = {c["ratio"]: c["status"] for c in record["candidates"] if c["status"].startswith("skipped")}
+    assert skipped == {0.7: "skipped: ratio 0.3 already missed the floor at every runtime and precision",
+                       0.6: "skipped: ratio 0.3 already missed the floor at every runtime and precision"}
     assert chosen.ratio == 0.2 and chosen.drop == pytest.approx(0.4)  # drop = ratio * 2 <= 0.5
-    assert len(record["candidates"]) == len(search.RATIOS) + 2 and record["selected_on"] == "validation data only"
+    assert len(record["candidates"]) == len(search.RATIOS) + 3 and record["selected_on"] == "validation data only"
+
+
+def test_a_per_group_candidate_takes_the_first_ratio_over_the_floor_at_its_fastest_configuration():
+    grid = [_c(0.0, 10.0, 0.0), _c(0.3, 6.0, 0.4), _c(0.5, 4.0, 0.9), _c(0.5, 3.0, 1.4, precision="int8"),
+            _c(0.7, 2.0, 3.0)]
+    for c, reduction in zip(grid, (1.0, 2.0, 4.0, 4.0, 10.0)):
+        c.mac_reduction = reduction
+    extra = search.per_group_candidate(grid)
+    assert (extra.ratio, extra.precision, extra.allocation, extra.macs_fraction) == (0.5, "int8", "per-group", 0.25)
+    grid[3].mac_reduction = 2.599154280398334  # never rounded below uniform's own fraction (0.38474053...)
+    assert search.per_group_candidate(grid).macs_fraction == 0.384741
+    assert extra.name == "0.5 per-group ort-cpu int8" and extra.label != "0.5"
+    assert search.per_group_candidate([_c(0.0, 10.0, 0.0), _c(0.3, 6.0, 0.4)]) is None  # all fit: no boundary
+    extra.drop, extra.fits = 0.1, True
+    assert search.refine_ratio(grid + [extra]) == 0.4  # a per-group candidate does not move the uniform boundary
 
 
 def test_a_process_pool_scores_ratios_in_workers_and_keeps_every_measurement(tmp_path, monkeypatch):
@@ -99,7 +118,8 @@ def test_a_process_pool_scores_ratios_in_workers_and_keeps_every_measurement(tmp
     from prune2deploy.pipeline import _JsonState
     from prune2deploy.search.executor import ProcessPoolExecutor
 
-    options = CompileOptions(max_drop=0.5, recover="none", search_minutes=5, data="d.pt")
+    # every ratio fits (drop = ratio * 2 <= 2): no ratio is skipped, so the pool scores exactly what inline does
+    options = CompileOptions(max_drop=2.0, recover="none", search_minutes=5, data="d.pt")
 
     def score(c, full):
         c.out_dir = str(tmp_path / c.name.replace(" ", "_"))
@@ -168,15 +188,19 @@ def test_a_looser_floor_gives_a_faster_artifact_and_test_data_only_reports(digit
         reports[name] = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), out_dir=tmp_path / name,
                                 max_drop=floor, **common).report
     tight, loose = reports["tight"]["search"]["chosen"], reports["loose"]["search"]["chosen"]
+    per_group = [c for c in reports["tight"]["search"]["candidates"] if c["allocation"] == "per-group"]
+    assert len(per_group) == 1 and per_group[0]["status"] == "measured"  # the budget search's widths, measured
+    assert per_group[0]["mac_reduction"] == pytest.approx(1 / per_group[0]["macs_fraction"], rel=0.1)
     timed = [c["p50_ms"] for c in reports["loose"]["search"]["candidates"] if c["p50_ms"] is not None]
     assert tight["drop"] <= 0.5 and loose["p50_ms"] == min(timed)  # the loose floor: the fastest of all
     assert loose["mac_reduction"] > tight["mac_reduction"]  # the loose floor ships a smaller model
     for name, report in reports.items():
         s = report["search"]
         assert report["accuracy"]["max_drop"] == s["max_drop"] and report["accuracy"]["fits_max_drop"]
-        ratios = sorted({c["ratio"] for c in s["candidates"]})  # the grid, and the ratios refining it
+        uniform = [c for c in s["candidates"] if c["allocation"] == "uniform"]
+        ratios = sorted({c["ratio"] for c in uniform})  # the grid, and the ratios refining it
         assert set(search.RATIOS) <= set(ratios) and len(ratios) <= len(search.RATIOS) + search.REFINE
-        assert len(s["candidates"]) == len(ratios) * 2  # ort-cpu at fp32 and int8
+        assert len(uniform) == len(ratios) * 2  # ort-cpu at fp32 and int8
         measured = [c for c in s["candidates"] if c["status"] == "measured"]
         assert measured and all(c["p50_ms"] is not None for c in measured)  # over the floor or not: all timed
         assert any(not c["fits"] for c in reports["tight"]["search"]["candidates"])
