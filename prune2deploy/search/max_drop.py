@@ -13,8 +13,9 @@ After the grid, up to REFINE more ratios bisect the gap between the largest rati
 precision) and the smallest one above it that does not, where that gap is wide: a floor met only by the dense
 model at a lower precision and lost at 0.3 tries 0.15.
 
-A uniform ratio larger than one that missed the floor at every runtime and precision is not scored (pruning more
-does not recover more in the same short recovery); with --workers, only within one worker's view.
+A uniform ratio larger than one that missed the floor at every runtime and precision is deferred until after the
+refinement (pruning more rarely recovers more in the same short recovery, but a full recovery may still fit it),
+then scored if time is left; with --workers, within one worker's view only.
 
 Once timed, one more candidate tries a per-group allocation (the budget search, at the MACs of the first uniform
 ratio over the floor, on that ratio's fastest runtime and precision): the groups that cost the metric least give
@@ -167,6 +168,8 @@ class Search:
         self.budget_s = options.search_minutes * 60.0
         self.done = self._load_state()
         self.missed: list[float] = []  # uniform ratios that missed the floor at every runtime and precision
+        self.numbers: dict[str, int] = {}  # candidate name -> its number in the progress lines
+        self.defer = True  # larger uniform ratios than those wait until the refinement is done
 
     def run(self, pairs: list[tuple[str, str]]) -> tuple[Candidate | None, dict]:
         candidates = [Candidate(r, t, p) for r in RATIOS for t, p in pairs]
@@ -183,6 +186,13 @@ class Search:
                               "does not")
             candidates += extra
             self._score_all(extra, n)
+        deferred = [c for c in candidates if c.status == "deferred"]
+        if deferred:
+            self.progress.say(f"scoring the {len(deferred)} deferred candidate(s): ratios above one that missed the floor")
+            self.defer = False
+            for c in deferred:
+                c.status = "pending"
+            self._score_all(deferred, n)
         self._time(candidates)
         extra = per_group_candidate(candidates)
         if extra and time.time() - self.started <= SCORE_SHARE * self.budget_s:
@@ -214,11 +224,10 @@ class Search:
     def _score_all(self, candidates: list[Candidate], n: int) -> None:
         """Each ratio's candidates in one task of the executor (in order: the first recovers, the others start
         from its checkpoint); results copied back onto `candidates`."""
-        self._numbers = getattr(self, "_numbers", 0)
         groups: dict[str, list] = {}
         for c in candidates:
-            self._numbers += 1
-            groups.setdefault(c.label, []).append((self._numbers, n, c))
+            number = self.numbers.setdefault(c.name, len(self.numbers) + 1)  # a deferred one keeps its number
+            groups.setdefault(c.label, []).append((number, n, c))
         results = self.executor.map(self._score_group, list(groups.values()))
         for group, (measured, metric_name) in zip(groups.values(), results):
             self.metric_name = metric_name or self.metric_name
@@ -226,7 +235,7 @@ class Search:
                 if m is not c:  # came back from another process
                     for f in dataclasses.fields(Candidate):
                         setattr(c, f.name, getattr(m, f.name))
-                if c.status != "pending" and not c.status.startswith("skipped"):
+                if c.status not in ("pending", "deferred") and not c.status.startswith("skipped"):
                     self._save(self._key(c, c.recovery != "short"), c)  # Ray: the worker's own is remote
                 if c.out_dir and c.status == "measured" and not Path(c.out_dir).is_dir():
                     c.status = ("failed: its files are not on this machine (Ray workers need the cache directory on "
@@ -239,8 +248,8 @@ class Search:
             missed = [r for r in self.missed if r < c.ratio]
             if time.time() - self.started > SCORE_SHARE * self.budget_s:
                 c.status = f"skipped: --search-minutes {self.options.search_minutes:g} spent"
-            elif missed and c.allocation == "uniform":
-                c.status = f"skipped: ratio {min(missed):g} already missed the floor at every runtime and precision"
+            elif missed and c.allocation == "uniform" and self.defer:
+                c.status = "deferred"  # scored after the refinement, if time is left
             else:
                 self._measure(c, full=self.options.recover == "none" or c.ratio == 0.0)
                 of = f"/{n}" if k <= n else " (added)"
@@ -249,7 +258,7 @@ class Search:
         measured = [c for c in out if c.drop is not None]
         if measured and len(measured) == len(out) and not any(c.fits for c in measured) \
                 and out[0].allocation == "uniform":
-            self.missed.append(out[0].ratio)  # larger ratios prune more: they are not scored (in this process)
+            self.missed.append(out[0].ratio)  # larger ratios prune more: deferred (in this process)
         return out, self.metric_name
 
     def _metric_text(self, c: Candidate) -> str:
@@ -275,7 +284,7 @@ class Search:
 
     @staticmethod
     def _key(c: Candidate, full: bool) -> str:
-        return f"{c.name}|{'full' if full else 'short'}"
+        return f"{c.label} {c.target} {c.precision}|{'full' if full else 'short'}"  # as requested: known before
 
     def _measure(self, c: Candidate, full: bool) -> None:
         key = self._key(c, full)

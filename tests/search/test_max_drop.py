@@ -85,14 +85,14 @@ def test_an_interrupted_search_starts_again_where_it_stopped(tmp_path, monkeypat
     assert len(json.loads(state.path.read_text())) == 2  # two candidates measured before the kill, kept
     calls.clear()
     chosen, record = search.Search(options, score, state, Progress(enabled=False), None).run(pairs)
-    # the two measured ones (0 and 0.5) were not compiled again; 0.7 and 0.6 were skipped (0.5 missed the floor);
-    # 0.15 and 0.2 refine the gap between 0 (fits) and 0.3, and the budget search's widths at 0.3's MACs get a try
-    assert calls == ["0.3 ort-cpu auto", "0.15 ort-cpu auto", "0.2 ort-cpu auto", "0.3 per-group ort-cpu auto"]
-    skipped = {c["ratio"]: c["status"] for c in record["candidates"] if c["status"].startswith("skipped")}
-    assert skipped == {0.7: "skipped: ratio 0.3 already missed the floor at every runtime and precision",
-                       0.6: "skipped: ratio 0.3 already missed the floor at every runtime and precision"}
+    # the two measured ones (0 and 0.5) were not compiled again; 0.7 and 0.6 wait (0.5 missed the floor) while
+    # 0.15 and 0.2 refine the gap between 0 (fits) and 0.3; then the budget search's widths at 0.3's MACs
+    assert calls == ["0.3 ort-cpu auto", "0.15 ort-cpu auto", "0.2 ort-cpu auto", "0.7 ort-cpu auto",
+                     "0.6 ort-cpu auto", "0.3 per-group ort-cpu auto"]
+    assert all(c["status"] == "measured" for c in record["candidates"])
     assert chosen.ratio == 0.2 and chosen.drop == pytest.approx(0.4)  # drop = ratio * 2 <= 0.5
     assert len(record["candidates"]) == len(search.RATIOS) + 3 and record["selected_on"] == "validation data only"
+    assert len(json.loads(state.path.read_text())) == len(record["candidates"])  # nothing saved while deferred
 
 
 def test_a_per_group_candidate_takes_the_first_ratio_over_the_floor_at_its_fastest_configuration():
