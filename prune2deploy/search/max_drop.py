@@ -168,7 +168,7 @@ class Search:
         self.budget_s = options.search_minutes * 60.0
         self.done = self._load_state()
         self.missed: list[float] = []  # uniform ratios that missed the floor at every runtime and precision
-        self.numbers: dict[str, int] = {}  # candidate name -> its number in the progress lines
+        self.numbers: dict[str, int] = {}  # candidate -> its number in the progress lines
         self.defer = True  # larger uniform ratios than those wait until the refinement is done
 
     def run(self, pairs: list[tuple[str, str]]) -> tuple[Candidate | None, dict]:
@@ -226,7 +226,7 @@ class Search:
         from its checkpoint); results copied back onto `candidates`."""
         groups: dict[str, list] = {}
         for c in candidates:
-            number = self.numbers.setdefault(c.name, len(self.numbers) + 1)  # a deferred one keeps its number
+            number = self.numbers.setdefault(self._key(c, False), len(self.numbers) + 1)  # deferred: keeps its number
             groups.setdefault(c.label, []).append((number, n, c))
         results = self.executor.map(self._score_group, list(groups.values()))
         for group, (measured, metric_name) in zip(groups.values(), results):
@@ -269,7 +269,8 @@ class Search:
     def _survivors(self, candidates: list[Candidate], chosen: Candidate | None) -> list[Candidate]:
         """Faster than the chosen one but over the floor after a short recovery only: they may fit once fully
         recovered. One per ratio (its fastest runtime and precision: a full recovery helps every precision of a
-        ratio alike), for the SURVIVORS ratios that came closest to the floor; fastest first."""
+        ratio alike), for the SURVIVORS ratios that came closest to the floor; closest first (the likeliest to fit
+        when --search-minutes runs out before the last)."""
         if self.options.recover == "none":
             return []
         limit = chosen.p50_ms if chosen else float("inf")
@@ -280,7 +281,7 @@ class Search:
             closest[c.label] = min(closest.get(c.label, c.drop), c.drop)
         labels = sorted(closest, key=closest.get)[:SURVIVORS]
         picks = [min((c for c in pool if c.label == label), key=lambda c: c.p50_ms) for label in labels]
-        return sorted(picks, key=lambda c: c.p50_ms)
+        return picks  # in the order of `labels`
 
     @staticmethod
     def _key(c: Candidate, full: bool) -> str:
