@@ -43,7 +43,9 @@ def search_markdown(report: dict) -> list[str]:
     lines = ["", "## Search: the fastest artifact within --max-drop", "",
              f"Floor: {s['metric']} at most {s['max_drop']:g} below the dense FP32 model, measured on the validation "
              f"data through each deployed artifact ({s['selected_on']}). Scored with {s['score_steps']} recovery "
-             f"steps; survivors recovered fully: {', '.join(s['survivors']) or 'none'}. Search wall time "
+             f"steps; survivors recovered fully: {', '.join(s['survivors']) or 'none'}"
+             f"{'; not reached in time: ' + ', '.join(s['survivors_not_recovered']) if s.get('survivors_not_recovered') else ''}"
+             f". Search wall time "
              f"{s['wall_s']:.0f} s (budget {s['search_minutes']:g} min).", "",
              f"Chosen: **{ratio_label(s['chosen'])} on {s['chosen']['target']} {s['chosen']['deployed']}**: {s['why']}.",
              "", "| ratio | runtime | precision | metric | drop | fits | p50 ms | vs dense ORT FP32 | vs dense same precision | "

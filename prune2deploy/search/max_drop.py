@@ -206,16 +206,22 @@ class Search:
             self.progress.say(f"  {c.name}: {c.p50_ms:.3g} ms, {c.vs_dense_fp32:.2f}x dense ORT FP32, drop {c.drop:.3g}"
                       f"{'' if c.fits else ' (over the floor)'}")
         chosen, why = select(candidates, self.options.max_drop)
-        survivors = self._survivors(candidates, chosen)
-        for c in survivors:
+        picked, survivors, unrecovered = self._survivors(candidates, chosen), [], []
+        for c in picked:
             if time.time() - self.started > self.budget_s:
-                break
+                unrecovered.append(c.name)
+                continue
             self._measure(c, full=True)
+            survivors.append(c)
             self.progress.say(f"survivor {c.name}, recovered fully: {self._metric_text(c)}")
+        if unrecovered:
+            self.progress.say(f"--search-minutes {self.options.search_minutes:g} spent: not recovered fully: "
+                              f"{', '.join(unrecovered)}")
         if survivors:
             chosen, why = select(candidates, self.options.max_drop)
         record = {"max_drop": self.options.max_drop, "metric": self.metric_name, "candidates": [c.record() for c in candidates],
                   "chosen": chosen.record() if chosen else None, "why": why, "survivors": [c.name for c in survivors],
+                  "survivors_not_recovered": unrecovered,
                   "wall_s": round(time.time() - self.started, 1), "search_minutes": self.options.search_minutes,
                   "score_steps": SCORE_STEPS, "selected_on": "validation data only",
                   "executor": self.executor.description}
