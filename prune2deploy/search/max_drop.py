@@ -111,12 +111,12 @@ def select(candidates: list[Candidate], max_drop: float) -> tuple[Candidate | No
     return best, why
 
 
-def boundary(candidates: list[Candidate]) -> tuple[float, float] | None:
+def boundary(candidates: list[Candidate], grid_only: bool = False) -> tuple[float, float] | None:
     """(the largest uniform ratio that fits at any runtime and precision, the smallest larger one where none
-    does), or None when nothing fits or everything measured above fits."""
+    does), or None when nothing fits or everything measured above fits. `grid_only`: among RATIOS only."""
     fits: dict[float, bool] = {}
     for c in candidates:
-        if c.drop is not None and c.allocation == "uniform":
+        if c.drop is not None and c.allocation == "uniform" and (c.ratio in RATIOS or not grid_only):
             fits[c.ratio] = fits.get(c.ratio, False) or c.fits
     fitting = [r for r, ok in fits.items() if ok]
     above = [r for r, ok in fits.items() if fitting and r > max(fitting) and not ok]
@@ -136,8 +136,9 @@ def refine_ratio(candidates: list[Candidate]) -> float | None:
 def per_group_candidate(candidates: list[Candidate]) -> Candidate | None:
     """Where a per-group allocation may help: the first uniform ratio over the floor, allocated by the budget
     search (`--macs-fraction` at that ratio's MACs: the groups that cost the metric least give up more), at the
-    runtime and precision that ran that ratio fastest. None without a boundary or a timed candidate on it."""
-    edge = boundary(candidates)
+    runtime and precision that ran that ratio fastest; the grid's boundary (a refining ratio is a probe of what
+    the short recovery sees). None without a boundary or a timed candidate on it."""
+    edge = boundary(candidates, grid_only=True)
     if edge is None:
         return None
     on_it = [c for c in candidates if c.ratio == edge[1] and c.allocation == "uniform" and c.p50_ms is not None
@@ -276,12 +277,14 @@ class Search:
         """Faster than the chosen one but over the floor after a short recovery only: they may fit once fully
         recovered. One per ratio (its fastest runtime and precision: a full recovery helps every precision of a
         ratio alike), for the SURVIVORS ratios that came closest to the floor; closest first (the likeliest to fit
-        when --search-minutes runs out before the last)."""
+        when --search-minutes runs out before the last). Only the grid's ratios (and the per-group candidate)
+        qualify: the refining ratios probe the boundary a short recovery sees, and would crowd the survivors
+        towards the least pruned (MNIST: 0.1 and 0.15 closest after 200 steps, while 0.5 fits recovered)."""
         if self.options.recover == "none":
             return []
         limit = chosen.p50_ms if chosen else float("inf")
         pool = [c for c in candidates if c.status == "measured" and c.recovery == "short" and not c.fits
-                and c.p50_ms is not None and c.p50_ms < limit]
+                and c.p50_ms is not None and c.p50_ms < limit and (c.ratio in RATIOS or c.allocation != "uniform")]
         closest = {}
         for c in pool:
             closest[c.label] = min(closest.get(c.label, c.drop), c.drop)

@@ -252,7 +252,9 @@ def test_survivors_are_the_fastest_of_each_ratio_closest_to_the_floor():
     for c in short:
         c.recovery = "short"
     fits = _c(0.0, 4.0, 0.4)
-    picked = run._survivors(short + [fits], fits)
+    refining = _c(0.15, 3.5, 0.9)  # closest of all, but a refining ratio: not a survivor
+    refining.recovery = "short"
+    picked = run._survivors(short + [fits, refining], fits)
     assert [(c.ratio, c.p50_ms) for c in picked] == [(0.3, 2.0), (0.5, 1.5), (0.6, 1.2)]  # closest to the floor first
 
 
