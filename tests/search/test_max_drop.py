@@ -231,12 +231,15 @@ def test_each_ratio_is_recovered_once_for_every_runtime_and_precision(digit_file
     report = compile(trained_digits_cnn(), torch.zeros(1, 1, 8, 8), target="ort-cpu", out_dir=tmp_path / "out",
                      data=str(digit_files / "train.pt"), val_data=str(digit_files / "val.pt"), max_drop=1.0,
                      max_steps=4, search_minutes=10, bench_seconds=0.3, output=Output(cache_dir=tmp_path / "cache"))
-    pruned = [c for c in report.report["search"]["candidates"] if c["ratio"] > 0]  # short, or survivors: full
+    candidates = report.report["search"]["candidates"]
+    pruned = [c for c in candidates if c["ratio"] > 0 and c["allocation"] == "uniform"]  # short, or survivors: full
     ratios = {c["ratio"] for c in pruned}
     assert len(pruned) == 2 * len(ratios) and all(c["recovery_steps"] == 4 for c in pruned)
+    per_group = [c for c in candidates if c["allocation"] == "per-group" and c["status"] == "measured"]
     survivors = len(report.report["search"]["survivors"])
     final_trains = 0 if report.report["cache"]["hit"] or report.report["search"]["chosen"]["ratio"] == 0 else 1
-    assert len(trained) == len(ratios) + survivors + final_trains  # once per ratio, not once per candidate
+    # once per ratio, not once per candidate (the per-group candidate is one more allocation of its own)
+    assert len(trained) == len(ratios) + len(per_group) + survivors + final_trains
 
 
 def test_nothing_fits_is_one_line():
