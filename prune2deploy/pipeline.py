@@ -245,7 +245,7 @@ def _search_then_compile(model, example_inputs, out_dir, options, output: Output
     pairs = max_drop_search.configs({name: d.precisions(options) for name, d in runtimes.items()})
 
     def score(candidate, full: bool) -> dict:
-        where = f"{candidate.ratio:g}{'-per-group' if candidate.macs_fraction else ''}"
+        where = candidate.label.replace(" ", "-")
         length = "full" if full else "short"
         candidate.out_dir = str(root / f"{where}-{candidate.target}-{candidate.precision}-{length}")
         result = compile(model, inputs, out_dir=candidate.out_dir, options=_candidate_options(options, candidate, full),

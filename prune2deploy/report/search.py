@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prune2deploy.report.plots import no_matplotlib, pyplot, save
+from prune2deploy.search.max_drop import label_of
 
 PLOT = "frontier.png"
 
@@ -21,8 +22,8 @@ def _x(value, digits: int = 2) -> str:
 
 
 def ratio_label(c: dict) -> str:
-    """'0.5', or '0.5 per-group' for the budget search's widths at uniform 0.5's MACs."""
-    return f"{c['ratio']:g}" + (" per-group" if c.get("allocation") == "per-group" else "")
+    """A candidate record's ratio as the search names it: '0.5', or '0.5 per-group'."""
+    return label_of(c["ratio"], c.get("allocation", "uniform"))
 
 
 def search_lines(report: dict) -> list[str]:

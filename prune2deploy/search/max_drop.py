@@ -72,10 +72,15 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{self.ratio:g}" + (" per-group" if self.allocation == "per-group" else "")
+        return label_of(self.ratio, self.allocation)
 
     def record(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "out_dir"}
+
+
+def label_of(ratio: float, allocation: str = "uniform") -> str:
+    """'0.5', or '0.5 per-group' (the budget search's widths at uniform 0.5's MACs)."""
+    return f"{ratio:g}" + (" per-group" if allocation == "per-group" else "")
 
 
 def configs(precisions: dict) -> list[tuple[str, str]]:
@@ -239,11 +244,12 @@ class Search:
         for group, (measured, metric_name) in zip(groups.values(), results):
             self.metric_name = metric_name or self.metric_name
             for (_, _, c), m in zip(group, measured):
-                if m is not c:  # came back from another process
-                    for f in dataclasses.fields(Candidate):
-                        setattr(c, f.name, getattr(m, f.name))
+                if m is c:  # scored in this process: _measure saved it
+                    continue
+                for f in dataclasses.fields(Candidate):  # came back from a worker
+                    setattr(c, f.name, getattr(m, f.name))
                 if c.status not in ("pending", "deferred") and not c.status.startswith("skipped"):
-                    self._save(self._key(c, c.recovery != "short"), c)  # Ray: the worker's own is remote
+                    self._save(self._key(c, c.recovery != "short"), c)  # Ray: the worker's own save is remote
                 if c.out_dir and c.status == "measured" and not Path(c.out_dir).is_dir():
                     c.status = ("failed: its files are not on this machine (Ray workers need the cache directory on "
                                 "a file system this machine shares)")
